@@ -96,7 +96,7 @@ def select_rows(cfg: CompareConfig) -> UnitRows:
 
 
 def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
-                 single_token_labels: bool = True) -> UnitPrompts:
+                 single_token_labels: bool = True, lr_search_rows: bool = True) -> UnitPrompts:
     """The tokenised prompts of one unit (demos in the unit's order) and, for an lr search, held-out rows."""
     task, template = rows.task, rows.template
     label_names = list(task.label_words)
@@ -119,7 +119,7 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
     order = order_permutation(cfg.seed, cfg.order, sampled.true_k)
     prompts = sampled.reordered(order)
     tune = None
-    if cfg.lr is None:  # held-out training rows, disjoint from the demos, for a learning-rate search
+    if cfg.lr is None and lr_search_rows:  # held-out training rows, disjoint from the demos, for a learning-rate search
         used = set(rows.demo_rows)
         rest = [rows.pool[int(i)] for i in permute(len(rows.pool), cfg.seed) if int(i) not in used]
         tune = prompts_for(rest[: cfg.lr_search_rows]) if rest else None

@@ -25,3 +25,19 @@ def print_unit_summary(unit_dir: str | Path, ft_method: str | None = None) -> No
     out = console()
     out.print(side_by_side_table(con, by="unit", ft_methods=[ft_method] if ft_method else methods or ["gd"]))
     out.print(f"results: {unit_dir}")
+
+
+def curve_table(points, title: str = "", caption: str = ""):
+    """A rich table of an ICL curve: one row per k, one column per variant (mean accuracy over seeds)."""
+    from rich.table import Table
+
+    from iclgd.experiments.icl_curve import mean_by_k
+
+    means = mean_by_k(points)
+    table = Table(title=title, caption=caption)
+    table.add_column("k", justify="right")
+    for variant in means:
+        table.add_column(variant, justify="right")
+    for k in sorted({p.k for p in points}):
+        table.add_row(str(k), *(f"{means[v][k]:.3f}" for v in means))
+    return table

@@ -1,0 +1,67 @@
+"""`iclgd pretrain` and `iclgd icl-curve`: parse flags and call iclgd.synthetic.pretrain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def pretrain(
+        corpus: Annotated[str | None, typer.Option(help="icc | ginc | markov")] = None,
+        out: Annotated[Path | None, typer.Option(help="run folder (default models/<corpus>); rerun to resume")] = None,
+        config: Annotated[
+            Path | None, typer.Option("--config", help="YAML of PretrainConfig fields (default: the corpus recipe)")
+        ] = None,
+        steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
+        seed: Annotated[int | None, typer.Option(help="fixes the initialisation and the data")] = None,
+        device: Annotated[str | None, typer.Option(help="cpu (default) | cuda")] = None,
+        threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
+    ) -> None:
+        """Pretrain a small GPT-2 on a synthetic corpus where in-context learning emerges (resumable)."""
+        from rich.console import Console
+
+        from iclgd.synthetic.pretrain.config import load_config
+        from iclgd.synthetic.pretrain.train import pretrain as run_pretrain
+
+        cfg = load_config(config, corpus=corpus, steps=steps, seed=seed, device=device, threads=threads)
+        target = out if out is not None else Path("models") / cfg.corpus
+        result = run_pretrain(cfg, target, progress=progress)
+        console = Console()
+        if result.steps == 0:
+            console.print(f"{target}: already complete ({cfg.steps} steps)")
+        else:
+            console.print(f"{target}: {result.steps} steps in {result.seconds:.0f} s "
+                          f"({result.steps_per_second:.1f} steps/s), final loss {result.final_loss:.4f}")
+
+    @app.command("icl-curve")
+    def icl_curve_command(
+        model: Annotated[str, typer.Option(help="model folder or hub id (e.g. src/iclgd/assets/icc-gpt2)")],
+        task: Annotated[str, typer.Option(help="built-in task name or task file")],
+        k: Annotated[list[int] | None, typer.Option("--k", help="demonstration counts (repeat; 0 = zero-shot)")] = None,
+        seeds: Annotated[int, typer.Option(min=1, help="demo seeds 0..seeds-1")] = 3,
+        untrained: Annotated[
+            list[str] | None, typer.Option(help="untrained variant (repeat): all | keep_layernorm | trained_embeddings")
+        ] = None,
+        eval_size: Annotated[int, typer.Option(min=1, help="eval rows")] = 200,
+        out: Annotated[Path | None, typer.Option(help="output folder (default results/icl-curve/<task>)")] = None,
+        device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
+    ) -> None:
+        """ICL accuracy vs k, trained and untrained: a table, curve.parquet and a plot (PNG + PDF)."""
+        from iclgd.experiments.icl_curve import DEFAULT_KS, run_icl_curve
+        from iclgd.report.console import console, curve_table
+
+        target = out if out is not None else Path("results/icl-curve") / Path(task).stem
+        ks = tuple(k) if k else DEFAULT_KS
+        points, paths = run_icl_curve(model, task, target, ks=ks, seeds=tuple(range(seeds)),
+                                      untrained=tuple(untrained or ()), eval_size=eval_size, device=device,
+                                      show_progress=progress)
+        out_console = console()
+        out_console.print(curve_table(points, title=f"ICL accuracy on {Path(task).stem}",
+                                      caption=f"{model}; mean over {seeds} demo seed(s)"))
+        out_console.print("wrote " + ", ".join(str(p) for p in paths))

@@ -1,0 +1,6 @@
+"""A small GPT-2 pretrained by iclgd itself, offline, on synthetic corpora where in-context learning emerges.
+
+    corpora: icc (in-context classification, default), ginc (Xie et al. 2022), markov (Edelman et al. 2024)
+    pretrain(load_config("configs/pretrain/icc.yaml"), "models/icc")   # resumable, bit-reproducible on CPU
+    icl_curve("src/iclgd/assets/icc-gpt2", "icc-heldout")               # accuracy vs k, trained and untrained
+"""

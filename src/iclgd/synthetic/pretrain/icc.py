@@ -1,0 +1,181 @@
+"""In-context classification ("icc"): every sequence draws its own mapping from inputs to labels.
+
+A sequence is [BOS] x_1 y_1 SEP x_2 y_2 SEP ... with one-token inputs x ("x0".."x31") and one-token labels
+y ("L0".."L7"): exactly iclgd's ICL layout for the task template "{text}" and label words " L<j>", so the
+prediction of y_{k+1} after k demonstrations is what ``iclgd icl-curve`` and ``iclgd compare`` measure.
+The label follows its input directly: the lookup "find the earlier x_i equal to x, copy the token after
+it" is one hop (an induction head); a template word between input and label would make it two.
+
+Per sequence (Chan et al. 2022; Reddy 2023: bursty sequences, the mapping only readable in context):
+- ``n_way`` labels drawn from the L labels, ``inputs_per_class`` inputs per label drawn from the inputs,
+  each demonstration an input drawn uniformly from those (so inputs repeat within the sequence);
+- with probability ``p_prior`` a "prior" sequence instead: inputs only from the first ``n_prior_inputs``,
+  each with its FIXED prior label L(i mod n_prior_labels). Those inputs also appear in ordinary sequences
+  with random labels, so the model learns the prior in its weights (zero-shot above chance on them) and
+  learns to let the context override it;
+- held-out mappings (the evaluation tasks) never show two of their (input, label) pairs together in one
+  sequence: a sequence that would is drawn again. Single pairs still occur at their usual rate, so the
+  model has no in-weight preference for or against them: zero-shot on those tasks is at chance;
+- after each demonstration, with probability ``p_echo``, an echo token e_i of its input ("x7" -> "e7")
+  takes the place of SEP (x_i y_i e_i x_{i+1} ...). The echo is predictable only from the token before
+  the label, and at a label position the model cannot know whether an echo or SEP comes next: this
+  rewards a previous-token head at every label position, the first half of the induction circuit, which
+  otherwise pays off only once the second half exists (the long plateau before ICL appears). Echoes are
+  their own tokens so that "attend to an earlier copy of x_test" finds inputs only (an echo equal to the
+  input would be a shortcut that works only where echoes are). Evaluation prompts contain no echo.
+The loss is on the predictable targets (``loss_positions``): each label and the token after it (SEP or
+the echo); inputs are uniform draws and carry no signal.
+A batch for step s is a pure function of (seed, s): ``default_rng([seed, s])``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from iclgd.errors import UserError
+from iclgd.synthetic.pretrain.tokenizer import BOS_ID, FIRST_WORD_ID, NEWLINE_ID
+
+# Held-out mappings shipped as evaluation tasks (input word -> label word, no leading space).
+HELDOUT_MAPPINGS: dict[str, dict[str, str]] = {
+    "icc-heldout": {"x26": "L1", "x27": "L1", "x28": "L1", "x29": "L6", "x30": "L6", "x31": "L6"},
+}
+
+
+@dataclass(frozen=True)
+class ICC:
+    """The icc corpus; ``heldout`` maps a task name to its held-out mapping (input word -> label word)."""
+
+    n_inputs: int = 32
+    n_labels: int = 8
+    n_way: tuple[int, ...] = (2,)
+    inputs_per_class: tuple[int, ...] = (1, 2, 3)
+    n_prior_inputs: int = 16
+    n_prior_labels: int = 4
+    p_prior: float = 0.25
+    p_echo: float = 0.25
+    heldout: dict[str, dict[str, str]] = field(default_factory=lambda: dict(HELDOUT_MAPPINGS), hash=False)
+
+    def __post_init__(self) -> None:
+        if self.n_inputs < 2 or self.n_labels < 2:
+            raise UserError(f"icc needs at least 2 inputs and 2 labels; got n_inputs={self.n_inputs}, "
+                            f"n_labels={self.n_labels}")
+        if not self.n_way or min(self.n_way) < 2 or max(self.n_way) > self.n_labels:
+            raise UserError(f"icc n_way {list(self.n_way)} must lie in 2..n_labels={self.n_labels}")
+        if not self.inputs_per_class or min(self.inputs_per_class) < 1:
+            raise UserError(f"icc inputs_per_class {list(self.inputs_per_class)} must be >= 1")
+        if max(self.n_way) * max(self.inputs_per_class) > self.n_inputs:
+            raise UserError(f"icc: n_way x inputs_per_class = {max(self.n_way) * max(self.inputs_per_class)} "
+                            f"inputs per sequence but only n_inputs={self.n_inputs}; raise n_inputs")
+        for name in ("p_prior", "p_echo"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"icc {name} {getattr(self, name)} must be a probability in [0, 1]")
+        if self.p_prior > 0:
+            if not 2 <= self.n_prior_labels <= min(self.n_labels, self.n_prior_inputs):
+                raise UserError(f"icc n_prior_labels {self.n_prior_labels} must lie in 2..min(n_labels, "
+                                f"n_prior_inputs) = {min(self.n_labels, self.n_prior_inputs)}")
+            if self.n_prior_inputs > self.n_inputs:
+                raise UserError(f"icc n_prior_inputs {self.n_prior_inputs} exceeds n_inputs {self.n_inputs}")
+        for name, mapping in self.heldout.items():
+            unknown = [w for pair in mapping.items() for w in pair if w not in self.word_ids]
+            if unknown:
+                raise UserError(f"icc held-out mapping {name!r} uses words {unknown} outside the corpus vocabulary "
+                                f"(x0..x{self.n_inputs - 1}, L0..L{self.n_labels - 1})")
+
+    @cached_property
+    def words(self) -> tuple[str, ...]:
+        """Vocabulary words: inputs x0.., labels L0.., then echoes e0.. (when p_echo > 0)."""
+        echoes = [f"e{i}" for i in range(self.n_inputs)] if self.p_echo > 0 else []
+        return (*(f"x{i}" for i in range(self.n_inputs)), *(f"L{j}" for j in range(self.n_labels)), *echoes)
+
+    @cached_property
+    def word_ids(self) -> dict[str, int]:
+        return {w: FIRST_WORD_ID + i for i, w in enumerate(self.words)}
+
+    def input_id(self, i: np.ndarray | int) -> np.ndarray | int:
+        return FIRST_WORD_ID + i
+
+    def label_id(self, j: np.ndarray | int) -> np.ndarray | int:
+        return FIRST_WORD_ID + self.n_inputs + j
+
+    def echo_id(self, i: np.ndarray | int) -> np.ndarray | int:
+        return FIRST_WORD_ID + self.n_inputs + self.n_labels + i
+
+    def prior_label(self, i: int) -> int:
+        """The prior label index of prior input i: i mod n_prior_labels."""
+        return i % self.n_prior_labels
+
+    @cached_property
+    def _heldout_pairs(self) -> list[set[tuple[int, int]]]:
+        """Each held-out mapping as a set of (input index, label index)."""
+        return [{(int(x[1:]), int(y[1:])) for x, y in mapping.items()} for mapping in self.heldout.values()]
+
+    def sequence_length(self, n_demos: int) -> int:
+        """Tokens of [BOS] + n_demos demonstrations (input, label, SEP)."""
+        return 1 + 3 * n_demos
+
+    def _mapping(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One sequence's inputs and their labels (index arrays of equal length)."""
+        if self.p_prior > 0 and rng.random() < self.p_prior:
+            n_way = int(rng.choice([n for n in self.n_way if n <= self.n_prior_labels] or [2]))
+            labels = rng.choice(self.n_prior_labels, size=n_way, replace=False)
+            inputs, targets = [], []
+            for label in labels:
+                members = np.arange(label, self.n_prior_inputs, self.n_prior_labels)
+                m = min(int(rng.choice(self.inputs_per_class)), len(members))
+                inputs.extend(rng.choice(members, size=m, replace=False))
+                targets.extend([label] * m)
+            return np.asarray(inputs), np.asarray(targets)
+        n_way = int(rng.choice(self.n_way))
+        m = int(rng.choice(self.inputs_per_class))
+        labels = rng.choice(self.n_labels, size=n_way, replace=False)
+        inputs = rng.choice(self.n_inputs, size=n_way * m, replace=False)
+        return inputs, np.repeat(labels, m)
+
+    def _shows_heldout(self, inputs: np.ndarray, targets: np.ndarray) -> bool:
+        pairs = set(zip(inputs.tolist(), targets.tolist(), strict=True))
+        return any(len(pairs & heldout) >= 2 for heldout in self._heldout_pairs)
+
+    def sequence(self, rng: np.random.Generator, n_demos: int) -> np.ndarray:
+        """[BOS] x_1 y_1 SEP ... x_n y_n SEP as token ids, length 1 + 3 n_demos (an echo e_i in place of some SEP)."""
+        inputs, targets = self._mapping(rng)
+        while self._shows_heldout(inputs, targets):
+            inputs, targets = self._mapping(rng)
+        pick = rng.integers(0, len(inputs), size=n_demos)
+        ids = np.full(self.sequence_length(n_demos), NEWLINE_ID, dtype=np.int64)
+        ids[0] = BOS_ID
+        ids[1::3] = self.input_id(inputs[pick])
+        ids[2::3] = self.label_id(targets[pick])
+        echo = rng.random(n_demos) < self.p_echo
+        ids[3::3][echo] = self.echo_id(inputs[pick][echo])
+        return ids
+
+    def pretraining_batch(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
+        """(B, length) token ids: sequences of ceil((length - 1) / 3) demonstrations, cut to ``length``."""
+        n_demos = -(-(length - 1) // 3)
+        return np.stack([self.sequence(rng, n_demos)[:length] for _ in range(batch_size)])
+
+    def label_positions(self, length: int) -> np.ndarray:
+        """Target indices t (target t is ids[t + 1]) that are labels: ids[2::3], i.e. t = 1, 4, 7, ..."""
+        return np.arange(1, length - 1, 3)
+
+    def loss_positions(self, length: int) -> np.ndarray:
+        """Target indices of the predictable tokens: each label and the token after it (t = 1, 2, 4, 5, ...)."""
+        targets = np.arange(length - 1)
+        return targets[targets % 3 != 0]
+
+    def heldout_prompts(self, rng: np.random.Generator, k: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """n evaluation prompts of the first held-out mapping, as icl-curve lays them out: token ids
+        (n, 3k + 2) = [BOS] (x y SEP) * k x_test with uniform draws of its inputs, the gold label id of
+        each, and the mapping's label ids (the candidates)."""
+        mapping = next(iter(self.heldout.values()))
+        xs = np.array([self.word_ids[x] for x in mapping])
+        ys = np.array([self.word_ids[y] for y in mapping.values()])
+        pick, query = rng.integers(0, len(xs), size=(n, k)), rng.integers(0, len(xs), size=n)
+        ids = np.full((n, 3 * k + 2), NEWLINE_ID, dtype=np.int64)
+        ids[:, 0] = BOS_ID
+        ids[:, 1:3 * k + 1:3], ids[:, 2:3 * k + 1:3] = xs[pick], ys[pick]
+        ids[:, -1] = xs[query]
+        return ids, ys[query], np.unique(ys)

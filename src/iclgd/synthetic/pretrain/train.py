@@ -1,0 +1,269 @@
+"""Pretraining a small GPT-2 on a synthetic corpus, resumable and bit-reproducible on CPU.
+
+The run folder ``out`` holds, while training:
+    pretrain.yaml      the config (marks the folder as an iclgd pretrain run; a rerun must match it)
+    checkpoint.pt      model + optimizer + RNG states + step, replaced atomically every checkpoint_every steps
+    log.csv            step, loss, lr, seconds, icl_accuracy (corpora with held-out mappings: ICL accuracy
+                       at k = probe_k on the first one, so the sudden onset of ICL shows in the log)
+and at the end the Hugging Face model and tokenizer (``save_pretrained``), loadable like any hub model.
+Killed and rerun, training continues from the last checkpoint and ends with the same weights as an
+uninterrupted run: the batch of step s is a pure function of (seed, s) and the lr a pure function of s.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from iclgd.errors import UserError
+from iclgd.synthetic.pretrain.config import PretrainConfig
+from iclgd.synthetic.pretrain.corpora import Corpus, make_corpus
+from iclgd.synthetic.pretrain.tokenizer import BOS_ID, build_tokenizer, vocabulary
+
+CONFIG_FILE = "pretrain.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.csv"
+MODEL_FILES = ("config.json", "model.safetensors")
+PROBE_K, PROBE_PROMPTS = 16, 256
+
+
+@dataclass
+class PretrainResult:
+    out: Path
+    steps: int  # steps trained by this call (0 when the run was already complete)
+    seconds: float
+    final_loss: float
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else math.inf
+
+
+def sinusoids(n_positions: int, width: int) -> torch.Tensor:
+    """P[p, 2i] = sin(p / 10000^(2i/width)), P[p, 2i+1] = cos(p / 10000^(2i/width)) (Vaswani et al.)."""
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    frequency = 10000.0 ** (-torch.arange(0, width, 2, dtype=torch.float64) / width)
+    table = torch.zeros(n_positions, width, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)
+    return table.float()
+
+
+def build_model(config: PretrainConfig, corpus: Corpus):
+    """A fresh GPT2LMHeadModel under ``config.seed`` (dropout off; sinusoidal initial positions if asked)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    n_tokens = len(vocabulary(corpus.words))
+    vocab_size = config.vocab_size or n_tokens
+    if vocab_size < n_tokens:
+        raise UserError(f"vocab_size {vocab_size} is too small for corpus {config.corpus!r}, which has {n_tokens} "
+                        f"tokens; set vocab_size >= {n_tokens} or leave it out")
+    gpt2 = GPT2Config(
+        vocab_size=vocab_size, n_positions=config.n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
+        n_head=config.n_head, n_inner=config.n_inner, activation_function=config.activation,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=BOS_ID, eos_token_id=BOS_ID,
+    )
+    torch.manual_seed(config.seed)
+    model = GPT2LMHeadModel(gpt2)
+    if config.position_init == "sinusoidal":
+        with torch.no_grad():
+            model.transformer.wpe.weight.copy_(config.position_scale * sinusoids(config.n_positions, config.n_embd))
+    return model
+
+
+def loss_mask(corpus: Corpus, config: PretrainConfig, length: int) -> torch.Tensor | None:
+    """Boolean mask over the length - 1 next-token targets (None: every target)."""
+    if config.loss_on == "all" or not hasattr(corpus, "loss_positions"):
+        return None  # corpora without unpredictable tokens (GINC, Markov chains) train on every target
+    mask = torch.zeros(length - 1, dtype=torch.bool)
+    mask[torch.as_tensor(corpus.loss_positions(length))] = True
+    return mask
+
+
+def batch_ids(corpus: Corpus, config: PretrainConfig, step: int) -> torch.Tensor:
+    """The token batch of step ``step``: a pure function of (seed, step)."""
+    rng = np.random.default_rng([config.seed, step])
+    return torch.from_numpy(corpus.pretraining_batch(rng, config.batch_size, config.train_len))
+
+
+def next_token_loss(model, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean cross-entropy of ids[:, t+1] given ids[:, :t+1], over the targets in ``mask``."""
+    logits = model(ids).logits[:, :-1]
+    targets = ids[:, 1:]
+    if mask is not None:
+        logits, targets = logits[:, mask], targets[:, mask]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def probe_k(config: PretrainConfig) -> int:
+    """Demonstrations in the ICL probe: PROBE_K, fewer where the context is too short for them."""
+    return min(PROBE_K, (config.n_positions - 2) // 3)
+
+
+@torch.no_grad()
+def icl_probe(model, corpus: Corpus, config: PretrainConfig) -> float | None:
+    """ICL accuracy at k = probe_k on the corpus's first held-out mapping (None: the corpus has none). Its own
+    seeded rng and no dropout: the training run is not disturbed."""
+    k = probe_k(config)
+    if not hasattr(corpus, "heldout_prompts") or not corpus.heldout or k < 1:
+        return None
+    ids, gold, candidates = corpus.heldout_prompts(np.random.default_rng([config.seed, 1 << 20]), k, PROBE_PROMPTS)
+    device = next(model.parameters()).device
+    model.eval()
+    logits = model(torch.from_numpy(ids).to(device)).logits[:, -1, torch.from_numpy(candidates).to(device)]
+    model.train()
+    predicted = candidates[logits.argmax(-1).cpu().numpy()]
+    return float((predicted == gold).mean())
+
+
+def check_out(out: Path, config: PretrainConfig) -> bool:
+    """Whether ``out`` holds this run already (True: resume or done); UserError if it holds something else."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise UserError(f"output {out} is a file, not a folder; give a new or empty folder")
+    marker = out / CONFIG_FILE
+    if not marker.is_file():
+        if any(out.iterdir()):
+            raise UserError(f"output folder {out} is not empty and is not an iclgd pretrain run (no {CONFIG_FILE}); "
+                            "give a new or empty folder")
+        return False
+    try:
+        recorded = yaml.safe_load(marker.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise UserError(f"{marker} is not a pretrain config; give a new or empty output folder")
+    try:
+        same = PretrainConfig(**recorded).identity() == config.identity()
+    except Exception:  # a config of another version: not this run
+        same = False
+    if not same:
+        raise UserError(f"output folder {out} holds a pretrain run with another config ({marker}); give a new folder "
+                        "or the same config to resume it")
+    return True
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(out: Path, step: int, model, optimizer) -> None:
+    _atomic_save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}, out / CHECKPOINT_FILE)
+
+
+def load_checkpoint(out: Path, model, optimizer) -> int:
+    """Restore the last checkpoint of ``out`` into model and optimizer; returns its step (0 if none)."""
+    path = out / CHECKPOINT_FILE
+    if not path.is_file():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state(state["numpy_rng"])
+    return int(state["step"])
+
+
+def is_complete(out: Path) -> bool:
+    return all((out / name).is_file() for name in MODEL_FILES) and (out / CHECKPOINT_FILE).is_file()
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+
+
+def _log_rows(out: Path, rows: list[tuple], step_from: int) -> None:
+    """Append log rows, dropping rows past ``step_from`` left by a killed run (they are recomputed)."""
+    path = out / LOG_FILE
+    kept = []
+    if path.is_file():
+        with path.open(newline="") as f:
+            kept = [r for r in csv.reader(f)][1:]
+        kept = [r for r in kept if int(r[0]) <= step_from]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "loss", "lr", "seconds", "icl_accuracy"])
+        writer.writerows(kept)
+        writer.writerows(rows)
+
+
+def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
+             stop_after: int | None = None) -> PretrainResult:
+    """Pretrain (or resume) the run in ``out``; ``stop_after`` ends this call after that many steps (tests)."""
+    out = Path(out)
+    corpus = make_corpus(config.corpus, config.corpus_options)
+    resuming = check_out(out, config)
+    model = build_model(config, corpus)  # also validates the sizes before anything is written
+    loss_mask(corpus, config, config.train_len)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {config.device!r} asked but CUDA is not available; use --device cpu")
+    model.to(device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
+                                  weight_decay=config.weight_decay)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        (out / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
+    if is_complete(out):
+        return PretrainResult(out, 0, 0.0, math.nan)
+    start_step = load_checkpoint(out, model, optimizer)
+    model.to(device)
+    masks = {}
+    log: list[tuple[int, float, float, float]] = []
+    last_step = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
+    start = time.perf_counter()
+    running, seen, loss_value = 0.0, 0, math.nan
+    with _progress(progress) as bar:
+        task = bar.add_task(f"pretrain {config.corpus}", total=config.steps, completed=start_step, info="")
+        for step in range(start_step + 1, last_step + 1):
+            ids = batch_ids(corpus, config, step).to(device)
+            length = ids.shape[1]
+            if length not in masks:
+                mask = loss_mask(corpus, config, length)
+                masks[length] = None if mask is None else mask.to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at(step)
+            loss = next_token_loss(model, ids, masks[length])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            running, seen = running + loss.item(), seen + 1
+            if step % config.log_every == 0 or step == config.steps:
+                loss_value = running / seen
+                probe = icl_probe(model, corpus, config)
+                log.append((step, loss_value, config.lr_at(step), time.perf_counter() - start,
+                            "" if probe is None else probe))
+                running, seen = 0.0, 0
+                shown = "" if probe is None else f", ICL@{probe_k(config)} {probe:.2f}"
+                bar.update(task, completed=step, info=f"loss {loss_value:.4f}{shown}")
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                _log_rows(out, log, start_step)
+                save_checkpoint(out, step, model, optimizer)
+    seconds = time.perf_counter() - start
+    if last_step == config.steps:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        model.to("cpu").eval()
+        model.save_pretrained(out)
+        build_tokenizer(corpus.words).save_pretrained(out)
+    return PretrainResult(out, last_step - start_step, seconds, loss_value)

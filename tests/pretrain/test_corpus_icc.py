@@ -1,0 +1,120 @@
+"""The in-context classification corpus and the word-level tokenizer."""
+
+import numpy as np
+import pytest
+
+from iclgd.errors import UserError
+from iclgd.synthetic.pretrain.corpora import make_corpus
+from iclgd.synthetic.pretrain.icc import HELDOUT_MAPPINGS, ICC
+from iclgd.synthetic.pretrain.tokenizer import BOS_ID, NEWLINE_ID, build_tokenizer
+
+
+def test_tokenizer_pieces_and_specials(tmp_path):
+    from transformers import AutoTokenizer
+
+    corpus = ICC()
+    tokenizer = build_tokenizer(corpus.words)
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    for tok in (tokenizer, loaded):
+        def ids(text, tok=tok):
+            return tok(text, add_special_tokens=False)["input_ids"]
+
+        assert ids(" L3") == ids("L3") == [corpus.word_ids["L3"]]  # label words: one token, leading space
+        assert ids("\n") == [NEWLINE_ID]
+        assert ids("x5 L3\nx7") == ids("x5") + ids(" L3") + ids("\n") + ids("x7")
+        assert tok.eos_token == tok.bos_token == "<|endoftext|>" and tok.eos_token_id == BOS_ID
+        assert ids("x5") == tok("x5")["input_ids"]  # nothing added around a text, as GPT-2
+
+
+def _pairs(ids: np.ndarray) -> list[tuple[int, int]]:
+    return list(zip(ids[1::3].tolist(), ids[2::3].tolist(), strict=False))
+
+
+def test_icc_sequence_layout_and_one_mapping_per_sequence():
+    corpus = ICC(p_echo=0.5)
+    rng = np.random.default_rng(0)
+    echoes = slots = 0
+    for _ in range(200):
+        ids = corpus.sequence(rng, 12)
+        assert ids[0] == BOS_ID and len(ids) == 37
+        inputs, labels, after = ids[1::3], ids[2::3], ids[3::3]
+        assert all(corpus.input_id(0) <= i < corpus.label_id(0) for i in inputs)
+        assert all(corpus.label_id(0) <= y < corpus.label_id(corpus.n_labels) for y in labels)
+        echoed = after != NEWLINE_ID
+        assert (after[echoed] == corpus.echo_id(inputs[echoed] - corpus.input_id(0))).all()  # e_i echoes x_i
+        echoes, slots = echoes + echoed.sum(), slots + len(after)
+        mapping = {}
+        for x, y in _pairs(ids):
+            assert mapping.setdefault(x, y) == y  # the sequence's mapping is a function
+    assert 0.45 < echoes / slots < 0.55
+    assert len(ICC(p_echo=0.0).words) == 40 and len(ICC().words) == 72  # echo tokens only when echoes occur
+
+def test_icc_batch_is_a_pure_function_of_seed_and_step():
+    corpus = ICC()
+    a = corpus.pretraining_batch(np.random.default_rng([3, 7]), 8, 52)
+    b = corpus.pretraining_batch(np.random.default_rng([3, 7]), 8, 52)
+    c = corpus.pretraining_batch(np.random.default_rng([3, 8]), 8, 52)
+    assert a.shape == (8, 52) and (a == b).all() and not (a == c).all()
+
+
+def test_icc_never_shows_two_pairs_of_a_heldout_mapping():
+    corpus = ICC(inputs_per_class=(1, 2), n_inputs=8, n_labels=14, p_prior=0.0, n_prior_inputs=0,
+                 heldout={"t": {"x0": "L9", "x1": "L9", "x2": "L13", "x3": "L13"}})
+    heldout = {(corpus.word_ids[x], corpus.word_ids[y]) for x, y in corpus.heldout["t"].items()}
+    rng = np.random.default_rng(1)
+    singles = 0
+    for _ in range(2000):
+        shown = set(_pairs(corpus.sequence(rng, 8))) & heldout
+        assert len(shown) <= 1
+        singles += len(shown)
+    assert singles > 50  # single pairs still occur: no in-weight bias against the held-out mapping
+
+
+def test_icc_prior_inputs_carry_their_prior_label():
+    corpus = ICC(p_prior=0.5, p_echo=0.0)
+    rng = np.random.default_rng(2)
+    agree = total = 0
+    for _ in range(400):
+        for x, y in set(_pairs(corpus.sequence(rng, 6))):
+            i, j = x - corpus.input_id(0), y - corpus.label_id(0)
+            if i < corpus.n_prior_inputs:
+                total += 1
+                agree += j == corpus.prior_label(i)
+    assert agree / total > 0.6  # prior sequences plus the 1/16 chance of ordinary ones
+
+
+def test_loss_positions_are_labels_and_the_token_after():
+    corpus = ICC()
+    assert corpus.label_positions(10).tolist() == [1, 4, 7]
+    assert corpus.loss_positions(10).tolist() == [1, 2, 4, 5, 7, 8]
+
+
+@pytest.mark.parametrize("options", [
+    {"n_way": [1]}, {"n_way": [20]}, {"inputs_per_class": [0]}, {"n_inputs": 4, "inputs_per_class": [3]},
+    {"p_prior": 1.5}, {"n_prior_labels": 1}, {"heldout": {"t": {"x999": "L1"}}}, {"no_such_option": 1},
+])
+def test_icc_bad_options(options):
+    with pytest.raises(UserError):
+        make_corpus("icc", options)
+
+
+def test_unknown_corpus():
+    with pytest.raises(UserError, match="unknown corpus"):
+        make_corpus("wikitext")
+
+
+def test_shipped_heldout_mappings_are_balanced_two_way():
+    for mapping in HELDOUT_MAPPINGS.values():
+        labels = list(mapping.values())
+        assert len(set(labels)) == 2 and labels.count(labels[0]) == len(labels) // 2
+
+
+def test_heldout_prompts_follow_the_mapping_and_the_icl_layout():
+    corpus = ICC()
+    ids, gold, candidates = corpus.heldout_prompts(np.random.default_rng(0), 4, 50)
+    mapping = {corpus.word_ids[x]: corpus.word_ids[y] for x, y in HELDOUT_MAPPINGS["icc-heldout"].items()}
+    assert ids.shape == (50, 14) and (ids[:, 0] == BOS_ID).all() and (ids[:, 3:13:3] == NEWLINE_ID).all()
+    assert all(mapping[x] == y for x, y in zip(ids[:, 1:13:3].ravel(), ids[:, 2:13:3].ravel(), strict=True))
+    assert [mapping[x] for x in ids[:, -1]] == gold.tolist()
+    assert sorted(candidates.tolist()) == sorted(set(mapping.values()))

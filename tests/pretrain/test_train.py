@@ -1,0 +1,118 @@
+"""Pretraining: tiny runs, bit-identical resumption, the saved folder, bad input."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from iclgd.errors import UserError
+from iclgd.synthetic.pretrain.config import load_config
+from iclgd.synthetic.pretrain.train import CHECKPOINT_FILE, CONFIG_FILE, pretrain, sinusoids
+
+TINY = dict(steps=40, batch_size=4, n_embd=16, n_head=2, n_layer=2, n_positions=32, checkpoint_every=10,
+            log_every=5, threads=1, warmup_steps=5)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    config = load_config(None, **TINY)
+    straight = pretrain(config, tmp_path / "straight", progress=False)
+    assert straight.steps == 40
+    first = pretrain(config, tmp_path / "resumed", progress=False, stop_after=20)  # "killed" after 20 steps
+    assert first.steps == 20 and not (tmp_path / "resumed" / "model.safetensors").exists()
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT_FILE, weights_only=False)["step"] == 20
+    second = pretrain(config, tmp_path / "resumed", progress=False)
+    assert second.steps == 20
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
+    assert log == (tmp_path / "straight" / "log.csv").read_text().splitlines()[:1] + log[1:]
+    assert [int(r.split(",")[0]) for r in log[1:]] == list(range(5, 41, 5))
+    assert log[0] == "step,loss,lr,seconds,icl_accuracy"
+    assert all(0 <= float(r.split(",")[4]) <= 1 for r in log[1:])  # the ICL probe of the icc corpus
+    # a complete run is left alone
+    assert pretrain(config, tmp_path / "straight", progress=False).steps == 0
+    # another seed gives other weights
+    other = pretrain(load_config(None, **{**TINY, "seed": 1}), tmp_path / "other", progress=False)
+    assert other.steps == 40 and not torch.equal(_weights(tmp_path / "other")["transformer.wte.weight"],
+                                                 a["transformer.wte.weight"])
+
+
+def test_saved_folder_loads_like_a_hub_model(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from iclgd.models.families import family_of
+
+    config = load_config(None, **{**TINY, "steps": 3})
+    pretrain(config, tmp_path, progress=False)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert type(model).__name__ == "GPT2LMHeadModel" and family_of(model).name == "gpt2"
+    assert tokenizer.eos_token == "<|endoftext|>" and model.config.vocab_size == len(tokenizer)
+    recorded = yaml.safe_load((tmp_path / CONFIG_FILE).read_text())
+    assert recorded["steps"] == 3 and recorded["corpus"] == "icc"
+
+
+@pytest.mark.parametrize("corpus", ["ginc", "markov"])
+def test_other_corpora_pretrain(tmp_path, corpus):
+    config = load_config(None, **{**TINY, "steps": 2, "corpus": corpus, "log_every": 1})
+    assert pretrain(config, tmp_path, progress=False).steps == 2
+    rows = (tmp_path / "log.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and all(r.endswith(",") for r in rows)  # no held-out mappings: no ICL probe
+
+
+def test_sinusoidal_positions():
+    table = sinusoids(5, 4)
+    assert table[0].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert table[3, 0].item() == pytest.approx(torch.sin(torch.tensor(3.0)).item())
+    assert table[3, 3].item() == pytest.approx(torch.cos(torch.tensor(3.0 / 100)).item())
+
+
+def test_bad_input(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not an iclgd pretrain run"):
+        pretrain(load_config(None, **TINY), foreign, progress=False)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    with pytest.raises(UserError, match="unknown corpus"):
+        pretrain(load_config(None, **{**TINY, "corpus": "wikitext"}), tmp_path / "a", progress=False)
+    with pytest.raises(UserError, match="n_layer"):
+        load_config(None, **{**TINY, "n_layer": 0})
+    with pytest.raises(UserError, match="too small"):
+        pretrain(load_config(None, **{**TINY, "vocab_size": 10}), tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    run = tmp_path / "run"
+    pretrain(load_config(None, **{**TINY, "steps": 2}), run, progress=False)
+    with pytest.raises(UserError, match="another config"):
+        pretrain(load_config(None, **{**TINY, "steps": 2, "lr": 1e-4}), run, progress=False)
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    from iclgd.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["iclgd", "pretrain", "--corpus", "nope", "--out", str(tmp_path / "x"),
+                                      "--no-progress"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "unknown corpus" in err and len(err.splitlines()) == 1
+
+
+def test_shipped_checkpoint_was_trained_with_the_defaults():
+    """`iclgd pretrain --corpus icc` runs the config the shipped checkpoint records (so it reproduces it)."""
+    import iclgd
+    from iclgd.synthetic.pretrain.config import PretrainConfig
+
+    shipped = Path(iclgd.__file__).parent / "assets" / "icc-gpt2"
+    recorded = PretrainConfig(**yaml.safe_load((shipped / CONFIG_FILE).read_text()))
+    assert recorded.identity() == load_config(None, corpus="icc").identity()
+    assert recorded.threads == load_config(None).threads == 1  # the float sums depend on the thread count
