@@ -50,6 +50,8 @@ def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: S
               untrained: Sequence[str] = (), eval_size: int | None = 200, template: int | str = 0,
               device: str = "cpu", progress: Callable[[], None] | None = None) -> list[CurvePoint]:
     """Accuracy for every (variant, k, seed): 'trained' and each untrained variant."""
+    import transformers
+
     from iclgd.experiments.compare import prepare_unit, select_rows
     from iclgd.experiments.config import CompareConfig
     from iclgd.models.loading import UNTRAINED_VARIANTS, load_model
@@ -62,8 +64,6 @@ def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: S
     def config(k: int, seed: int, variant: str) -> CompareConfig:
         return CompareConfig(model=model, task=task, template=template, shots=max(k, 1), seed=seed,
                              eval_size=eval_size, untrained=None if variant == TRAINED else variant, device=device)
-
-    import transformers
 
     transformers.utils.logging.disable_progress_bar()
     unknown = [v for v in untrained if v not in UNTRAINED_VARIANTS]

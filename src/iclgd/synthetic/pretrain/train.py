@@ -208,7 +208,7 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
     corpus = make_corpus(config.corpus, config.corpus_options)
     resuming = check_out(out, config)
     model = build_model(config, corpus)  # also validates the sizes before anything is written
-    loss_mask(corpus, config, config.train_len)
+    mask = loss_mask(corpus, config, config.train_len)
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
@@ -216,6 +216,8 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
         raise UserError(f"device {config.device!r} asked but CUDA is not available; use --device cpu")
     model.to(device)
     model.train()
+    if mask is not None:
+        mask = mask.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                   weight_decay=config.weight_decay)
     out.mkdir(parents=True, exist_ok=True)
@@ -223,10 +225,8 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
         (out / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
     if is_complete(out):
         return PretrainResult(out, 0, 0.0, math.nan)
-    start_step = load_checkpoint(out, model, optimizer)
-    model.to(device)
-    masks = {}
-    log: list[tuple[int, float, float, float]] = []
+    start_step = load_checkpoint(out, model, optimizer)  # loads into the parameters, already on the device
+    log: list[tuple[int, float, float, float, float | str]] = []
     last_step = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
     start = time.perf_counter()
     running, seen, loss_value = 0.0, 0, math.nan
@@ -234,13 +234,9 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
         task = bar.add_task(f"pretrain {config.corpus}", total=config.steps, completed=start_step, info="")
         for step in range(start_step + 1, last_step + 1):
             ids = batch_ids(corpus, config, step).to(device)
-            length = ids.shape[1]
-            if length not in masks:
-                mask = loss_mask(corpus, config, length)
-                masks[length] = None if mask is None else mask.to(device)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
-            loss = next_token_loss(model, ids, masks[length])
+            loss = next_token_loss(model, ids, mask)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:
