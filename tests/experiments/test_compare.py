@@ -121,3 +121,14 @@ def test_metrics_recompute_from_saved_activations(gpt2_dir, tmp_path):
     assert recomputed.per_layer == pytest.approx([stored[("simaou", layer)] for layer in range(2)], abs=1e-6)
     delta = metrics.simam_delta(icl.presoftmax_logits, zs.presoftmax_logits, gd.presoftmax_logits, zs.test_length)
     assert delta.per_layer == pytest.approx([stored[("simam_delta", layer)] for layer in range(2)], abs=1e-6)
+
+
+@pytest.mark.parametrize("family, bos", [("qwen2", None), ("gpt2", "none")])
+def test_unit_without_bos_keeps_every_demo_token(family, bos, tmp_path):
+    """Qwen2 has no BOS, and `bos: none` removes GPT-2's: the first token of each demo is a demo token, for the
+    ICL prefix and for FT's recorded queries alike (Kendall checks they are the same tokens)."""
+    model = save_tiny_model(family, tmp_path / family)
+    result = run_compare(_cfg(model, tmp_path, bos=bos, methods=["gd", "lcgd"]), show_progress=False)
+    assert result.record["bos_ids"] == []
+    values = _values(result)
+    assert ("gd", "kendall", None) in values and values[("gd", "kendall", None)] == values[("gd", "kendall", None)]

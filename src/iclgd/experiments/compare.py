@@ -207,7 +207,7 @@ def finetune_methods(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, lr: 
         bar = progress.add_task(f"finetune ({method})", total=len(sequences))
         record_queries = method == "gd" and cfg.kendall_examples > 0
         result = finetuning.finetune(
-            lm, sequences, lr, method=method, record_queries=record_queries,
+            lm, sequences, lr, method=method, record_queries=record_queries, bos_length=len(prompts.bos_ids),
             on_step=lambda *_, bar=bar: progress.advance(bar),
         )
         if result.train_tokens is not None:

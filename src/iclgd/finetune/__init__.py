@@ -46,13 +46,19 @@ def finetune(
     *,
     method: Literal["gd", "lcgd"] = "gd",
     record_queries: bool = False,
+    bos_length: int = 1,
     on_step: Callable[[], None] | None = None,
 ) -> FinetuneResult:
-    """One step per demo, in the given order, with GD's loss (``"gd"``) or the layer-causal one (``"lcgd"``)."""
+    """One step per demo, in the given order, with GD's loss (``"gd"``) or the layer-causal one (``"lcgd"``).
+
+    ``bos_length``: how many BOS tokens start each sequence (0 for a model without BOS); their queries are not
+    recorded, since they are not demo tokens.
+    """
+    options = dict(record_queries=record_queries, bos_length=bos_length, on_step=on_step)
     if method == "gd":
-        return finetune_gd(lm, demo_sequences, lr, record_queries=record_queries, on_step=on_step)
+        return finetune_gd(lm, demo_sequences, lr, **options)
     if method == "lcgd":
-        return finetune_lcgd(lm, demo_sequences, lr, record_queries=record_queries, on_step=on_step)
+        return finetune_lcgd(lm, demo_sequences, lr, **options)
     raise UserError(f"unknown finetuning method {method!r}: use one of {', '.join(METHODS)}")
 
 

@@ -40,8 +40,9 @@ class FinetuneResult:
     grad_norms:    [steps, layers] L2 norm of each layer's trained-parameter gradient before each step,
                    unscaled (Deutch et al. Fig. 4)
     losses:        the loss of each step, before its update
-    train_queries: [layers, tokens, width] the scaled queries of every demo token (BOS dropped), each
-                   recorded in the forward pass of the step that saw it (Kendall), or None
+    train_queries: [layers, tokens, width] the scaled queries of every demo token (the BOS tokens of each
+                   sequence, if any, dropped), each recorded in the forward pass of the step that saw it
+                   (Kendall), or None
     train_tokens:  [tokens] the token ids of those queries, or None
     """
 
@@ -152,15 +153,16 @@ def sgd(
     loss_fn: LossFn = lm_loss,
     *,
     record_queries: bool = False,
-    drop_first: bool = True,
+    bos_length: int = 1,
     on_step: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """Plain SGD on the K/V parameters, one step per entry of ``steps`` (a list of sequences).
 
     Step loss = mean over its sequences of ``loss_fn`` (batch 1: one sequence per step); each step sees
     the weights left by the previous one. The model is left with its original weights.
-    ``record_queries``: keep every token's scaled query per layer (``drop_first``: not position 0, BOS),
-    recorded through :func:`iclgd.models.capture.recording`.
+    ``record_queries``: keep every token's scaled query per layer, recorded through
+    :func:`iclgd.models.capture.recording`, except the first ``bos_length`` positions of each sequence (its
+    BOS, which is not a demo token; 0 for a model without BOS).
     """
     if not lr > 0:
         raise UserError(f"learning rate must be positive, got {lr}: set `lr` in the config")
@@ -183,9 +185,8 @@ def sgd(
                     input_ids = _as_input_ids(sequence, device)
                     if record_queries:
                         loss, step_queries = _forward_recording_queries(lm, loss_fn, input_ids)
-                        start = 1 if drop_first else 0
-                        queries.append(step_queries[:, start:])
-                        tokens.append(input_ids[0, start:].cpu())
+                        queries.append(step_queries[:, bos_length:])
+                        tokens.append(input_ids[0, bos_length:].cpu())
                     else:
                         loss = loss_fn(model, input_ids)
                     loss = loss / len(batch)
@@ -226,13 +227,13 @@ def finetune_gd(
     lr: float,
     *,
     record_queries: bool = False,
-    drop_first: bool = True,
+    bos_length: int = 1,
     on_step: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """Dai's FT: batch 1, one epoch, one SGD step per demo sequence ([BOS] input label) in the given order."""
     return sgd(
         lm, [[s] for s in demo_sequences], lr, lm_loss,
-        record_queries=record_queries, drop_first=drop_first, on_step=on_step,
+        record_queries=record_queries, bos_length=bos_length, on_step=on_step,
     )
 
 

@@ -83,12 +83,12 @@ def finetune_lcgd(
     layers: Sequence[int] | None = None,
     readout: Readout = "block",
     record_queries: bool = False,
-    drop_first: bool = True,
+    bos_length: int = 1,
     on_step: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """LCGD: batch 1, one epoch, one SGD step per demo on the K/V parameters with the layer-causal loss."""
     loss_fn = functools.partial(layer_causal_loss, detach=detach, layers=layers, readout=readout)
     return sgd(
         lm, [[s] for s in demo_sequences], lr, loss_fn,
-        record_queries=record_queries, drop_first=drop_first, on_step=on_step,
+        record_queries=record_queries, bos_length=bos_length, on_step=on_step,
     )
