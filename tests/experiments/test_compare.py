@@ -132,3 +132,17 @@ def test_unit_without_bos_keeps_every_demo_token(family, bos, tmp_path):
     assert result.record["bos_ids"] == []
     values = _values(result)
     assert ("gd", "kendall", None) in values and values[("gd", "kendall", None)] == values[("gd", "kendall", None)]
+
+
+def test_every_value_is_independent_of_the_batch_size(gpt2_dir, tmp_path):
+    """batch_size is not part of the unit id, so no value may depend on it: the random baselines draw per
+    example from (seed, example index), and the passes agree up to float32 rounding (a GEMM's rounding depends on
+    how many rows it multiplies; measured differences are below 1e-5, amplified most in SimAM_Δ's small Δs)."""
+    by_batch = {size: _values(run_compare(_cfg(gpt2_dir, tmp_path, batch_size=size), show_progress=False))
+                for size in (1, 4, 6)}
+    reference = by_batch[6]
+    assert any(metric == "kendall_random" for _, metric, _ in reference)
+    for size in (1, 4):
+        assert by_batch[size].keys() == reference.keys()
+        for key, value in reference.items():
+            assert by_batch[size][key] == pytest.approx(value, abs=5e-5, nan_ok=True), (size, key)

@@ -53,20 +53,20 @@ def test_simaou_counts_tiny_deltas_as_zero_per_layer():
         assert not math.isnan(result.mean)
 
 
-def test_dai_random_baseline_is_seeded_and_matches_formula():
+def test_dai_random_baseline_matches_formula():
     g = torch.Generator().manual_seed(0)
     h_icl, h_zs = torch.randn(3, 2, 5, generator=g), torch.randn(3, 2, 5, generator=g)
-    first = simaou_random(h_icl, h_zs, torch.Generator().manual_seed(7))
-    second = simaou_random(h_icl, h_zs, torch.Generator().manual_seed(7))
-    assert torch.equal(first.per_example, second.per_example)
     u = torch.rand(3, 2, 5, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    first = simaou_random(h_icl, h_zs, u)
     d = h_icl.double() / h_icl.double().norm(dim=-1, keepdim=True) - h_zs.double() / h_zs.double().norm(
         dim=-1, keepdim=True
     )
     expected = torch.nn.functional.cosine_similarity(d, u, dim=-1)
     assert torch.allclose(first.per_example, expected)
-    raw = simaou_random(h_icl, h_zs, torch.Generator().manual_seed(7), normalised=False)
+    raw = simaou_random(h_icl, h_zs, u, normalised=False)
     assert torch.allclose(raw.per_example, torch.nn.functional.cosine_similarity((h_icl - h_zs).double(), u, dim=-1))
+    with pytest.raises(ValueError, match="shape"):
+        simaou_random(h_icl, h_zs, u[:2])
 
 
 def test_better_random_baseline_is_simaou_with_the_random_capture():

@@ -254,13 +254,18 @@ class Accumulator:
 
 
 def batch_metrics(acc: Accumulator, captures: dict[str, Capture], trained: dict[str, TrainedMethod],
-                  kendall_rows: torch.Tensor, generator: torch.Generator) -> None:
-    """Every similarity metric of one batch, per example and layer (spec/metrics.md)."""
+                  examples: list[int], kendall_rows: torch.Tensor, seed: int) -> None:
+    """Every similarity metric of one batch, per example and layer (spec/metrics.md).
+
+    ``examples``: the eval indices of the batch's rows; the random baselines draw per example from
+    (seed, example index), so no value depends on the batch size.
+    """
     zs, icl = captures["zs"], captures["icl"]
     h_zs, h_icl = zs.attention_output, icl.attention_output
     m_zs, m_icl, lengths = zs.presoftmax_logits, icl.presoftmax_logits, zs.test_length
-    acc.add("icl", "simaou_norm_random", metrics.simaou_random(h_icl, h_zs, generator, normalised=True))
-    acc.add("icl", "simaou_random", metrics.simaou_random(h_icl, h_zs, generator, normalised=False))
+    u = metrics.uniform_per_example(seed, examples, h_icl.shape[1:], "simaou_random")
+    acc.add("icl", "simaou_norm_random", metrics.simaou_random(h_icl, h_zs, u, normalised=True))
+    acc.add("icl", "simaou_random", metrics.simaou_random(h_icl, h_zs, u, normalised=False))
     heads = m_icl.shape[2]
     acc.add("icl", "simam_before", metrics.simam_before_ft(m_icl, m_zs, lengths), heads)
     for method in trained:
@@ -273,8 +278,10 @@ def batch_metrics(acc: Accumulator, captures: dict[str, Capture], trained: dict[
         if queries is not None and len(kendall_rows):
             m_icl_demo = icl.demo_logits[kendall_rows]
             m_ft_demo = metrics.ft_demo_logits(ft.analysis_query[kendall_rows], queries)
+            u_demo = metrics.uniform_per_example(seed, [examples[int(r)] for r in kendall_rows], m_icl_demo.shape[1:],
+                                                 "kendall_random")
             acc.add(method, "kendall", metrics.kendall(m_icl_demo, m_ft_demo))
-            acc.add(method, "kendall_random", metrics.kendall_random(m_icl_demo, generator))
+            acc.add(method, "kendall_random", metrics.kendall_random(m_icl_demo, u_demo))
         if f"{method}:random_direction" in captures:
             h_rand = captures[f"{method}:random_direction"].attention_output
             acc.add(method, "simaou_norm_random_direction",
@@ -313,7 +320,6 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         acc = Accumulator()
         outputs: dict[str, list[torch.Tensor]] = {}
         captures: list[dict[str, torch.Tensor]] = []
-        generator = torch.Generator().manual_seed(cfg.seed)
         n_eval = len(prompts.queries)
         bar = progress.add_task("ZS / ICL / FT passes", total=n_eval)
         for indices in batches(n_eval, cfg.batch_size):
@@ -330,7 +336,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
                         finetuning.restore(lm, original)
             kendall_rows = torch.tensor([i for i, row in enumerate(indices) if row < cfg.kendall_examples],
                                         dtype=torch.long)
-            batch_metrics(acc, {name: s.capture for name, s in scores.items()}, trained, kendall_rows, generator)
+            batch_metrics(acc, {name: s.capture for name, s in scores.items()}, trained, indices, kendall_rows,
+                          cfg.seed)
             for name, s in scores.items():
                 outputs.setdefault(name, []).append(s.candidate_logprobs)
                 outputs.setdefault(f"{name}:fullvocab", []).append(s.next_token_logprobs.argmax(-1))

@@ -4,6 +4,7 @@ cosine            cos with zero handling, uniform layer averages
 similarity        SimAOU (normalised and raw) and random baselines, SimAM, SimAM_Δ, α
 kendall           Kendall τ between ICL demo-token logits and FT query similarities
 rec2ftp           Rec2FTP and its chance baseline
+draws             per-example seeded random draws of the baselines
 accuracy          label-word accuracy (sum/mean scoring), full-vocabulary accuracy
 output_distribution  TO@K, OCS@K, KL, JS, order sensitivity
 weights           sparsity at thresholds, the construction's sparsity, relative weight change
@@ -20,6 +21,7 @@ from iclgd.metrics.accuracy import (
     token_logprobs,
 )
 from iclgd.metrics.cosine import Cosines, LayerAverage, average_cosines, cosine, layer_average
+from iclgd.metrics.draws import example_seed, uniform_per_example
 from iclgd.metrics.kendall import check_same_demo_tokens, ft_demo_logits, kendall, kendall_random
 from iclgd.metrics.output_distribution import (
     js_divergence,
@@ -52,6 +54,7 @@ __all__ = [
     "check_same_demo_tokens",
     "construction_sparsity",
     "cosine",
+    "example_seed",
     "ft_demo_logits",
     "full_vocab_accuracy",
     "full_vocab_correct",
@@ -79,4 +82,5 @@ __all__ = [
     "sparsity",
     "token_logprobs",
     "token_overlap",
+    "uniform_per_example",
 ]

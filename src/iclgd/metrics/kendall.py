@@ -60,7 +60,7 @@ def kendall(m_icl: Tensor, m_ft: Tensor) -> LayerAverage:
     return layer_average(values, undefined)
 
 
-def kendall_random(m_icl: Tensor, generator: torch.Generator) -> LayerAverage:
-    """Random baseline: τ-b(m_ICL[n, l], u), u ~ Uniform[0,1)^J drawn per (n, l) from a seeded generator."""
-    u = torch.rand(m_icl.shape, generator=generator, dtype=torch.float64)
+def kendall_random(m_icl: Tensor, u: Tensor) -> LayerAverage:
+    """Random baseline: τ-b(m_ICL[n, l], u[n, l]), u ~ Uniform[0,1)^J per (n, l), of m_ICL's shape [N, L, J]
+    (draw it per example with :func:`iclgd.metrics.draws.uniform_per_example`)."""
     return kendall(m_icl, u)

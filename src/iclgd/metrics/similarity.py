@@ -55,18 +55,20 @@ def simaou(h_icl: Tensor, h_zs: Tensor, h_ft: Tensor) -> LayerAverage:
     return average_cosines(cosine(h_icl - h_zs, h_ft - h_zs, reference=h_zs))
 
 
-def simaou_random(h_icl: Tensor, h_zs: Tensor, generator: torch.Generator, normalised: bool = True) -> LayerAverage:
+def simaou_random(h_icl: Tensor, h_zs: Tensor, u: Tensor, normalised: bool = True) -> LayerAverage:
     """Dai's random baseline: s(i,l) = cos(ĥ_ICL − ĥ_ZS, u), u ~ Uniform[0,1)^d, one u per (i, l).
 
-    ``generator`` must be seeded by the caller (``torch.Generator().manual_seed(seed)``).
-    ``normalised=False`` gives the same baseline for unnormalised SimAOU: cos(h_ICL − h_ZS, u).
+    ``u`` has h's shape [N, L, d]; draw it per example with :func:`iclgd.metrics.draws.uniform_per_example`
+    so that the baseline does not depend on batching. ``normalised=False`` gives the same baseline for
+    unnormalised SimAOU: cos(h_ICL − h_ZS, u).
     """
-    u = torch.rand(h_icl.shape, generator=generator, dtype=torch.float64)
+    if u.shape != h_icl.shape:
+        raise ValueError(f"u {tuple(u.shape)} must have h's shape {tuple(h_icl.shape)}")
     if normalised:
         h_icl, h_zs = _unit(h_icl), _unit(h_zs)
     else:
         h_icl, h_zs = h_icl.double(), h_zs.double()
-    return average_cosines(cosine(h_icl - h_zs, u, reference=h_zs))
+    return average_cosines(cosine(h_icl - h_zs, u.double(), reference=h_zs))
 
 
 def simaou_better_random(h_icl: Tensor, h_zs: Tensor, h_rand: Tensor, normalised: bool) -> LayerAverage:
