@@ -146,3 +146,10 @@ def test_every_value_is_independent_of_the_batch_size(gpt2_dir, tmp_path):
         assert by_batch[size].keys() == reference.keys()
         for key, value in reference.items():
             assert by_batch[size][key] == pytest.approx(value, abs=5e-5, nan_ok=True), (size, key)
+
+
+def test_label_words_unknown_to_the_model_are_refused_before_any_pass(tmp_path):
+    from iclgd.experiments.demo import DEMO_MODEL
+
+    with pytest.raises(UserError, match="unknown token"):
+        run_compare(_cfg(DEMO_MODEL, tmp_path, task="synthetic-sentiment", data_dir=None), show_progress=False)

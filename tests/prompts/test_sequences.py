@@ -92,3 +92,16 @@ def test_sentencepiece_pieces_have_no_artificial_prefix():
     # an input after a newline separator starts without "▁", as in natural text
     first = tokenizer.convert_ids_to_tokens(pieces("Sentence:"))[0]
     assert not first.startswith("▁")
+
+
+def test_label_words_that_score_alike_or_are_unknown_are_refused():
+    _, tokenizer = tiny_model("llama")  # SentencePiece-style with <unk> and byte fallback
+    with pytest.raises(UserError, match="same token"):
+        _prompts(tokenizer, label_words=[" Negative", " Negative "[:-1]], bos="bos_token")
+    from transformers import AutoTokenizer
+
+    from iclgd.experiments.demo import DEMO_MODEL
+
+    word_level = AutoTokenizer.from_pretrained(DEMO_MODEL)  # iclgd's own small LM: a word-level vocabulary
+    with pytest.raises(UserError, match="unknown token"):
+        _prompts(word_level, label_words=[" Negative", " Positive"], bos="bos_token", max_context=256)

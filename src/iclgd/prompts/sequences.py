@@ -135,6 +135,36 @@ def true_k(demo_lengths: Sequence[int], prefix_start: int, max_eval_len: int, ma
     return k
 
 
+def check_label_ids(tokenizer, label_words: Sequence[str], label_ids: Sequence[list[int]], *,
+                    single_token: bool) -> None:
+    """Label words must score apart: each non-empty, one token where the metrics need it, none the unknown
+    token, and no two scored alike (two words on the same token tie on every example and one class wins)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for word, ids in zip(label_words, label_ids, strict=True):
+        if not ids:
+            raise UserError(f"label word {word!r} tokenises to nothing: fix the task's label words")
+        if single_token and len(ids) != 1:
+            shown = tokenizer.convert_ids_to_tokens(ids)
+            raise UserError(
+                f"label word {word!r} is {len(ids)} tokens {shown} but the analysis metrics need one token: "
+                "choose single-token label words in the task file (doc_to_choice), e.g. with a leading space"
+            )
+        if unk is not None and unk in ids:
+            raise UserError(
+                f"label word {word!r} maps to the unknown token {tokenizer.unk_token!r}: the model's vocabulary "
+                "lacks it; choose label words this tokenizer knows (doc_to_choice in the task file)"
+            )
+    scored = [tuple(ids) for ids in label_ids]
+    for i, ids in enumerate(scored):
+        if ids in scored[:i]:
+            other = label_words[scored.index(ids)]
+            raise UserError(
+                f"label words {other!r} and {label_words[i]!r} tokenise to the same token(s) "
+                f"{tokenizer.convert_ids_to_tokens(list(ids))}: they would tie on every example; choose distinct "
+                "label words in the task file"
+            )
+
+
 def build_prompts(
     tokenizer,
     *,
@@ -152,15 +182,7 @@ def build_prompts(
     pieces = PieceTokenizer(tokenizer)
     bos_ids, sep_ids = special_ids(tokenizer, bos, sep)
     label_ids = [pieces(word) for word in label_words]
-    for word, ids in zip(label_words, label_ids, strict=True):
-        if not ids:
-            raise UserError(f"label word {word!r} tokenises to nothing: fix the task's label words")
-        if single_token_labels and len(ids) != 1:
-            shown = tokenizer.convert_ids_to_tokens(ids)
-            raise UserError(
-                f"label word {word!r} is {len(ids)} tokens {shown} but the analysis metrics need one token: "
-                "choose single-token label words in the task file (doc_to_choice), e.g. with a leading space"
-            )
+    check_label_ids(tokenizer, label_words, label_ids, single_token=single_token_labels)
     queries = []
     for text, gold in zip(eval_inputs, eval_labels, strict=True):
         input_ids = pieces(text)
