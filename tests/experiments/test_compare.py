@@ -107,20 +107,48 @@ def test_cli_bad_input_exit_2_and_nothing_written(gpt2_dir, tmp_path):
         assert not out.exists()
 
 
-def test_metrics_recompute_from_saved_activations(gpt2_dir, tmp_path):
+def test_every_stored_similarity_recomputes_from_the_default_captures(gpt2_dir, tmp_path):
+    """The captures a unit keeps by default reproduce its stored metrics (float16 captures did not: SimAM_Δ's
+    small Δs cancel), the random baselines included (their draws depend on (seed, example) only)."""
     from iclgd import metrics
     from iclgd.experiments.captures import load_captures
 
-    cfg = _cfg(gpt2_dir, tmp_path, methods=["gd"], save_activations=True, kendall_examples=0)
+    cfg = _cfg(gpt2_dir, tmp_path, methods=["gd", "lcgd"], kendall_examples=0)
     unit_dir = run_and_store(cfg, show_progress=False)
-    zs, icl, gd = (load_captures(unit_dir, p) for p in ("zs", "icl", "gd"))
-    assert zs.attention_output.shape[:2] == (6, 2) and icl.demo_logits is None
+    zs, icl, gd, lcgd, rand = (load_captures(unit_dir, p) for p in ("zs", "icl", "gd", "lcgd", "gd:random_direction"))
+    assert zs.attention_output.shape[:2] == (6, 2) and icl.demo_logits is None and icl.analysis_query is None
     table = pq.read_table(unit_dir / "metrics.parquet").to_pylist()
-    stored = {(r["metric"], r["layer"]): r["value"] for r in table if r["method"] == "gd"}
-    recomputed = metrics.simaou(icl.attention_output, zs.attention_output, gd.attention_output)
-    assert recomputed.per_layer == pytest.approx([stored[("simaou", layer)] for layer in range(2)], abs=1e-6)
-    delta = metrics.simam_delta(icl.presoftmax_logits, zs.presoftmax_logits, gd.presoftmax_logits, zs.test_length)
-    assert delta.per_layer == pytest.approx([stored[("simam_delta", layer)] for layer in range(2)], abs=1e-6)
+    stored = {(r["method"], r["metric"], r["layer"]): r["value"] for r in table}
+    h = {name: c.attention_output for name, c in (("zs", zs), ("icl", icl), ("gd", gd), ("rand", rand))}
+    m = {name: c.presoftmax_logits for name, c in (("zs", zs), ("icl", icl), ("gd", gd), ("lcgd", lcgd))}
+    lengths = zs.test_length
+    u = metrics.uniform_per_example(cfg.seed, zs.example.tolist(), h["icl"].shape[1:], "simaou_random")
+    recomputed = {
+        ("gd", "simaou"): metrics.simaou(h["icl"], h["zs"], h["gd"]),
+        ("gd", "simaou_norm"): metrics.simaou_norm(h["icl"], h["zs"], h["gd"]),
+        ("gd", "simam"): metrics.simam(m["icl"], m["gd"], lengths),
+        ("gd", "simam_delta"): metrics.simam_delta(m["icl"], m["zs"], m["gd"], lengths),
+        ("lcgd", "simam_delta"): metrics.simam_delta(m["icl"], m["zs"], m["lcgd"], lengths),
+        ("icl", "simam_before"): metrics.simam_before_ft(m["icl"], m["zs"], lengths),
+        ("icl", "simaou_norm_random"): metrics.simaou_random(h["icl"], h["zs"], u, normalised=True),
+        ("gd", "simaou_random_direction"): metrics.simaou_better_random(h["icl"], h["zs"], h["rand"], False),
+        ("lcgd_vs_gd", "alpha"): metrics.alpha(m["lcgd"], m["gd"], m["zs"], lengths),
+    }
+    for (method, metric), result in recomputed.items():
+        expected = [stored[(method, metric, layer)] for layer in range(2)]
+        assert result.per_layer == pytest.approx(expected, abs=1e-9), (method, metric)
+
+
+def test_full_captures_keep_queries_and_none_keeps_nothing(gpt2_dir, tmp_path):
+    from iclgd.experiments.captures import load_captures
+
+    full = run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], captures="full", out=str(tmp_path / "a")),
+                         show_progress=False)
+    icl = load_captures(full, "icl")
+    assert icl.analysis_query is not None and icl.demo_logits is not None and icl.demo_logits.shape[0] == 6
+    none = run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], captures="none", out=str(tmp_path / "b")),
+                         show_progress=False)
+    assert not (none / "captures").exists()
 
 
 @pytest.mark.parametrize("family, bos", [("qwen2", None), ("gpt2", "none")])

@@ -125,12 +125,12 @@ def test_clean_stale_tmp_removes_dead_writers_only(tmp_path):
     assert not dead.exists() and mine.exists()
 
 
-def test_captures_roundtrip_as_float16(tmp_path):
+def test_captures_roundtrip_at_full_precision_or_cast(tmp_path):
     torch.manual_seed(0)
     attn_out = torch.randn(3, 2, 8)
     with unit_writer(tmp_path, "u1") as tmp:
-        write_tensors(tmp, "icl", {"blocks.0.attn_out": attn_out, "example": torch.arange(3)})
-        write_tensors(tmp, "icl-full", {"blocks.0.attn_out": attn_out}, dtype=None)
+        write_tensors(tmp, "icl", {"blocks.0.attn_out": attn_out, "example": torch.arange(3)}, dtype="float16")
+        write_tensors(tmp, "icl-full", {"blocks.0.attn_out": attn_out})
         for name in ("record.json", "metrics.parquet", "predictions.parquet"):
             (tmp / name).write_text("{}")
     compact = read_tensors(tmp_path / "u1", "icl")

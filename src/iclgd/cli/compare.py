@@ -42,8 +42,8 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[str | None, typer.Option(help="folder of prepare-data snapshots")] = None,
         kendall_examples: Annotated[int | None, typer.Option(help="eval examples for Kendall")] = None,
         balanced: Annotated[bool | None, typer.Option("--balanced/--no-balanced", help="balanced demos")] = None,
-        save_activations: Annotated[
-            bool | None, typer.Option("--save-activations/--no-save-activations", help="full captures")
+        captures: Annotated[
+            str | None, typer.Option(help="captures kept per example: compact | full | none")
         ] = None,
         out: Annotated[str | None, typer.Option(help="results folder")] = None,
     ) -> None:
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
             eval_size=eval_size, position=position, methods=method or None, lr=lr, untrained=untrained,
             dtype=dtype, device=device, batch_size=batch_size, max_context=max_context, separator=separator,
             bos=bos, data_dir=data_dir, kendall_examples=kendall_examples, balanced=balanced,
-            save_activations=save_activations, out=out,
+            captures=captures, out=out,
         )
         cfg = load_config(config, overrides)
         unit_dir = run_and_store(cfg)

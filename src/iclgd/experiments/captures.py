@@ -5,7 +5,8 @@
     zs, icl, gd = (load_captures("results/sst2-k32-...", p) for p in ("zs", "icl", "gd"))
     metrics.simaou(icl.attention_output, zs.attention_output, gd.attention_output).per_layer
 
-Captures are float16 unless the unit ran with --save-activations (float32, plus queries and demo scores).
+Captures are float32, the precision the unit's metrics were computed from, so every stored metric recomputes
+from them (tested to 1e-9); ``captures: full`` adds the queries and the demo scores, ``captures: none`` keeps none.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ class PassCaptures:
     attention_output: torch.Tensor  # [N, L, d_model]   blocks.{l}.attn_out
     presoftmax_logits: torch.Tensor  # [N, L, H, T_max] blocks.{l}.attn_scores, right-padded with 0
     test_length: torch.Tensor  # [N]
-    analysis_query: torch.Tensor | None  # [N, L, H*D]   blocks.{l}.q (--save-activations)
-    demo_logits: torch.Tensor | None  # [N, L, N_demo]   blocks.{l}.demo_attn_scores (ICL, --save-activations)
+    analysis_query: torch.Tensor | None  # [N, L, H*D]   blocks.{l}.q (captures: full)
+    demo_logits: torch.Tensor | None  # [N, L, N_demo]   blocks.{l}.demo_attn_scores (ICL, captures: full)
 
 
 def _stack_layers(part: dict[str, torch.Tensor], prefix: str, name: str) -> torch.Tensor | None:

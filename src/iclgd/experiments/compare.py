@@ -326,7 +326,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
             scores = {
                 "zs": score_batch(lm, prompts, indices, prefix=None, position=cfg.position),
                 "icl": score_batch(lm, prompts, indices, prefix=prefix, position=cfg.position,
-                                   demo_logits=indices[0] < cfg.kendall_examples),
+                                   demo_logits=cfg.captures == "full" or indices[0] < cfg.kendall_examples),
             }
             for method, t in trained.items():  # swap the trained K/V in place, then back
                 for name, tensors in ((method, t.tensors), (f"{method}:random_direction", t.random_direction)):
@@ -341,14 +341,15 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
             for name, s in scores.items():
                 outputs.setdefault(name, []).append(s.candidate_logprobs)
                 outputs.setdefault(f"{name}:fullvocab", []).append(s.next_token_logprobs.argmax(-1))
-            captures.append(compact_captures(indices, scores, full=cfg.save_activations))
+            if cfg.captures != "none":
+                captures.append(compact_captures(indices, scores, full=cfg.captures == "full"))
             progress.advance(bar, len(indices))
         timings["passes_s"] = time.time() - mark
 
     keys = unit_keys(cfg, unit.info)
     accuracy_rows, predictions = accuracy_and_predictions(prompts, outputs, list(trained), keys)
     table = accuracy_rows + acc.rows(keys) + grad_norm_rows(trained, keys)
-    if cfg.save_activations:
+    if cfg.captures == "full":
         for method, t in trained.items():
             if t.train_queries is not None:
                 captures.append({f"{method}.blocks.{layer}.train_q": q for layer, q in enumerate(t.train_queries)})
@@ -364,8 +365,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         **unit.info,
         "timings": {**{k: round(v, 3) for k, v in timings.items()}, "total_s": round(time.time() - started, 3)},
     }
-    return UnitResult(metrics=table, predictions=predictions, record=record, captures=captures,
-                      captures_dtype=None if cfg.save_activations else "float16")
+    return UnitResult(metrics=table, predictions=predictions, record=record, captures=captures, captures_dtype=None)
 
 
 def unit_keys(cfg: CompareConfig, info: dict) -> dict[str, Any]:
@@ -423,7 +423,7 @@ def compact_captures(indices: list[int], scores: dict[str, BatchScores], full: b
     """One batch's captures, named like TransformerLens hooks: ``{pass}.blocks.{l}.attn_out`` [B, d_model],
     ``{pass}.blocks.{l}.attn_scores`` [B, H, T] (pre-softmax, analysis row, test tokens; ``{pass}.test_length``
     says how many are real); with ``full`` also ``{pass}.blocks.{l}.q`` and ``icl.blocks.{l}.demo_attn_scores``.
-    The store casts them to float16 unless --save-activations."""
+    Kept in float32, the precision the metrics were computed from, so that they recompute exactly."""
     out = {"example": torch.tensor(indices)}
     for name, s in scores.items():
         c, name = s.capture, name.replace(":", ".")

@@ -17,6 +17,7 @@ from iclgd.config_files import build_config
 Untrained = Literal["all", "keep_layernorm", "trained_embeddings"]
 Method = Literal["gd", "lcgd"]
 Position = Literal["label_token", "prompt_end"]
+Captures = Literal["compact", "full", "none"]
 
 
 class CompareConfig(BaseModel):
@@ -45,7 +46,9 @@ class CompareConfig(BaseModel):
     bos: str | None = Field(None, description="overrides the BOS text; 'none' for no BOS")
     data_dir: str | None = Field(None, description="folder of `iclgd prepare-data` snapshots")
     kendall_examples: int = Field(100, ge=0, description="eval examples used for Kendall (Dai: first 100)")
-    save_activations: bool = Field(False, description="also write full-precision captures (safetensors)")
+    captures: Captures = Field("compact", description="per-example captures kept in the unit folder (float32): "
+                               "compact (what the similarity metrics need), full (+ queries and demo scores, "
+                               "for Kendall), none")
     out: str = Field("results", description="results folder")
 
     @field_validator("methods")
@@ -57,7 +60,7 @@ class CompareConfig(BaseModel):
 
     def unit_fields(self) -> dict[str, Any]:
         """The fields that define what is computed (not where it is written)."""
-        return self.model_dump(exclude={"out", "device", "batch_size", "save_activations"})
+        return self.model_dump(exclude={"out", "device", "batch_size", "captures"})
 
     def unit_id(self) -> str:
         """Readable slug + a hash of the unit fields: stable across runs, so finished units are skipped."""

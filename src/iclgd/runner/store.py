@@ -4,7 +4,7 @@ A unit folder holds:
     metrics.parquet      the long table, METRICS_SCHEMA (one row per unit x method x metric x layer)
     predictions.parquet  one row per eval example and pass, PREDICTIONS_SCHEMA
     record.json          the full config, versions and everything needed to say how the numbers were made
-    captures/            optional safetensors files of per-example per-layer captures (float16 by default)
+    captures/            optional safetensors files of per-example per-layer captures
 
 Everything is written into ``<out>/.tmp-<unit_id>-<pid>/`` and then moved with one ``os.rename``; an
 exception removes the temporary folder, and a folder left by a killed process is removed by the next sweep.
@@ -96,7 +96,7 @@ class UnitResult:
     predictions: pa.Table | list[dict[str, Any]]
     record: dict[str, Any] = field(default_factory=dict)
     captures: dict[str, dict[str, Any]] = field(default_factory=dict)
-    captures_dtype: str | None = "float16"
+    captures_dtype: str | None = None
 
 
 def metric_row(metric: str, value: float, count: int, *, method: str, layer: int | None = None, **keys: Any) -> dict:
@@ -197,10 +197,10 @@ def write_record(unit_dir: Path, unit: str, config: Any, record: Mapping[str, An
     return full
 
 
-def write_tensors(unit_dir: Path, name: str, tensors: Mapping[str, Any], dtype: Any = "float16",
+def write_tensors(unit_dir: Path, name: str, tensors: Mapping[str, Any], dtype: Any = None,
                   metadata: Mapping[str, str] | None = None) -> Path:
     """Save ``tensors`` to ``<unit_dir>/captures/<name>.safetensors``; floating tensors are cast to ``dtype``
-    (float16 by default, None keeps theirs). Use TransformerLens-like names: ``blocks.3.attn_out``."""
+    (None, the default, keeps theirs). Use TransformerLens-like names: ``blocks.3.attn_out``."""
     import torch
     from safetensors.torch import save_file
 
@@ -220,7 +220,7 @@ def write_tensors(unit_dir: Path, name: str, tensors: Mapping[str, Any], dtype: 
 
 
 def read_tensors(unit_dir: Path, name: str) -> dict[str, Any]:
-    """The tensors of ``<unit_dir>/captures/<name>.safetensors`` (as saved: float16 by default)."""
+    """The tensors of ``<unit_dir>/captures/<name>.safetensors``, as saved."""
     from safetensors.torch import load_file
 
     return load_file(str(Path(unit_dir) / "captures" / f"{name}.safetensors"))
@@ -302,6 +302,6 @@ def write_unit(out: Path, unit: str, config: Any, result: UnitResult) -> Path:
         pq.write_table(metrics, tmp / "metrics.parquet")
         pq.write_table(predictions, tmp / "predictions.parquet")
         for name, tensors in captures.items():
-            write_tensors(tmp, name, tensors, dtype=getattr(result, "captures_dtype", "float16"))
+            write_tensors(tmp, name, tensors, dtype=getattr(result, "captures_dtype", None))
         write_record(tmp, unit, config, result.record or {})
     return Path(out) / unit
