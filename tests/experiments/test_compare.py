@@ -181,3 +181,20 @@ def test_label_words_unknown_to_the_model_are_refused_before_any_pass(tmp_path):
 
     with pytest.raises(UserError, match="unknown token"):
         run_compare(_cfg(DEMO_MODEL, tmp_path, task="synthetic-sentiment", data_dir=None), show_progress=False)
+
+
+def test_keys_hidden_by_a_window_are_counted_per_pass_and_layer(tmp_path):
+    """Mistral's tiny config has a window of 4 on every layer: the analysis position cannot see the first test
+    tokens of a longer example. Those keys are excluded from SimAM and counted in `masked_key_count`."""
+    model = save_tiny_model("mistral", tmp_path / "mistral")
+    result = run_compare(_cfg(model, tmp_path, methods=["gd"], kendall_examples=0), show_progress=False)
+    rows = [r for r in result.metrics if r["metric"] == "masked_key_count"]
+    assert {r["method"] for r in rows} == {"zs", "icl", "gd"}
+    by_layer = {(r["method"], r["layer"]): (r["value"], r["count"]) for r in rows}
+    for method in ("zs", "icl", "gd"):
+        hidden, tested = by_layer[(method, 0)]
+        assert 0 < hidden < tested
+        assert by_layer[(method, None)] == (hidden + by_layer[(method, 1)][0], tested + by_layer[(method, 1)][1])
+    gpt2 = run_compare(_cfg(save_tiny_model("gpt2", tmp_path / "gpt2"), tmp_path, methods=["gd"], kendall_examples=0),
+                       show_progress=False)
+    assert all(r["value"] == 0 for r in gpt2.metrics if r["metric"] == "masked_key_count")

@@ -68,11 +68,16 @@ def test_true_k_limits_prefix_to_context():
     full = _prompts(tokenizer)
     demo_len = [len(d) + len(full.sep_ids) for d in full.demo_ids]
     longest = max(len(q.input_ids) for q in full.queries)
-    context = 1 + demo_len[0] + longest + 1  # exactly one demo fits (strictly)
+    # Dai's rule counts the eval sequence with its BOS: len(prefix) + len(demo) + (BOS + input + label) < context
+    context = 1 + demo_len[0] + (1 + longest) + 1  # exactly one demo fits (strictly)
     p = _prompts(tokenizer, max_context=context)
     assert p.true_k == 1 and p.requested_k == 3
     with pytest.raises(UserError, match="no demonstration fits"):
         _prompts(tokenizer, max_context=context - 1)
+    # Without BOS there is nothing to count twice.
+    assert _prompts(tokenizer, bos=None, max_context=demo_len[0] + longest + 1).true_k == 1
+    with pytest.raises(UserError, match="no demonstration fits"):
+        _prompts(tokenizer, bos=None, max_context=demo_len[0] + longest)
 
 
 def test_multi_token_label_word_is_refused_for_analysis():

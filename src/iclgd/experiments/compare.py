@@ -225,12 +225,20 @@ def finetune_methods(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, lr: 
 
 
 class Accumulator:
-    """Per-example values of each (method, metric), [N, L], gathered batch by batch, with zero-Δ counts."""
+    """Per-example values of each (method, metric), [N, L], gathered batch by batch, with zero-Δ counts, and
+    per-pass counts of the test-token keys a window hid (spec: excluded and counted)."""
 
     def __init__(self) -> None:
         self.values: dict[tuple[str, str], list[torch.Tensor]] = {}
         self.zeros: dict[tuple[str, str], list[torch.Tensor]] = {}
         self.cases_per_example: dict[tuple[str, str], int] = {}
+        self.masked_keys: dict[str, torch.Tensor] = {}  # pass -> [L] keys hidden
+        self.test_keys: dict[str, int] = {}  # pass -> test-token keys seen per layer
+
+    def add_masked_keys(self, name: str, capture: Capture) -> None:
+        hidden = capture.masked_keys.sum(0)
+        self.masked_keys[name] = self.masked_keys.get(name, torch.zeros_like(hidden)) + hidden
+        self.test_keys[name] = self.test_keys.get(name, 0) + int(capture.test_length.sum())
 
     def add(self, method: str, metric: str, result: metrics.LayerAverage, cases_per_example: int = 1) -> None:
         """``cases_per_example``: cosines behind one example's value (heads for SimAM), for the zero counts."""
@@ -250,6 +258,9 @@ class Accumulator:
             tested = n * self.cases_per_example[(method, metric)]
             rows += layer_rows(metric, per_example.mean(0).tolist(), n, method=method, **keys)
             rows += layer_rows(f"{metric}_zero_count", zeros.double().tolist(), tested, method=method, **keys)
+        for name, hidden in self.masked_keys.items():
+            rows += layer_rows("masked_key_count", hidden.double().tolist(), self.test_keys[name], method=name,
+                               **keys)
         return rows
 
 
@@ -339,6 +350,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
             batch_metrics(acc, {name: s.capture for name, s in scores.items()}, trained, indices, kendall_rows,
                           cfg.seed)
             for name, s in scores.items():
+                if ":" not in name:  # ZS, ICL and each FT method (the random direction masks as FT does)
+                    acc.add_masked_keys(name, s.capture)
                 outputs.setdefault(name, []).append(s.candidate_logprobs)
                 outputs.setdefault(f"{name}:fullvocab", []).append(s.next_token_logprobs.argmax(-1))
             if cfg.captures != "none":

@@ -124,6 +124,9 @@ class Prompts:
 def true_k(demo_lengths: Sequence[int], prefix_start: int, max_eval_len: int, max_context: int) -> int:
     """How many demos fit: append in order while len(prefix) + len(next demo + SEP) + max_eval_len < max_context.
 
+    ``max_eval_len`` is the longest eval sequence with its BOS and label candidate, as Dai's code counts it
+    (so the rule keeps one token more room than the ICL sequence needs when there is a BOS).
+
     The first demo that does not fit ends the prefix (later, shorter demos are not tried).
     """
     length, k = prefix_start, 0
@@ -189,7 +192,8 @@ def build_prompts(
         if not input_ids:
             raise UserError("an eval example renders to no tokens: check the task's template and fields")
         queries.append(Query(input_ids + label_ids[0], len(input_ids), gold))
-    max_eval_len = max(len(q.input_ids) for q in queries)
+    # The longest eval sequence as Dai's code measures it: [BOS] input label, BOS included.
+    max_eval_len = len(bos_ids) + max(len(q.input_ids) for q in queries)
 
     demos = []
     for text, label in zip(demo_inputs, demo_labels, strict=True):

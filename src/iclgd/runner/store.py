@@ -17,7 +17,9 @@ The ``metrics`` table, one row per value:
 ``count`` is the number of examples behind ``value`` (for the layer-null row of a per-layer metric, the
 largest per-layer count). For a ``*_zero_count`` metric, ``value`` is the number of cases whose Δ counted
 as zero and ``count`` the number of cases tested (examples x heads for SimAM); its layer-null row holds the
-totals over layers. ``accuracy`` is a fraction in [0, 1]; ``rec2ftp`` and ``rec2ftp_chance`` are percent.
+totals over layers. ``masked_key_count`` (per pass) is the number of test-token keys a layer's window hid from
+the analysis position, out of ``count`` test-token keys. ``accuracy`` is a fraction in [0, 1]; ``rec2ftp`` and
+``rec2ftp_chance`` are percent.
 Extra columns are allowed (readers union them by name).
 """
 
@@ -108,14 +110,14 @@ def layer_rows(
     metric: str, per_layer: Sequence[float], counts: Sequence[int] | int, *, method: str, **keys: Any
 ) -> list[dict]:
     """One row per layer plus the layer-null row: the uniform mean over the layers that are not NaN
-    (NaN if all are), or for ``*_zero_count`` metrics the sum over layers (value and count)."""
+    (NaN if all are), or for ``*_count`` metrics (cases counted) the sum over layers (value and count)."""
     per_layer = [float(v) for v in per_layer]
     counts = [int(counts)] * len(per_layer) if isinstance(counts, int | np.integer) else [int(c) for c in counts]
     if len(counts) != len(per_layer):
         raise ValueError(f"{metric}: {len(per_layer)} layer values but {len(counts)} counts")
     pairs = enumerate(zip(per_layer, counts, strict=True))
     rows = [metric_row(metric, v, c, method=method, layer=i, **keys) for i, (v, c) in pairs]
-    if metric.endswith("_zero_count"):
+    if metric.endswith("_count"):
         mean, total = float(sum(per_layer)), sum(counts)
     else:
         finite = [v for v in per_layer if not math.isnan(v)]
