@@ -9,7 +9,8 @@ import torch
 
 import iclgd
 from iclgd.errors import UserError
-from iclgd.experiments.icl_curve import CurvePoint, icl_curve, mean_by_k, plot_curve
+from iclgd.experiments.icl_curve import CurvePoint, icl_curve
+from iclgd.report.curves import mean_by_k, plot_curve
 from iclgd.synthetic.pretrain.icc import HELDOUT_MAPPINGS
 from iclgd.synthetic.pretrain.task_files import TASKS_PACKAGE, builtin_task_files, task_file_contents
 

@@ -24,9 +24,10 @@ from iclgd import finetune as finetuning
 from iclgd import metrics
 from iclgd.errors import UserError
 from iclgd.experiments.config import CompareConfig
+from iclgd.experiments.passes import interleaved_passes, label_accuracy
 from iclgd.models.capture import Capture, encode_prefix
 from iclgd.models.loading import LoadedModel, load_model
-from iclgd.prompts.scoring import BatchScores, batches, score_batch
+from iclgd.prompts.scoring import BatchScores
 from iclgd.prompts.sequences import Prompts, build_prompts
 from iclgd.runner.store import UnitResult, layer_rows, metric_row
 from iclgd.tasks import (
@@ -169,12 +170,7 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
     def held_out_accuracy(tensors: dict[str, torch.Tensor]) -> float:
         finetuning.swap_in(lm, tensors)
         try:
-            correct = 0
-            for indices in batches(len(tune.queries), cfg.batch_size):
-                scores = score_batch(lm, tune, indices, prefix=None, capture=False)
-                gold = torch.tensor([tune.queries[i].gold for i in indices])
-                correct += int((scores.candidate_logprobs.argmax(-1) == gold).sum())
-            return correct / len(tune.queries)
+            return label_accuracy(lm, tune, with_demos=False, batch_size=cfg.batch_size)
         finally:
             finetuning.restore(lm, original)
 
@@ -328,23 +324,21 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
 
         mark = time.time()
         prefix = encode_prefix(lm, torch.tensor(prompts.prefix_ids, dtype=torch.long))
+        weights = {}  # each FT method and its random-direction control, swapped in for their passes
+        for method, t in trained.items():
+            weights[method] = t.tensors
+            if t.random_direction:
+                weights[f"{method}:random_direction"] = t.random_direction
         acc = Accumulator()
         outputs: dict[str, list[torch.Tensor]] = {}
         captures: list[dict[str, torch.Tensor]] = []
-        n_eval = len(prompts.queries)
-        bar = progress.add_task("ZS / ICL / FT passes", total=n_eval)
-        for indices in batches(n_eval, cfg.batch_size):
-            scores = {
-                "zs": score_batch(lm, prompts, indices, prefix=None, position=cfg.position),
-                "icl": score_batch(lm, prompts, indices, prefix=prefix, position=cfg.position,
-                                   demo_logits=cfg.captures == "full" or indices[0] < cfg.kendall_examples),
-            }
-            for method, t in trained.items():  # swap the trained K/V in place, then back
-                for name, tensors in ((method, t.tensors), (f"{method}:random_direction", t.random_direction)):
-                    if tensors:
-                        finetuning.swap_in(lm, tensors)
-                        scores[name] = score_batch(lm, prompts, indices, prefix=None, position=cfg.position)
-                        finetuning.restore(lm, original)
+        bar = progress.add_task("ZS / ICL / FT passes", total=len(prompts.queries))
+        passes = interleaved_passes(
+            lm, prompts, prefix=prefix, weights=weights, original=original, batch_size=cfg.batch_size,
+            position=cfg.position,
+            demo_logits=lambda indices: cfg.captures == "full" or indices[0] < cfg.kendall_examples,
+        )
+        for indices, scores in passes:
             kendall_rows = torch.tensor([i for i, row in enumerate(indices) if row < cfg.kendall_examples],
                                         dtype=torch.long)
             batch_metrics(acc, {name: s.capture for name, s in scores.items()}, trained, indices, kendall_rows,
@@ -415,11 +409,12 @@ def accuracy_and_predictions(prompts: Prompts, outputs: dict[str, list[torch.Ten
     for name in ["zs", "icl", *methods]:
         candidate = torch.cat(outputs[name])
         fullvocab = torch.cat(outputs[f"{name}:fullvocab"])
-        predicted = candidate.argmax(-1)
+        predicted = metrics.label_predictions(candidate)
         correct[name] = predicted == gold
         fullvocab_correct = fullvocab == gold_first
-        rows.append(metric_row("accuracy", correct[name].double().mean(), n, method=name, **keys))
-        rows.append(metric_row("fullvocab_accuracy", fullvocab_correct.double().mean(), n, method=name, **keys))
+        rows.append(metric_row("accuracy", metrics.accuracy(predicted, gold), n, method=name, **keys))
+        rows.append(metric_row("fullvocab_accuracy", metrics.accuracy(fullvocab, gold_first), n, method=name,
+                               **keys))
         predictions += [{
             "example": i, "method": name, "gold": int(gold[i]), "prediction": int(predicted[i]),
             "correct": bool(correct[name][i]), "candidate_logprobs": candidate[i].tolist(),

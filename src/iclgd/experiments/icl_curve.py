@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from iclgd.errors import UserError
 
 DEFAULT_KS = (0, 1, 2, 4, 8, 16)
@@ -31,21 +29,6 @@ class CurvePoint:
     n_eval: int
 
 
-@torch.no_grad()
-def curve_accuracy(lm, prompts, *, zero_shot: bool, batch_size: int = 64) -> float:
-    """Accuracy of the ICL pass on the shared prefix (or of the zero-shot pass) over ``prompts.queries``."""
-    from iclgd.models.capture import encode_prefix
-    from iclgd.prompts.scoring import batches, score_batch
-
-    prefix = None if zero_shot else encode_prefix(lm, torch.tensor(prompts.prefix_ids, dtype=torch.long))
-    correct = 0
-    for indices in batches(len(prompts.queries), batch_size):
-        scores = score_batch(lm, prompts, indices, prefix=prefix, capture=False)
-        gold = torch.tensor([prompts.queries[i].gold for i in indices])
-        correct += int((scores.candidate_logprobs.argmax(-1).cpu() == gold).sum())
-    return correct / len(prompts.queries)
-
-
 def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: Sequence[int] = (0, 1, 2),
               untrained: Sequence[str] = (), eval_size: int | None = 200, template: int | str = 0,
               device: str = "cpu", progress: Callable[[], None] | None = None) -> list[CurvePoint]:
@@ -54,6 +37,7 @@ def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: S
 
     from iclgd.experiments.compare import prepare_unit, select_rows
     from iclgd.experiments.config import CompareConfig
+    from iclgd.experiments.passes import label_accuracy
     from iclgd.models.loading import UNTRAINED_VARIANTS, load_model
 
     if not ks or min(ks) < 0:
@@ -76,21 +60,14 @@ def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: S
         for seed in seeds:
             lm = trained_lm if variant == TRAINED else load_model(model, untrained=variant, seed=seed, device=device)
             for k in ks:
-                unit = prepare_unit(config(k, seed, variant), lm, rows[(k, seed)], lr_search_rows=False)
-                accuracy = curve_accuracy(lm, unit.prompts, zero_shot=k == 0)
+                unit = prepare_unit(config(k, seed, variant), lm, rows[(k, seed)], lr_search_rows=False,
+                                    single_token_labels=False)  # accuracy only: any label words
+                accuracy = label_accuracy(lm, unit.prompts, with_demos=k > 0)
                 true_k = 0 if k == 0 else unit.prompts.true_k
                 points.append(CurvePoint(variant, k, true_k, seed, accuracy, len(unit.prompts.queries)))
                 if progress is not None:
                     progress()
     return points
-
-
-def mean_by_k(points: Sequence[CurvePoint]) -> dict[str, dict[int, float]]:
-    """variant -> k -> accuracy averaged over seeds."""
-    table: dict[str, dict[int, list[float]]] = {}
-    for p in points:
-        table.setdefault(p.variant, {}).setdefault(p.k, []).append(p.accuracy)
-    return {v: {k: sum(a) / len(a) for k, a in by_k.items()} for v, by_k in table.items()}
 
 
 def write_points(points: Sequence[CurvePoint], path: str | Path, record: dict) -> Path:
@@ -110,40 +87,6 @@ def write_points(points: Sequence[CurvePoint], path: str | Path, record: dict) -
     return path
 
 
-def plot_curve(points: Sequence[CurvePoint], out_prefix: str | Path, title: str = "", chance: float | None = None
-               ) -> list[Path]:
-    """Accuracy vs k (mean over seeds, min-max band), one line per variant; writes <prefix>.png and .pdf."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_prefix = Path(out_prefix)
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    ks = sorted({p.k for p in points})
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for variant, by_k in mean_by_k(points).items():
-        x = [max(k, 0.5) for k in ks]  # k = 0 drawn at 0.5 on the log axis
-        accuracies = [[p.accuracy for p in points if p.variant == variant and p.k == k] for k in ks]
-        ax.plot(x, [by_k[k] for k in ks], marker="o", label=variant)
-        ax.fill_between(x, [min(a) for a in accuracies], [max(a) for a in accuracies], alpha=0.2)
-    if chance is not None:
-        ax.axhline(chance, color="grey", linestyle=":", label="chance")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([max(k, 0.5) for k in ks], [str(k) for k in ks])
-    ax.set_xlabel("demonstrations k")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths = [out_prefix.with_suffix(".png"), out_prefix.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path)
-    plt.close(fig)
-    return paths
-
-
 def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] = DEFAULT_KS,
                   seeds: Sequence[int] = (0, 1, 2), untrained: Sequence[str] = (), eval_size: int | None = 200,
                   template: int | str = 0, device: str = "cpu", show_progress: bool = True
@@ -153,6 +96,7 @@ def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] =
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from iclgd.experiments.compare import versions
+    from iclgd.report.curves import plot_curve
     from iclgd.tasks import load_task
 
     label_count = len(load_task(task).label_words)

@@ -31,7 +31,7 @@ def curve_table(points, title: str = "", caption: str = ""):
     """A rich table of an ICL curve: one row per k, one column per variant (mean accuracy over seeds)."""
     from rich.table import Table
 
-    from iclgd.experiments.icl_curve import mean_by_k
+    from iclgd.report.curves import mean_by_k
 
     means = mean_by_k(points)
     table = Table(title=title, caption=caption)

@@ -1,0 +1,47 @@
+"""Scoring passes against plain forward passes of the stock model: one-token and multi-token label words."""
+
+import pytest
+import torch
+
+from iclgd.experiments.passes import label_accuracy
+from iclgd.models.capture import encode_prefix
+from iclgd.models.loading import loaded
+from iclgd.models.tiny import tiny_model
+from iclgd.prompts.scoring import score_batch
+from iclgd.prompts.sequences import build_prompts
+
+
+def _logprob_of(model, sequence: list[int], start: int) -> list[float]:
+    """log p(sequence[t] | sequence[:t]) for t >= start, from one forward of the whole sequence."""
+    with torch.no_grad():
+        logits = model(torch.tensor([sequence])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return [float(logprobs[t - 1, sequence[t]]) for t in range(start, len(sequence))]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_multi_token_candidates_are_the_sum_and_mean_of_their_token_logprobs(family):
+    stock, tokenizer = tiny_model(family, seed=3)
+    lm = loaded(tiny_model(family, seed=3)[0], tokenizer, name=family)
+    label_words = [" Negative review", " Positive", " very good film"]
+    prompts = build_prompts(
+        tokenizer, demo_inputs=["Review: the plot was bad Sentiment:", "Review: a great film Sentiment:"],
+        demo_labels=[0, 1], eval_inputs=["Review: worst movie Sentiment:", "Review: I love it Sentiment:"],
+        eval_labels=[0, 1], label_words=label_words, bos="bos_token" if family == "llama" else "eos_token",
+        sep="\n", max_context=256, single_token_labels=False,
+    )
+    assert sorted(len(ids) for ids in prompts.label_ids)[-1] > 1
+    prefix = encode_prefix(lm, torch.tensor(prompts.prefix_ids))
+    for with_demos in (False, True):
+        scores = score_batch(lm, prompts, [0, 1], prefix=prefix if with_demos else None, capture=False)
+        for row, query in enumerate(prompts.queries):
+            lead = prompts.prefix_ids if with_demos else prompts.bos_ids
+            context = lead + query.input_ids[: query.n_input]
+            for c, label in enumerate(prompts.label_ids):
+                expected = _logprob_of(stock, context + label, len(context))
+                assert float(scores.candidate_logprobs[row, c]) == pytest.approx(sum(expected), abs=1e-4)
+                assert float(scores.candidate_mean_logprobs[row, c]) == pytest.approx(sum(expected) / len(label),
+                                                                                     abs=1e-4)
+        predicted = scores.candidate_logprobs.argmax(-1)
+        gold = torch.tensor([q.gold for q in prompts.queries])
+        assert label_accuracy(lm, prompts, with_demos=with_demos) == float((predicted == gold).double().mean())
