@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from iclgd.errors import UserError
+from iclgd.runner.store import read_tensors
 
 
 @dataclass
@@ -54,7 +54,7 @@ def load_captures(unit_dir: str | Path, pass_name: str) -> PassCaptures:
     prefix = pass_name.replace(":", ".")
     fields: dict[str, list[torch.Tensor]] = {k: [] for k in ("example", "out", "scores", "length", "q", "demo")}
     for path in parts:
-        part = load_file(str(path))
+        part = read_tensors(unit_dir, path.stem)
         if f"{prefix}.test_length" not in part:
             continue
         fields["example"].append(part["example"])

@@ -14,7 +14,6 @@ dual_form         GD on a linear layer as linear attention
 from iclgd.metrics.accuracy import (
     accuracy,
     full_vocab_accuracy,
-    full_vocab_correct,
     label_predictions,
     label_scores,
     label_word_accuracy,
@@ -57,7 +56,6 @@ __all__ = [
     "example_seed",
     "ft_demo_logits",
     "full_vocab_accuracy",
-    "full_vocab_correct",
     "js_divergence",
     "kendall",
     "kendall_random",

@@ -55,11 +55,6 @@ def label_word_accuracy(scores: Tensor, gold: Tensor) -> float:
     return accuracy(label_predictions(scores), gold)
 
 
-def full_vocab_correct(next_token_logits: Tensor, gold_first_token: Tensor) -> Tensor:
-    """[argmax_v p(v | prompt) = first token of the gold verbalizer], per example: [N, V], [N] -> bool [N]."""
-    return next_token_logits.argmax(dim=-1) == gold_first_token.to(next_token_logits.device)
-
-
 def full_vocab_accuracy(next_token_logits: Tensor, gold_first_token: Tensor) -> float:
     """(1/N) Σ_i [argmax over the whole vocabulary = gold first token] (Shen); can fall below chance."""
     return accuracy(next_token_logits.argmax(dim=-1), gold_first_token)

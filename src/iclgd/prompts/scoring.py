@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 
+from iclgd import metrics
 from iclgd.models.capture import Capture, CaptureRequest, Prefix, forward
 from iclgd.models.loading import LoadedModel
 from iclgd.prompts.sequences import Prompts, Query
@@ -93,15 +94,15 @@ def _multi_token_candidates(
     lm: LoadedModel, prompts: Prompts, queries: list[Query], lead: list[int], prefix: Prefix | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum and mean of each candidate's token log-probs, one extra pass per candidate (accuracy only)."""
-    total = torch.empty(len(queries), len(prompts.label_ids))
+    lengths = torch.tensor([len(label) for label in prompts.label_ids])
+    width = int(lengths.max())
+    logprobs = torch.zeros(len(queries), len(prompts.label_ids), width)  # [N, C, T], right-padded
     for c, label in enumerate(prompts.label_ids):
         rows = [lead + q.input_ids[: q.n_input] + label for q in queries]
         input_ids, attention_mask = _pad(rows, pad_id(lm))
         start = torch.tensor([len(lead) + q.n_input - 1 for q in queries])
         positions = start[:, None] + torch.arange(len(label))[None, :]
         logits, _ = forward(lm, input_ids, attention_mask, prefix=prefix, request=None, logits_at=positions)
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
         targets = torch.tensor(label).expand(len(queries), -1)
-        total[:, c] = logprobs.gather(-1, targets[..., None])[..., 0].sum(-1)
-    lengths = torch.tensor([len(label) for label in prompts.label_ids], dtype=torch.float32)
-    return total, total / lengths
+        logprobs[:, c, : len(label)] = metrics.token_logprobs(logits.cpu(), targets)
+    return metrics.label_scores(logprobs, lengths, "sum"), metrics.label_scores(logprobs, lengths, "mean")
