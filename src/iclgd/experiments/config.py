@@ -5,14 +5,13 @@ A YAML file (``--config``) and CLI flags fill the same model; flags given on the
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from iclgd.config_files import build_config
+from iclgd.runner.units import unit_id
 
 Untrained = Literal["all", "keep_layernorm", "trained_embeddings"]
 Method = Literal["gd", "lcgd"]
@@ -63,11 +62,9 @@ class CompareConfig(BaseModel):
         return self.model_dump(exclude={"out", "device", "batch_size", "captures"})
 
     def unit_id(self) -> str:
-        """Readable slug + a hash of the unit fields: stable across runs, so finished units are skipped."""
-        digest = hashlib.sha256(json.dumps(self.unit_fields(), sort_keys=True).encode()).hexdigest()[:12]
-        task = Path(self.task).stem if self.task.endswith((".yaml", ".yml")) else self.task
-        variant = f"-untrained_{self.untrained}" if self.untrained else ""
-        return f"{task}-k{self.shots}-s{self.seed}-o{self.order}{variant}-{digest}"
+        """``<task>-k<shots>-s<seed>-o<order>[-untrained_<v>]-<hash of the unit fields>`` (the store's one scheme,
+        :func:`iclgd.runner.units.unit_id`): stable across runs, so finished units are skipped."""
+        return unit_id(self.unit_fields())
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> CompareConfig:
