@@ -6,6 +6,7 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from iclgd.errors import UserError
 from iclgd.experiments.compare import run_compare
@@ -116,11 +117,12 @@ def test_every_stored_similarity_recomputes_from_the_default_captures(gpt2_dir, 
     cfg = _cfg(gpt2_dir, tmp_path, methods=["gd", "lcgd"], kendall_examples=0)
     unit_dir = run_and_store(cfg, show_progress=False)
     zs, icl, gd, lcgd, rand = (load_captures(unit_dir, p) for p in ("zs", "icl", "gd", "lcgd", "gd:random_direction"))
-    assert zs.attention_output.shape[:2] == (6, 2) and icl.demo_logits is None and icl.analysis_query is None
+    assert zs.attn_out.shape[:2] == (6, 2) and icl.demo_attn_scores is None and icl.q is None
+    assert torch.equal(zs["blocks.1.attn_out"], zs.attn_out[:, 1])
     table = pq.read_table(unit_dir / "metrics.parquet").to_pylist()
     stored = {(r["method"], r["metric"], r["layer"]): r["value"] for r in table}
-    h = {name: c.attention_output for name, c in (("zs", zs), ("icl", icl), ("gd", gd), ("rand", rand))}
-    m = {name: c.presoftmax_logits for name, c in (("zs", zs), ("icl", icl), ("gd", gd), ("lcgd", lcgd))}
+    h = {name: c.attn_out for name, c in (("zs", zs), ("icl", icl), ("gd", gd), ("rand", rand))}
+    m = {name: c.attn_scores for name, c in (("zs", zs), ("icl", icl), ("gd", gd), ("lcgd", lcgd))}
     lengths = zs.test_length
     u = metrics.uniform_per_example(cfg.seed, zs.example.tolist(), h["icl"].shape[1:], "simaou_random")
     recomputed = {
@@ -145,7 +147,7 @@ def test_full_captures_keep_queries_and_none_keeps_nothing(gpt2_dir, tmp_path):
     full = run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], captures="full", out=str(tmp_path / "a")),
                          show_progress=False)
     icl = load_captures(full, "icl")
-    assert icl.analysis_query is not None and icl.demo_logits is not None and icl.demo_logits.shape[0] == 6
+    assert icl.q is not None and icl.demo_attn_scores is not None and icl.demo_attn_scores.shape[0] == 6
     none = run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], captures="none", out=str(tmp_path / "b")),
                          show_progress=False)
     assert not (none / "captures").exists()

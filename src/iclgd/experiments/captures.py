@@ -3,7 +3,7 @@
     from iclgd.experiments.captures import load_captures
     from iclgd import metrics
     zs, icl, gd = (load_captures("results/sst2-k32-...", p) for p in ("zs", "icl", "gd"))
-    metrics.simaou(icl.attention_output, zs.attention_output, gd.attention_output).per_layer
+    metrics.simaou(icl.attn_out, zs.attn_out, gd.attn_out).per_layer
 
 Captures are float32, the precision the unit's metrics were computed from, so every stored metric recomputes
 from them (tested to 1e-9); ``captures: full`` adds the queries and the demo scores, ``captures: none`` keeps none.
@@ -23,14 +23,34 @@ from iclgd.runner.store import read_tensors
 
 @dataclass
 class PassCaptures:
-    """One pass (zs, icl, gd, lcgd, gd.random_direction) over all eval examples, in example order."""
+    """One pass (zs, icl, gd, lcgd, gd:random_direction) over all eval examples, in example order, named as
+    TransformerLens names its hooks (taken at the analysis position only; scores over the test tokens only):
+
+    attn_out          [N, L, d_model]   hook_attn_out: the attention module's output (output projection, bias)
+    attn_scores       [N, L, H, T_max]  one row of hook_attn_scores: pre-softmax scores from the analysis position
+                                        to the test-example tokens, right-padded with 0 (``test_length`` real)
+    q                 [N, L, H*D]       hook_q (scaled, heads concatenated) at the analysis position; captures: full
+    demo_attn_scores  [N, L, N_demo]    head-summed scores to the demo tokens (ICL only, Kendall); captures: full
+
+    ``captures["blocks.3.attn_out"]`` gives one layer ([N, ...]). Inside iclgd's metrics the same tensors are
+    called ``attention_output`` (h) and ``presoftmax_logits`` (m), as in spec/metrics.md.
+    """
 
     example: torch.Tensor  # [N]
-    attention_output: torch.Tensor  # [N, L, d_model]   blocks.{l}.attn_out
-    presoftmax_logits: torch.Tensor  # [N, L, H, T_max] blocks.{l}.attn_scores, right-padded with 0
+    attn_out: torch.Tensor
+    attn_scores: torch.Tensor
     test_length: torch.Tensor  # [N]
-    analysis_query: torch.Tensor | None  # [N, L, H*D]   blocks.{l}.q (captures: full)
-    demo_logits: torch.Tensor | None  # [N, L, N_demo]   blocks.{l}.demo_attn_scores (ICL, captures: full)
+    q: torch.Tensor | None
+    demo_attn_scores: torch.Tensor | None
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        match = re.fullmatch(r"blocks\.(\d+)\.(attn_out|attn_scores|q|demo_attn_scores)", name)
+        if match is None:
+            raise KeyError(f"{name!r}: use blocks.<layer>.attn_out | attn_scores | q | demo_attn_scores")
+        stacked = getattr(self, match.group(2))
+        if stacked is None:
+            raise KeyError(f"{name!r} was not captured (run the unit with captures: full)")
+        return stacked[:, int(match.group(1))]
 
 
 def _stack_layers(part: dict[str, torch.Tensor], prefix: str, name: str) -> torch.Tensor | None:
@@ -69,9 +89,9 @@ def load_captures(unit_dir: str | Path, pass_name: str) -> PassCaptures:
         raise UserError(f"{unit_dir} has no captures of pass {pass_name!r}: passes are zs, icl and the FT methods")
     return PassCaptures(
         example=torch.cat(fields["example"]),
-        attention_output=torch.cat(fields["out"]).float(),
-        presoftmax_logits=_pad_cat(fields["scores"]).float(),
+        attn_out=torch.cat(fields["out"]).float(),
+        attn_scores=_pad_cat(fields["scores"]).float(),
         test_length=torch.cat(fields["length"]),
-        analysis_query=torch.cat(fields["q"]).float() if fields["q"] else None,
-        demo_logits=_pad_cat(fields["demo"]).float() if fields["demo"] else None,
+        q=torch.cat(fields["q"]).float() if fields["q"] else None,
+        demo_attn_scores=_pad_cat(fields["demo"]).float() if fields["demo"] else None,
     )
