@@ -9,17 +9,14 @@ The passes are interleaved per batch, so memory holds one batch of captures at a
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import transformers
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-import iclgd
 from iclgd import finetune as finetuning
 from iclgd import metrics
 from iclgd.errors import UserError
@@ -29,7 +26,7 @@ from iclgd.models.capture import Capture, encode_prefix
 from iclgd.models.loading import LoadedModel, load_model
 from iclgd.prompts.scoring import BatchScores
 from iclgd.prompts.sequences import Prompts, build_prompts
-from iclgd.runner.store import UnitResult, layer_rows, metric_row
+from iclgd.runner.store import UnitResult, layer_rows, library_versions, metric_row
 from iclgd.tasks import (
     eval_subset,
     load_splits,
@@ -362,7 +359,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
                 captures.append({f"{method}.blocks.{layer}.train_q": q for layer, q in enumerate(t.train_queries)})
     record = {
         "config": cfg.model_dump(),
-        "versions": versions(),
+        "versions": library_versions(),
         "analysis_position": cfg.position,
         "dtype": cfg.dtype,
         "model": {"name": cfg.model, "family": lm.family.name, "revision": lm.source_revision,
@@ -445,8 +442,3 @@ def compact_captures(indices: list[int], scores: dict[str, BatchScores], full: b
                 if c.demo_logits is not None:
                     out[f"{block}.demo_attn_scores"] = c.demo_logits[:, layer]
     return out
-
-
-def versions() -> dict[str, str]:
-    return {"iclgd": iclgd.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}

@@ -95,8 +95,8 @@ def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] =
     curve.png / curve.pdf. Returns the points and the written paths."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from iclgd.experiments.compare import versions
     from iclgd.report.curves import plot_curve
+    from iclgd.runner.store import library_versions
     from iclgd.tasks import load_task
 
     label_count = len(load_task(task).label_words)
@@ -107,7 +107,7 @@ def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] =
         points = icl_curve(model, task, ks=ks, seeds=seeds, untrained=untrained, eval_size=eval_size,
                            template=template, device=device, progress=lambda: bar.advance(job))
     record = {"model": model, "task": task, "ks": list(ks), "seeds": list(seeds), "untrained": list(untrained),
-              "eval_size": eval_size, "template": template, "chance": 1 / label_count, "versions": versions()}
+              "eval_size": eval_size, "template": template, "chance": 1 / label_count, "versions": library_versions()}
     out = Path(out)
     paths = [write_points(points, out / "curve.parquet", record)]
     paths += plot_curve(points, out / "curve", title=f"{Path(task).stem}: {Path(model).name}",

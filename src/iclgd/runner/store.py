@@ -153,7 +153,7 @@ def predictions_table(rows: pa.Table | list[dict[str, Any]], unit: str) -> pa.Ta
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of iclgd, torch, transformers, numpy and python (what produced a result)."""
+    """Versions of python and the libraries that shape a result (the one place every record takes them from)."""
     versions = {"python": platform.python_version()}
     for name in ("iclgd", "torch", "transformers", "numpy", "pyarrow"):
         try:

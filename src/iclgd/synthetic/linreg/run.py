@@ -21,8 +21,8 @@ import yaml
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
-import iclgd
 from iclgd.errors import UserError
+from iclgd.runner.store import library_versions
 from iclgd.synthetic.linreg.config import TrainConfig, check_run_dir
 from iclgd.synthetic.linreg.data import Tasks, generator, sample_tasks, stream_seeds
 from iclgd.synthetic.linreg.lsa import LSA, MATRICES
@@ -30,10 +30,6 @@ from iclgd.synthetic.linreg.lsa import LSA, MATRICES
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.safetensors"
 CURVE_FILE = "curve.parquet"
-
-
-def versions() -> dict[str, str]:
-    return {"iclgd": iclgd.__version__, "torch": torch.__version__}
 
 
 def build_model(config: TrainConfig, dtype: torch.dtype = torch.float32) -> LSA:
@@ -98,7 +94,7 @@ def write_table(rows: list[dict[str, Any]] | dict[str, list], path: Path, config
                 extra: dict[str, Any] | None = None) -> Path:
     """Parquet (written atomically) with versions, the run config and `extra` in the schema metadata."""
     table = pa.Table.from_pylist(rows) if isinstance(rows, list) else pa.Table.from_pydict(rows)
-    metadata = {**versions(), "config": config.model_dump_json()}
+    metadata = {**library_versions(), "config": config.model_dump_json()}
     metadata.update({key: json.dumps(value) for key, value in (extra or {}).items()})
     table = table.replace_schema_metadata({key: str(value) for key, value in metadata.items()})
     temporary = _atomic_path(path)
@@ -140,7 +136,7 @@ def write_run(out: Path, config: TrainConfig, model: LSA, curve: dict[str, list]
     os.chmod(staging, 0o777 & ~_umask())
     try:
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-        metadata = {**versions(), "config": config.model_dump_json()}
+        metadata = {**library_versions(), "config": config.model_dump_json()}
         save_file(model_tensors(model), str(staging / WEIGHTS_FILE), metadata=metadata)
         write_table(curve, staging / CURVE_FILE, config)
         if out.exists():
