@@ -3,9 +3,15 @@ import torch
 
 from iclgd.models.tiny import tiny_model
 
+# OPT-350m's shape: embeddings of 16 projected to width 32 (project_in/project_out), post-LN (no final layer norm).
+OPT_350M = {"word_embed_proj_dim": 16, "do_layer_norm_before": False}
+SHAPES = {"opt-350m": ("opt", OPT_350M)}
+
 
 def make_model(family: str = "gpt2", seed: int = 0):
-    model, _ = tiny_model(family, seed=seed)
+    """A tiny model of a family, or of a named shape of one (``"opt-350m"``)."""
+    family, overrides = SHAPES.get(family, (family, {}))
+    model, _ = tiny_model(family, seed=seed, config_overrides=overrides)
     return model
 
 

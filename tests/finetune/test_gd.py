@@ -21,13 +21,14 @@ def _state(model):
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "phi3"])
 def test_fused_projection_trains_k_and_v_and_keeps_q_bit_identical(family):
     model = make_model(family)
     before = _state(model)
     result = finetune_gd(model, make_sequences(model), lr=0.5)
     slices = {s.name: s for s in trainable_slices(model)}
-    assert set(result.tensors) == set(slices) and len(slices) == 2 * model.config.num_hidden_layers
+    assert set(result.tensors) == set(slices)  # every layer's fused projection (weight, and bias where it has one)
+    assert len({name.rsplit(".", 1)[0] for name in slices}) == model.config.num_hidden_layers
     for name, tensor in result.tensors.items():
         mask = slices[name].mask
         assert tensor.dtype == torch.float32
@@ -40,10 +41,14 @@ def test_fused_projection_trains_k_and_v_and_keeps_q_bit_identical(family):
             assert torch.equal(after[name], before[name])
 
 
-def test_separate_projections_train_only_k_and_v():
-    model = make_model("llama")
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gemma3"])
+def test_separate_projections_train_only_k_and_v(family):
+    model = make_model(family)
+    before = _state(model)
     result = finetune_gd(model, make_sequences(model), lr=0.5)
     assert result.tensors and all(".k_proj." in n or ".v_proj." in n for n in result.tensors)
+    assert len(result.tensors) == 2 * model.config.num_hidden_layers  # no biases in these families
+    assert all(not torch.equal(t, before[n]) for n, t in result.tensors.items())
 
 
 def test_only_kv_require_grad_during_training_and_flags_are_restored(gpt2):
@@ -62,11 +67,14 @@ def test_only_kv_require_grad_during_training_and_flags_are_restored(gpt2):
     assert gpt2.training and all(p.requires_grad and p.grad is None for p in gpt2.parameters())
 
 
-def test_gd_equals_a_hand_written_loop_with_torch_sgd(gpt2):
-    sequences = make_sequences(gpt2, n=3)
+@pytest.mark.parametrize("family", ["gpt2", "phi3", "gemma2", "gemma3"])
+def test_gd_equals_a_hand_written_loop_with_torch_sgd(family):
+    """K/V-only SGD == torch.optim.SGD on the stock model's own loss (Gemma 2: its soft caps; Phi-3: fused q/k/v)."""
+    model = make_model(family)
+    sequences = make_sequences(model, n=3)
     lr = 0.3
-    result = finetune_gd(gpt2, sequences, lr=lr)
-    reference = make_model("gpt2")
+    result = finetune_gd(model, sequences, lr=lr)
+    reference = make_model(family)
     slices = trainable_slices(reference)
     reference.requires_grad_(False)
     params = [s.parameter for s in slices]
@@ -77,7 +85,8 @@ def test_gd_equals_a_hand_written_loop_with_torch_sgd(gpt2):
         optimizer.zero_grad()
         reference(input_ids=ids[None], labels=ids[None]).loss.backward()  # HF's own shifted mean NLL
         for s in slices:
-            s.parameter.grad.mul_(s.mask)
+            if s.mask is not None:
+                s.parameter.grad.mul_(s.mask)
         optimizer.step()
     for s in slices:
         assert torch.allclose(result.tensors[s.name], s.parameter.detach(), rtol=0, atol=1e-6)

@@ -18,9 +18,12 @@ def _layer(name: str) -> int:
     return int(name.split(".h.")[1].split(".")[0])
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama", "opt-350m", "phi3", "gemma2", "gemma3"])
 def test_without_detaching_and_last_term_only_lcgd_equals_gd(family):
+    """LCGD reads out through the model's own readout (OPT-350m: no final norm, project_out; Gemma 2: final cap)."""
     model = make_model(family)
+    if family == "opt-350m":
+        assert model.model.decoder.final_layer_norm is None and model.model.decoder.project_out is not None
     sequences = make_sequences(model, n=3)
     gd = finetune_gd(model, sequences, lr=0.5)
     last = model.config.num_hidden_layers - 1

@@ -86,15 +86,49 @@ def test_batch_without_prefix_equals_stock(family_name, stock_reference, right_p
     _check_against_stock(lm, stock_reference(family_name, seed=4), None, queries, right_padded)
 
 
-def test_windowed_layers_mask_test_keys(right_padded):
-    """GPT-Neo's local layer (window 4) hides test keys 4+ positions back: they are 0 and counted."""
-    model, tokenizer = tiny_model("gpt_neo", seed=0)
-    lm = loaded(model, tokenizer, name="gpt_neo")
+@pytest.mark.parametrize(("family_name", "local"), [("gpt_neo", 1), ("gemma3", 1), ("gemma2", 0), ("phi3", None)])
+def test_windowed_layers_mask_test_keys(family_name, local, right_padded):
+    """A local / sliding layer (window 4) hides test keys 4+ positions back: they are 0 and counted (on a cached
+    prefix too). ``local``: the one windowed layer (None: every layer)."""
+    model, tokenizer = tiny_model(family_name, seed=0)
+    lm = loaded(model, tokenizer, name=family_name)
     ids, mask = right_padded([torch.arange(10, 20)])
-    _, capture = forward(lm, ids, mask, request=CaptureRequest(torch.tensor([9]), torch.tensor([0])))
-    assert capture.masked_keys[0].tolist() == [0, 6]  # layer 0 global, layer 1 local: keys 0..5 are out
-    assert torch.all(capture.presoftmax_logits[0, 1, :, :6] == 0)
-    assert torch.all(capture.presoftmax_logits[0, 1, :, 6:] != 0)
+    windowed = [local is None or layer == local for layer in range(lm.n_layers)]
+    for prefix in (None, encode_prefix(lm, torch.arange(20, 26))):
+        _, capture = forward(lm, ids, mask, prefix=prefix, request=CaptureRequest(torch.tensor([9]), torch.tensor([0])))
+        assert capture.masked_keys[0].tolist() == [6 if w else 0 for w in windowed]  # keys 0..5 are out
+        for layer, w in enumerate(windowed):
+            assert torch.all((capture.presoftmax_logits[0, layer, :, :6] == 0) == w)
+            assert torch.all(capture.presoftmax_logits[0, layer, :, 6:] != 0)
+
+
+def test_gemma2_soft_caps_bite_and_are_applied(right_padded):
+    """The tiny Gemma 2's caps (scores 2, logits 3) change the stock model's output, and iclgd's logits and captured
+    scores are those of the capped model: |scores| < 2 and far from those of the same weights without caps."""
+    model, tokenizer = tiny_model("gemma2", seed=3)
+    lm = loaded(model, tokenizer, name="gemma2")
+    generator = torch.Generator().manual_seed(0)
+    prefix_ids = _random_ids(PREFIX_LEN, len(tokenizer), generator)
+    query = _random_ids(8, len(tokenizer), generator)
+    ids, mask = right_padded([query])
+    request = CaptureRequest(torch.tensor([7]), torch.tensor([0]))
+    logits, capture = forward(lm, ids, mask, prefix=encode_prefix(lm, prefix_ids), request=request)
+    scores = capture.presoftmax_logits
+    assert scores.abs().max() < 2.0 and scores.abs().max() > 1.0  # in tanh's bend, not its linear part
+    assert logits.abs().max() < 3.0
+
+    uncapped, _ = tiny_model("gemma2", seed=3, config_overrides={"attn_logit_softcapping": None,
+                                                                 "final_logit_softcapping": None})
+    capped = tiny_model("gemma2", seed=3)[0]
+    sequence = torch.cat([prefix_ids, query])[None]
+    with torch.no_grad():
+        stock = capped(sequence).logits[0, PREFIX_LEN:]
+        plain = uncapped(sequence).logits[0, PREFIX_LEN:]
+        uncapped.config.final_logit_softcapping = 3.0  # the attention cap alone
+        attention_only = uncapped(sequence).logits[0, PREFIX_LEN:]
+    torch.testing.assert_close(logits[0], stock, atol=ATOL, rtol=0)
+    assert (logits[0] - plain).abs().max() > 0.1
+    assert (logits[0] - attention_only).abs().max() > 1e-3
 
 
 def test_demo_logits_and_queries_are_consistent():
@@ -132,7 +166,7 @@ def _layer_deltas(family_name: str) -> list[float]:
     return [float((m_icl[i] - m_zs[i]).norm() / m_zs[i].norm()) for i in range(lm.n_layers)]
 
 
-@pytest.mark.parametrize("family_name", ["llama", "mistral", "qwen2", "gpt_neox", "gptj"])
+@pytest.mark.parametrize("family_name", ["llama", "mistral", "qwen2", "gpt_neox", "gptj", "phi3", "gemma2", "gemma3"])
 def test_layer0_structural_zero_in_rotary_families(family_name):
     """SimAM_Δ structural zero: with RoPE, layer 0's logits over the test tokens depend only on token ids and
     relative offsets, so m_ICL == m_ZS (below the 1e-6 relative tolerance of metrics.md); not at layer 1."""

@@ -32,6 +32,20 @@ def test_load_saved_folder(llama_folder):
     assert lm.tokenizer(text).input_ids == tokenizer(text).input_ids
 
 
+@pytest.mark.parametrize("family_name", ["phi3", "gemma2", "gemma3"])
+def test_load_saved_folder_computes_the_stock_logits(family_name, tmp_path):
+    """load_model routes attention through iclgd (Gemma 2 supports no sdpa: a registered function still serves it);
+    forward gives the stock eager logits, soft caps included."""
+    folder = save_tiny_model(family_name, tmp_path / family_name, seed=2)
+    lm = load_model(str(folder))
+    stock, _ = tiny_model(family_name, seed=2)
+    assert lm.family.name == family_name and lm.model.config._attn_implementation == "iclgd"
+    ids = torch.arange(5, 25)[None]
+    logits, _ = forward(lm, ids, torch.ones_like(ids))
+    with torch.no_grad():
+        torch.testing.assert_close(logits, stock(ids).logits, atol=1e-5, rtol=0)
+
+
 def test_load_in_bfloat16(llama_folder):
     lm = load_model(str(llama_folder), dtype="bfloat16")
     assert lm.dtype == torch.bfloat16
@@ -82,7 +96,7 @@ def _untrained(family_name: str, variant: str, seed: int):
     return lm
 
 
-@pytest.mark.parametrize("family_name", ["gpt2", "llama", "opt", "gpt_neo"])
+@pytest.mark.parametrize("family_name", ["gpt2", "llama", "opt", "gpt_neo", "gemma3"])
 def test_untrained_variants(family_name):
     trained = _parameters(tiny_model(family_name, seed=0)[0])
     for variant in ("all", "keep_layernorm", "trained_embeddings"):
@@ -117,6 +131,21 @@ def test_untrained_trained_embeddings_keeps_untied_lm_head():
     assert lm.model.lm_head.weight.data_ptr() != lm.model.model.embed_tokens.weight.data_ptr()
     assert torch.equal(lm.model.lm_head.weight, original.lm_head.weight)
     assert torch.equal(lm.model.model.embed_tokens.weight, original.model.embed_tokens.weight)
+
+
+def test_untrained_gemma_keeps_its_embedding_scale_and_tie():
+    """Gemma scales embeddings by sqrt(d) in embed_tokens (a buffer, not a weight): every variant keeps that scale and
+    the tied unembedding; trained_embeddings keeps the checkpoint's embedding (and so the unembedding)."""
+    original = tiny_model("gemma3", seed=0)[0]
+    for variant in ("all", "trained_embeddings"):
+        lm = _untrained("gemma3", variant, seed=1)
+        embed = lm.model.model.embed_tokens
+        assert float(embed.embed_scale) == pytest.approx(lm.model.config.hidden_size ** 0.5)
+        assert lm.model.lm_head.weight.data_ptr() == embed.weight.data_ptr()
+        assert torch.equal(embed.weight, original.model.embed_tokens.weight) == (variant == "trained_embeddings")
+        ids = torch.arange(4, 10)[None]
+        with torch.no_grad():  # the model really reads embeddings through the scale
+            assert torch.allclose(embed(ids), embed.weight[ids] * lm.model.config.hidden_size ** 0.5)
 
 
 def test_untrained_through_load_model_is_dtype_independent(llama_folder):

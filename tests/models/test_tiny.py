@@ -12,7 +12,7 @@ from iclgd.models.families import FAMILIES
 from iclgd.models.tiny import LABEL_WORDS, tiny_model, tiny_tokenizer
 
 FAMILY_NAMES = tuple(family.name for family in FAMILIES)
-SENTENCEPIECE = ("llama", "mistral")
+SENTENCEPIECE = ("llama", "mistral", "phi3")  # dummy prefix: every separately tokenised text starts a word
 
 
 @pytest.mark.parametrize("family_name", FAMILY_NAMES)
@@ -37,6 +37,9 @@ def test_label_words_are_single_tokens(family_name):
         ("llama", ["<s>", "▁Label:", "▁Negative"], "<s>"),
         ("mistral", ["<s>", "▁Label:", "▁Negative"], "<s>"),
         ("qwen2", ["Label", ":", "ĠNegative"], None),
+        ("phi3", ["<s>", "▁Label:", "▁Negative"], "<s>"),
+        ("gemma2", ["<bos>", "Label", ":", "▁Negative"], "<bos>"),  # as gemma-3-270m's tokenizer does
+        ("gemma3", ["<bos>", "Label", ":", "▁Negative"], "<bos>"),
     ],
 )
 def test_family_conventions(family_name, first_tokens, bos):
@@ -55,6 +58,29 @@ def test_sentencepiece_style_prefix_and_byte_fallback():
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("é", add_special_tokens=False).input_ids)
     assert tokens == ["▁", "<0xC3>", "<0xA9>"]
     assert tokenizer.decode(tokenizer("Label: é", add_special_tokens=False).input_ids) == "Label: é"
+
+
+@pytest.mark.parametrize("family_name", ["gemma2", "gemma3"])
+def test_gemma_style_no_dummy_prefix(family_name):
+    """Gemma's tokenizer (checked on gemma-3-270m): "▁" only where the text has a space, <bos> id 2, bytes as
+    <0xXX>. So separately tokenised pieces come out as in natural text, and PieceTokenizer keeps them as they are."""
+    from iclgd.prompts.sequences import PieceTokenizer, special_ids
+
+    tokenizer = tiny_tokenizer(family_name)
+    tokens = lambda ids: tokenizer.convert_ids_to_tokens(ids)  # noqa: E731
+    assert tokens(tokenizer("great", add_special_tokens=False).input_ids) == ["great"]
+    assert tokens(tokenizer(" great", add_special_tokens=False).input_ids) == ["▁great"]
+    assert tokens(tokenizer("é", add_special_tokens=False).input_ids) == ["<0xC3>", "<0xA9>"]
+    assert tokenizer.decode(tokenizer("Label: é", add_special_tokens=False).input_ids) == "Label: é"
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id) == (0, 1, 2)
+    pieces = PieceTokenizer(tokenizer)
+    assert not pieces.adds_dummy_prefix
+    assert tokens(pieces(" Positive")) == ["▁Positive"]
+    assert tokens(pieces("Sentence: a movie Label:")) == ["Sentence", ":", "▁a", "▁movie", "▁Label", ":"]
+    bos, sep = special_ids(tokenizer, "bos_token", "\n")
+    assert tokens(bos) == ["<bos>"] and tokens(sep) == ["\n"]
+    joined = bos + pieces("Sentence: a movie Label:") + pieces(" Positive") + sep + pieces("Sentence: a")
+    assert joined == tokenizer("Sentence: a movie Label: Positive\nSentence: a").input_ids  # = natural text
 
 
 def test_byte_level_round_trip():
@@ -96,6 +122,16 @@ def test_configs_exercise_windows_and_gqa():
     assert qwen.model.layers[0].self_attn.q_proj.bias is not None
     gptj, _ = tiny_model("gptj")
     assert gptj.config.rotary_dim == 4 < gptj.config.n_embd // gptj.config.n_head
+    phi3, _ = tiny_model("phi3")
+    assert phi3.config.sliding_window == 4 and phi3.config.num_key_value_heads == 2
+    assert phi3.config.rope_parameters["partial_rotary_factor"] == 0.5
+    gemma3, _ = tiny_model("gemma3")
+    assert gemma3.config.layer_types == ["full_attention", "sliding_attention"] and gemma3.config.sliding_window == 4
+    assert gemma3.config.num_key_value_heads == 1 and gemma3.config.query_pre_attn_scalar != gemma3.config.head_dim
+    assert gemma3.model.layers[0].self_attn.q_norm is not None
+    gemma2, _ = tiny_model("gemma2")
+    assert gemma2.config.layer_types == ["sliding_attention", "full_attention"]
+    assert (gemma2.config.attn_logit_softcapping, gemma2.config.final_logit_softcapping) == (2.0, 3.0)
 
 
 def test_unknown_family():

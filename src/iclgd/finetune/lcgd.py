@@ -1,7 +1,8 @@
 """Layer-causal GD (Deutch et al. 2024, their released code): each layer learns only from its own readout.
 
     block l receives a DETACHED copy of its input         (no gradient flows to the layers below)
-    logits_l = unembedding(final_norm(output of block l))  (both frozen)
+    logits_l = unembed(output of block l)                  (frozen: final norm, OPT's project_out, unembedding,
+                                                            Gemma 2's final soft cap; iclgd.models.families)
     loss = Σ_l mean_t −log p_l(x_t | x_<t), t = 1..T−1     (full vocabulary, every token after BOS)
 
 One SGD step per demo on the K/V parameters, same learning rate as GD (see :mod:`iclgd.finetune.gd`). Each
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from iclgd.errors import UserError
 from iclgd.finetune.gd import FinetuneResult, Model, next_token_nll, sgd
-from iclgd.models.families import blocks, family_of, get_module
+from iclgd.models.families import blocks, family_of, get_module, unembed
 
 Readout = Literal["block", "attention"]
 
@@ -44,7 +45,7 @@ def layer_causal_loss(
     layers: Sequence[int] | None = None,
     readout: Readout = "block",
 ) -> Tensor:
-    """Σ_{l ∈ layers} next-token NLL of unembedding(final_norm(h_l)), h_l read out at layer l.
+    """Σ_{l ∈ layers} next-token NLL of unembed(h_l), h_l read out at layer l (the model's own readout).
 
     ``detach``: each block gets a detached copy of its input. ``layers``: whose terms to sum (None: all).
     Without detaching and with the last layer's term only, this is GD's loss with GD's gradient.
@@ -53,10 +54,6 @@ def layer_causal_loss(
         raise UserError(f"LCGD readout must be 'block' or 'attention', got {readout!r}")
     family = family_of(model)
     block_list = blocks(model, family)
-    final_norm = get_module(model, family.final_norm)
-    # transformers' own accessor: the table's `unembedding` path is stale for some families (GPT-NeoX's is
-    # `lm_head` in transformers 5, not `embed_out`)
-    unembedding = model.get_output_embeddings()
     outputs: dict[int, Tensor] = {}
     handles = []
     try:
@@ -70,7 +67,7 @@ def layer_causal_loss(
         for handle in handles:
             handle.remove()
     chosen = range(len(block_list)) if layers is None else layers
-    losses = [next_token_nll(unembedding(final_norm(outputs[layer])), input_ids) for layer in chosen]
+    losses = [next_token_nll(unembed(model, family, outputs[layer]), input_ids) for layer in chosen]
     return torch.stack(losses).sum()
 
 

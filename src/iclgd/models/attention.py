@@ -1,9 +1,9 @@
 """The one attention function iclgd runs inside every supported model, with a shared demonstration prefix.
 
 transformers 5.x calls attention through ``ALL_ATTENTION_FUNCTIONS[config._attn_implementation]`` with q and k
-already rotated (GPT-2, OPT, GPT-NeoX, LLaMA, Mistral, Qwen2); GPT-Neo, GPT-J and XGLM compute attention inline
-and reach :func:`attend` through the replacement forwards in :mod:`iclgd.models.own_attention`. Registering
-``"iclgd"`` here does two things:
+already rotated (GPT-2, OPT, GPT-NeoX, LLaMA, Mistral, Qwen2, Phi-3, Gemma 2, and Gemma 3 after its q/k norms);
+GPT-Neo, GPT-J and XGLM compute attention inline and reach :func:`attend` through the replacement forwards in
+:mod:`iclgd.models.own_attention`. Registering ``"iclgd"`` here does two things:
 
 * ``AttentionInterface.register("iclgd", iclgd_attention)``: the function below;
 * ``AttentionMaskInterface.register("iclgd", sdpa_mask)``: a boolean mask (True = attend) of shape
@@ -17,13 +17,16 @@ A forward pass sees at most one :class:`Session` (set by :mod:`iclgd.models.capt
       s_pre = q K_pre^T · scaling            (one batched matmul, batch and GQA groups folded into rows)
       s_blk = q K_blk^T · scaling + mask
       m = max(max s_pre, max s_blk);  out = (e^{s_pre−m} V_pre + e^{s_blk−m} V_blk) / (Σ e^{s_pre−m} + Σ e^{s_blk−m})
-  Query positions continue after the prefix (position ids ``P + t``); a layer with a window W lets query position
-  p see key position j iff ``p − W < j ≤ p`` (transformers' ``sliding_window_overlay``, GPT-Neo's local layers);
+  With a soft cap (Gemma 2 passes ``softcap=``) every score becomes ``cap·tanh(s/cap)`` before the mask, in both
+  blocks and in the plain path, as transformers' eager attention does. Query positions continue after the prefix
+  (position ids ``P + t``); a layer with a window W lets query position p see key position j iff
+  ``p − W < j ≤ p`` (transformers' ``sliding_window_overlay``, GPT-Neo's local layers);
 * collect the K/V of a prefix being encoded;
 * record captures (a :class:`~iclgd.models.capture.CaptureBuffer`), from the same q and k the model uses.
 
 Without a session the function is plain scaled-dot-product attention (``torch.nn.functional.scaled_dot_product_
-attention``), so a prepared model behaves like the stock one.
+attention``; written out when there is a soft cap, which sdpa cannot apply), so a prepared model behaves like the
+stock one.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ class Session:
 
 
 _SESSIONS: list[Session] = []
+
+
+def soft_cap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap·tanh(x / cap), Gemma 2's soft-capping of scores and logits (identity for ``cap=None``), as transformers
+    computes it."""
+    return x if cap is None else torch.tanh(x / cap) * cap
 
 
 def push_session(session: Session) -> None:
@@ -113,6 +122,7 @@ def _attend_with_prefix(
     dropout: float,
     training: bool,
     workspace: torch.Tensor | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Softmax attention over [prefix block | query block], merged by log-sum-exp. Returns ``[B, T, H, D]``.
 
@@ -139,12 +149,14 @@ def _attend_with_prefix(
         s_pre = torch.baddbmm(query.new_empty(n_kv, rows, prefix_len), q_rows, prefix_key[0].transpose(-1, -2),
                               beta=0.0, alpha=scaling)
     s_pre = s_pre.float().view(n_kv, group, batch, q_len, prefix_len)
+    if softcap is not None:
+        s_pre = s_pre.div_(softcap).tanh_().mul_(softcap) if inplace else soft_cap(s_pre, softcap)
     if prefix_allowed is not None:
         s_pre = s_pre.masked_fill_(~prefix_allowed, neg_inf) if inplace else s_pre.masked_fill(~prefix_allowed, neg_inf)
     k_flat = key.reshape(batch * n_kv, k_len, head_dim).transpose(-1, -2)
     s_blk = torch.baddbmm(query.new_empty(batch * n_kv, group * q_len, k_len),
                           q_groups.reshape(batch * n_kv, group * q_len, head_dim), k_flat, beta=0.0, alpha=scaling)
-    s_blk = s_blk.float().view(batch, n_kv, group, q_len, k_len)
+    s_blk = soft_cap(s_blk.float().view(batch, n_kv, group, q_len, k_len), softcap)
     if mask is None:
         mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)[None, None]
     s_blk = s_blk.masked_fill(~mask[:, :, None], neg_inf)
@@ -166,6 +178,36 @@ def _attend_with_prefix(
     return out.permute(2, 3, 0, 1, 4).reshape(batch, q_len, n_heads, head_dim)
 
 
+def _plain_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float,
+    softcap: float | None,
+    dropout: float,
+) -> torch.Tensor:
+    """Softmax attention without a prefix, ``[B, T, H, D]``: sdpa, or written out when the scores are soft-capped."""
+    if softcap is None:
+        return F.scaled_dot_product_attention(
+            query, key, value.to(query.dtype), attn_mask=mask, dropout_p=dropout, is_causal=mask is None,
+            scale=scaling, enable_gqa=query.shape[1] != key.shape[1],
+        ).to(value.dtype).transpose(1, 2)
+    group = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
+    q_len, k_len = query.shape[2], key.shape[2]
+    scores = soft_cap((query @ key.transpose(-1, -2) * scaling).float(), softcap)
+    if mask is None:
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)[None, None]
+    scores = scores.masked_fill(~mask, float("-inf"))
+    # Fully masked (padding) rows give 0, not NaN, as in the prefix path.
+    row_max = scores.amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).min).detach()
+    weights = (scores - row_max).exp()
+    weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-30)
+    weights = F.dropout(weights, dropout, training=dropout > 0.0)
+    return (weights.to(value.dtype) @ value).transpose(1, 2)
+
+
 def attend(
     module: nn.Module,
     query: torch.Tensor,
@@ -177,9 +219,10 @@ def attend(
     window: int | None,
     dropout: float = 0.0,
     scores_in_float32: bool = False,
+    softcap: float | None = None,
 ) -> torch.Tensor:
-    """Attention of ``query [B, H, T_q, D]`` over ``key/value [B, H_kv, T_k, D]`` (rotated, the model's own scaling),
-    plus the active session's prefix, encoding and captures. Returns ``[B, T_q, H, D]``."""
+    """Attention of ``query [B, H, T_q, D]`` over ``key/value [B, H_kv, T_k, D]`` (rotated, the model's own scaling
+    and soft cap), plus the active session's prefix, encoding and captures. Returns ``[B, T_q, H, D]``."""
     session = session_for(module)
     layer = getattr(module, "_iclgd_layer", None)
     q_len, k_len = query.shape[2], key.shape[2]
@@ -191,16 +234,7 @@ def attend(
     prefix = session.prefix if session is not None else None
 
     if prefix is None:
-        out = F.scaled_dot_product_attention(
-            query,
-            key,
-            value.to(query.dtype),
-            attn_mask=mask,
-            dropout_p=dropout if module.training else 0.0,
-            is_causal=mask is None,
-            scale=scaling,
-            enable_gqa=query.shape[1] != key.shape[1],
-        ).to(value.dtype).transpose(1, 2)
+        out = _plain_attention(query, key, value, mask, scaling, softcap, dropout if module.training else 0.0)
         prefix_key = None
     else:
         if q_len != k_len:
@@ -213,10 +247,10 @@ def attend(
         workspace = prefix.workspace((key.shape[1], n_rows, prefix.length), query.dtype, query.device)
         out = _attend_with_prefix(
             query, key, value, mask, prefix_key.to(query.dtype), prefix_value, scaling,
-            session.cache[cache_key], dropout, module.training, workspace,
+            session.cache[cache_key], dropout, module.training, workspace, softcap,
         )
     if session is not None and session.buffer is not None:
-        session.buffer.on_attention(layer, query, key, mask, scaling, prefix_key)
+        session.buffer.on_attention(layer, query, key, mask, scaling, prefix_key, softcap)
     return out
 
 
@@ -229,13 +263,17 @@ def iclgd_attention(
     dropout: float = 0.0,
     scaling: float | None = None,
     sliding_window: int | None = None,
+    softcap: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """The function registered as ``attn_implementation="iclgd"`` (transformers' attention-interface signature)."""
+    """The function registered as ``attn_implementation="iclgd"`` (transformers' attention-interface signature).
+
+    ``softcap`` (Gemma 2's attn_logit_softcapping) is applied exactly: scores ``cap·tanh(s/cap)`` before the mask."""
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     window = sliding_window if sliding_window is not None else getattr(module, "_iclgd_window", None)
-    return attend(module, query, key, value, attention_mask, scaling=scaling, window=window, dropout=dropout), None
+    return attend(module, query, key, value, attention_mask, scaling=scaling, window=window, dropout=dropout,
+                  softcap=softcap), None
 
 
 AttentionInterface.register(IMPLEMENTATION, iclgd_attention)

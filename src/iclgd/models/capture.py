@@ -14,13 +14,16 @@ What is captured (TransformerLens names in brackets; ours are taken at one analy
 * ``attention_output [B, L, d_model]`` (``blocks.l.hook_attn_out``): the attention module's output projection at
   the analysis position, bias included, before dropout and the residual add.
 * ``presoftmax_logits [B, L, H, T_max]`` (``blocks.l.attn.hook_attn_scores``, one row): the scores the model feeds
-  its softmax (its own scaling: GPT-Neo unscaled, OPT/XGLM with q pre-scaled), from the analysis position to the
+  its softmax (its own scaling: GPT-Neo unscaled, OPT/XGLM with q pre-scaled; after Gemma 2's soft cap
+  ``cap·tanh(s/cap)``), from the analysis position to the
   test-example tokens ``[test_start, analysis_index]`` in order, right-padded with 0 to ``T_max``; ``test_length
   [B]`` says how many are real. With GQA the key heads are repeated for their query heads. Keys the layer masks
   (a local or sliding window) hold 0 and are counted in ``masked_keys [B, L]``.
 * ``demo_logits [B, L, N]``: ``Σ_h q_h·k_{h,j}·scaling`` from the analysis position to the prefix positions
-  ``demo_key_index`` (Kendall's m_ICL), whether or not a window hides them.
-* ``analysis_query [B, L, H·D]``: ``q·scaling`` at the analysis position, heads concatenated (m_FT = Q_train @ q).
+  ``demo_key_index`` (Kendall's m_ICL), whether or not a window hides them; each head's score soft-capped before
+  the sum where the model caps (the scores its softmax sees).
+* ``analysis_query [B, L, H·D]``: ``q·scaling`` at the analysis position, heads concatenated (m_FT = Q_train @ q;
+  linear, so never soft-capped).
 * ``all_queries [B, L, T, H·D]`` (only if requested): ``q·scaling`` at every position of the block.
 
 All captures are detached float32 CPU tensors.
@@ -35,8 +38,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from iclgd.models.attention import Session, pop_session, push_session
-from iclgd.models.families import attention_modules, get_module
+from iclgd.models.attention import Session, pop_session, push_session, soft_cap
+from iclgd.models.families import attention_modules, get_module, readout
 from iclgd.models.loading import LoadedModel, prepare
 
 
@@ -102,9 +105,10 @@ class CaptureBuffer:
 
     # -- called by iclgd.models.attention.attend ---------------------------------------------------------------
     def on_attention(self, layer: int, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
-                     scaling: float, prefix_key: torch.Tensor | None) -> None:
+                     scaling: float, prefix_key: torch.Tensor | None, softcap: float | None = None) -> None:
         """query ``[B, H, T_q, D]``, key ``[B, H_kv, T_k, D]`` (the queries are the last T_q keys), mask boolean
-        ``[B|1, 1, T_q, T_k]`` or None (causal), prefix_key ``[1, H_kv, P, D]`` or None."""
+        ``[B|1, 1, T_q, T_k]`` or None (causal), prefix_key ``[1, H_kv, P, D]`` or None, the model's soft cap or None.
+        Scores are recorded as the softmax sees them: scaled, then soft-capped."""
         if layer == 0 and 0 in self._pending:
             self._finish_pass()
         request = self.request
@@ -123,7 +127,7 @@ class CaptureBuffer:
         real = steps[None, :] < length[:, None]  # [B, T_max]
         key_index = torch.minimum(start[:, None] + steps[None, :], analysis[:, None]) + (k_len - q_len)
         test_keys = key.transpose(1, 2)[rows[:, None], key_index][:, :, kv_head].float()  # [B, T_max, H, D]
-        logits = torch.einsum("bhd,bthd->bht", q_analysis, test_keys) * scaling
+        logits = soft_cap(torch.einsum("bhd,bthd->bht", q_analysis, test_keys) * scaling, softcap)
         if mask is None:
             allowed = torch.ones_like(real)
         else:
@@ -134,7 +138,10 @@ class CaptureBuffer:
         demo = None
         if prefix_key is not None and request.demo_key_index is not None:
             demo_keys = prefix_key[0][:, request.demo_key_index.to(device)][kv_head].float()  # [H, N, D]
-            demo = torch.einsum("bhd,hnd->bn", q_analysis, demo_keys) * scaling
+            if softcap is None:
+                demo = torch.einsum("bhd,hnd->bn", q_analysis, demo_keys) * scaling
+            else:  # cap each head's score, then sum
+                demo = soft_cap(torch.einsum("bhd,hnd->bhn", q_analysis, demo_keys) * scaling, softcap).sum(1)
         queries = None
         if request.all_queries:
             queries = (query.float() * scaling).transpose(1, 2).reshape(batch, q_len, n_heads * head_dim)
@@ -272,8 +279,8 @@ def forward(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tens
             logits_at: torch.Tensor | None = None) -> tuple[torch.Tensor, Capture | None]:
     """One batched pass of the query block (on top of ``prefix`` if given).
 
-    Returns float32 logits ``[B, n, V]`` at the positions ``logits_at [B, n]`` (all T positions if None) and the
-    :class:`Capture` if ``request`` is given.
+    Returns float32 logits ``[B, n, V]`` at the positions ``logits_at [B, n]`` (all T positions if None; the model's
+    final soft cap applied, as its own forward does) and the :class:`Capture` if ``request`` is given.
     """
     prepare(lm.model)
     if prefix is not None and prefix.model_id != id(lm.model):
@@ -298,5 +305,5 @@ def forward(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tens
                                            position_ids=position_ids, use_cache=False)[0]
     if logits_at is not None:
         hidden = hidden[torch.arange(batch, device=device)[:, None], logits_at.to(device)]
-    logits = lm.model.get_output_embeddings()(hidden).float()
+    logits = readout(lm.model, lm.family, hidden).float()
     return logits, (buffer.capture if buffer is not None else None)

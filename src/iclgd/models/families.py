@@ -2,8 +2,10 @@
 
 The rest of iclgd asks a :class:`Family` for module paths, the K/V parameters to train, BOS and separator,
 and whether attention is routed through transformers' attention interface; it never asks which family
-it holds. Paths are dotted attribute paths; ``{i}`` in ``blocks`` is not used: ``blocks`` names the
-ModuleList of decoder blocks and the other paths are relative to one block.
+it holds. Logits go through :func:`readout` / :func:`unembed` (final soft cap included); the attention soft cap
+arrives with the model's own call (``softcap=``); :func:`check_config` refuses a cap no path applies. Paths are
+dotted attribute paths; ``{i}`` in ``blocks`` is not used: ``blocks`` names the ModuleList of decoder blocks and
+the other paths are relative to one block.
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ from torch import nn
 
 from iclgd.errors import UserError
 from iclgd.models import own_attention
+from iclgd.models.attention import soft_cap
 
 # How a fused q/k/v projection lays out its output features.
 #   "columns":  [q | k | v] along the output dimension (GPT-2's Conv1D c_attn, weight shape (in, 3*out)).
 #   "per_head": per head [q_h | k_h | v_h] of head_dim each (GPT-NeoX query_key_value, weight (3*out, in)).
-FusedLayout = Literal["columns", "per_head"]
+#   "rows":     [q (H·D) | k (H_kv·D) | v (H_kv·D)] along the output rows, GQA sizes (Phi-3 qkv_proj, weight (out, in)).
+FusedLayout = Literal["columns", "per_head", "rows"]
+
+# Config attributes that ask for tanh soft-capping (Gemma 2). A config that sets one the family does not declare is
+# refused (see check_config): a cap iclgd does not apply would silently change every score or logit.
+SOFTCAP_ATTRIBUTES = ("attn_logit_softcapping", "final_logit_softcapping")
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,10 @@ class Family:
     window_attr: str | None = None
     layer_kinds_attr: str | None = None
     windowed_kinds: tuple[str, ...] = ()
+    # Tanh soft-capping, cap·tanh(x/cap): the config attribute holding the cap of the attention scores (the model passes
+    # it to the attention function as ``softcap=``) and of the final logits (applied after the unembedding).
+    attn_softcap_attr: str | None = None
+    final_softcap_attr: str | None = None
 
     @property
     def attention_interface(self) -> bool:
@@ -133,6 +145,33 @@ FAMILIES: tuple[Family, ...] = (
         embeddings=("model.embed_tokens",), rotary="rotate-half, GQA, q/k/v biases", bos=None, sep="\n",
         window_attr="sliding_window", layer_kinds_attr="layer_types", windowed_kinds=("sliding_attention",),
     ),
+    Family(
+        name="phi3", model_types=("phi3",), blocks="model.layers", attention="self_attn",
+        q_proj=None, k_proj=None, v_proj=None, o_proj="o_proj", fused_qkv="qkv_proj", fused_layout="rows",
+        embeddings=("model.embed_tokens",), rotary="rotate-half, first partial_rotary_factor of each head, GQA",
+        bos="bos_token", sep="\n", window_attr="sliding_window",  # every layer, when set (Phi-3-mini-4k: 2047)
+    ),
+    Family(
+        # Embeddings are scaled by sqrt(hidden_size) inside embed_tokens (Gemma2TextScaledWordEmbedding); RMSNorms
+        # scale by (1 + weight); the tokenizer adds <bos> and no dummy prefix (" Negative" is "▁Negative").
+        name="gemma2", model_types=("gemma2",), blocks="model.layers", attention="self_attn",
+        q_proj="q_proj", k_proj="k_proj", v_proj="v_proj", o_proj="o_proj",
+        embeddings=("model.embed_tokens",), scaling="q·k / sqrt(query_pre_attn_scalar), then cap·tanh(s/cap)",
+        rotary="rotate-half, GQA", bos="bos_token", sep="\n",
+        window_attr="sliding_window", layer_kinds_attr="layer_types", windowed_kinds=("sliding_attention",),
+        attn_softcap_attr="attn_logit_softcapping", final_softcap_attr="final_logit_softcapping",
+    ),
+    Family(
+        # Gemma 3 text: as Gemma 2, plus q/k RMSNorms (q_norm, k_norm) inside the attention module before RoPE, so the
+        # q and k reaching the attention function are normed and rotated. transformers 5.23 never passes its
+        # attn_logit_softcapping to the attention function: a config that sets it is refused (check_config).
+        name="gemma3", model_types=("gemma3_text",), blocks="model.layers", attention="self_attn",
+        q_proj="q_proj", k_proj="k_proj", v_proj="v_proj", o_proj="o_proj",
+        embeddings=("model.embed_tokens",), scaling="q·k / sqrt(query_pre_attn_scalar) (q, k RMS-normed)",
+        rotary="rotate-half, GQA, local/global RoPE bases", bos="bos_token", sep="\n",
+        window_attr="sliding_window", layer_kinds_attr="layer_types", windowed_kinds=("sliding_attention",),
+        final_softcap_attr="final_logit_softcapping",
+    ),
 )
 
 
@@ -142,12 +181,28 @@ def family_of(model_or_config: nn.Module | object) -> Family:
     model_type = getattr(config, "model_type", None)
     for family in FAMILIES:
         if model_type in family.model_types:
+            check_config(config, family)
             return family
     supported = ", ".join(t for f in FAMILIES for t in f.model_types)
     raise UserError(
         f"unsupported architecture {model_type!r}: iclgd has no attention hooks for it; "
         f"supported model types are {supported} (add an entry to iclgd/models/families.py)"
     )
+
+
+def check_config(config: object, family: Family) -> None:
+    """Refuse what iclgd would compute differently from the model: a soft cap the family does not declare (so no path
+    applies it, or transformers itself ignores it), and bidirectional attention (iclgd's masks are causal)."""
+    declared = (family.attn_softcap_attr, family.final_softcap_attr)
+    for name in SOFTCAP_ATTRIBUTES:
+        if getattr(config, name, None) is not None and name not in declared:
+            raise UserError(
+                f"{family.name} config sets {name}={getattr(config, name)}, a soft cap no iclgd path applies for this "
+                f"family (its entry in iclgd/models/families.py declares none), so scores or logits would be wrong: "
+                f"set {name} to null in the model's config.json if the model was not trained with it"
+            )
+    if getattr(config, "use_bidirectional_attention", False):
+        raise UserError(f"{family.name} config sets use_bidirectional_attention: iclgd supports causal LMs only")
 
 
 def family_named(name: str) -> Family:
@@ -176,14 +231,25 @@ def is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or type(module).__name__.endswith("RMSNorm")
 
 
+def final_softcap(config: object, family: Family) -> float | None:
+    """The cap on the final logits (None: none)."""
+    return None if family.final_softcap_attr is None else getattr(config, family.final_softcap_attr, None)
+
+
+def readout(model: nn.Module, family: Family, final_hidden: torch.Tensor) -> torch.Tensor:
+    """Logits of the base model's output (final norm and projection already applied): the unembedding, then the
+    final soft-cap if the model has one. Every place iclgd computes logits goes through here or :func:`unembed`."""
+    return soft_cap(get_module(model, family.unembedding)(final_hidden), final_softcap(model.config, family))
+
+
 def unembed(model: nn.Module, family: Family, hidden: torch.Tensor) -> torch.Tensor:
-    """Logits of a residual-stream state, as the model computes them after its last block:
-    final norm (if the model has one), OPT's project_out (if any), then the unembedding."""
+    """Logits of a residual-stream state, as the model computes them after its last block: final norm (if the model
+    has one), OPT's project_out (if any), the unembedding, the final soft-cap (if any)."""
     for path in (family.final_norm, family.final_projection):
         module = get_module(model, path) if path is not None else None
         if module is not None:
             hidden = module(hidden)
-    return get_module(model, family.unembedding)(hidden)
+    return readout(model, family, hidden)
 
 
 def get_module(root: nn.Module, path: str) -> nn.Module:
@@ -215,7 +281,7 @@ class TrainableSlice:
     mask: torch.Tensor | None = None
 
 
-def _fused_kv_mask(param: nn.Parameter, family: Family, n_heads: int) -> torch.Tensor:
+def _fused_kv_mask(param: nn.Parameter, family: Family, n_heads: int, n_kv_heads: int) -> torch.Tensor:
     mask = torch.zeros_like(param, dtype=torch.bool)
     if family.fused_layout == "columns":
         # Conv1D: weight (in, 3*d), bias (3*d); the last dim is [q | k | v].
@@ -227,6 +293,10 @@ def _fused_kv_mask(param: nn.Parameter, family: Family, n_heads: int) -> torch.T
         head_dim = three_d // (3 * n_heads)
         per_head = mask.view(n_heads, 3 * head_dim, *param.shape[1:])
         per_head[:, head_dim:] = True
+    elif family.fused_layout == "rows":
+        # Linear: weight (H·D + 2·H_kv·D, in); the first H·D rows are q (head_dim from the rows: H·D + 2·H_kv·D).
+        head_dim = param.shape[0] // (n_heads + 2 * n_kv_heads)
+        mask[n_heads * head_dim:] = True
     else:  # pragma: no cover - the table is closed
         raise ValueError(f"unknown fused layout {family.fused_layout!r}")
     return mask
@@ -235,13 +305,14 @@ def _fused_kv_mask(param: nn.Parameter, family: Family, n_heads: int) -> torch.T
 def kv_parameters(model: nn.Module, family: Family) -> list[TrainableSlice]:
     """The attention key and value projections (weights and biases) of every layer."""
     n_heads = model.config.num_attention_heads
+    n_kv_heads = getattr(model.config, "num_key_value_heads", None) or n_heads
     names = {id(p): n for n, p in model.named_parameters()}
     out: list[TrainableSlice] = []
     for attention in attention_modules(model, family):
         if family.fused_qkv is not None:
             fused = get_module(attention, family.fused_qkv)
             for param in fused.parameters(recurse=False):
-                out.append(TrainableSlice(names[id(param)], param, _fused_kv_mask(param, family, n_heads)))
+                out.append(TrainableSlice(names[id(param)], param, _fused_kv_mask(param, family, n_heads, n_kv_heads)))
         else:
             for path in (family.k_proj, family.v_proj):
                 for param in get_module(attention, path).parameters(recurse=False):

@@ -12,13 +12,17 @@ for byte-level BPEs; "▁Negative" for the SentencePiece-style ones) plus the te
 | gpt2 gpt_neo gptj gpt_neox | byte-level BPE, prefix spaces     | none                   | <|endoftext|> (bos=eos) |
 | opt                      | byte-level BPE                      | </s> (OPT's BOS)       | <s> <pad> </s> <unk>    |
 | xglm                     | byte-level BPE (fairseq-dense port) | none                   | <s> <pad> </s> <unk>    |
-| llama mistral            | SentencePiece-style BPE, "▁", bytes | <s>                    | <unk> <s> </s>          |
+| llama mistral phi3       | SentencePiece-style BPE, "▁", bytes | <s>                    | <unk> <s> </s>          |
 | qwen2                    | byte-level BPE                      | none (no BOS)          | <|endoftext|> (eos=pad) |
+| gemma2 gemma3            | SentencePiece-style BPE, "▁" only   | <bos>                  | <pad> <eos> <bos> <unk> |
+|                          | for spaces (no dummy prefix), bytes |                        | <mask> (ids 0-4)        |
 
-Configs: 2 layers, width 32, 4 heads of 8 (GQA with 2 key heads for LLaMA, Mistral, Qwen2), 256 positions,
-initializer_range 0.1 (so that attention patterns are far from uniform). GPT-Neo alternates global and local
-layers (window 4), Mistral has a sliding window of 4 on every layer, Qwen2 on layer 1 (window 4), GPT-J rotates
-4 of 8 dims per head, GPT-NeoX half of them.
+Configs: 2 layers, width 32, 4 heads of 8 (GQA with 2 key heads for LLaMA, Mistral, Qwen2, Phi-3, Gemma 2; one
+for Gemma 3, as in gemma-3-270m), 256 positions, initializer_range 0.1 (so that attention patterns are far from
+uniform). GPT-Neo alternates global and local layers (window 4), Mistral and Phi-3 have a sliding window of 4 on
+every layer, Qwen2, Gemma 2 and Gemma 3 on layer 0 or 1 (window 4), GPT-J rotates 4 of 8 dims per head, GPT-NeoX
+and Phi-3 half of them. The Gemmas scale scores by query_pre_attn_scalar^-0.5 (not head_dim^-0.5): 1/4 for Gemma 3,
+1 for Gemma 2, whose scores (up to ~2.5) and final logits are soft-capped at 2 and 3, in tanh's bend.
 """
 
 from __future__ import annotations
@@ -52,12 +56,14 @@ COMMON_WORDS = (
 PUNCTUATION = (":", ".", ",", "?", "!", "'", "-", "(", ")", '"', "\n")
 
 _BYTE_LEVEL = ("gpt2", "gpt_neo", "gptj", "gpt_neox", "opt", "xglm", "qwen2")
-_SENTENCEPIECE = ("llama", "mistral")
+_SENTENCEPIECE = ("llama", "mistral", "phi3")  # a dummy "▁" before every separately tokenised text
+_GEMMA = ("gemma2", "gemma3")  # "▁" for spaces only, no dummy prefix (as gemma-3-270m's tokenizer.json)
 _SPECIALS = {
     "gpt2": ["<|endoftext|>"], "gpt_neo": ["<|endoftext|>"], "gptj": ["<|endoftext|>"],
     "gpt_neox": ["<|endoftext|>"], "qwen2": ["<|endoftext|>"],
     "opt": ["<s>", "<pad>", "</s>", "<unk>"], "xglm": ["<s>", "<pad>", "</s>", "<unk>"],
-    "llama": ["<unk>", "<s>", "</s>"], "mistral": ["<unk>", "<s>", "</s>"],
+    "llama": ["<unk>", "<s>", "</s>"], "mistral": ["<unk>", "<s>", "</s>"], "phi3": ["<unk>", "<s>", "</s>"],
+    "gemma2": ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"], "gemma3": ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"],
 }
 
 
@@ -87,15 +93,24 @@ def _backend_json(family_name: str, vocab_words: tuple[str, ...]) -> str:
         else:
             tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
         return tokenizer.to_str()
-    # SentencePiece style: "▁" marks a word start and is prepended to every separately tokenised text.
+    # SentencePiece style: "▁" marks a word start. LLaMA's prepends it to every separately tokenised text; Gemma's
+    # only replaces spaces (no dummy prefix) and splits punctuation off words ("Label", ":").
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
-    tokenizer.decoder = decoders.Sequence([
-        decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    if family_name in _GEMMA:
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True),
+            pre_tokenizers.Punctuation("isolated")])
+        tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+        bos = "<bos>"
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+        tokenizer.decoder = decoders.Sequence([
+            decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+        bos = "<s>"
     trainer = trainers.BpeTrainer(vocab_size=4000, special_tokens=specials, show_progress=False)
     tokenizer.train_from_iterator(_corpus(vocab_words), trainer)
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))])
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.token_to_id(bos))])
     # Byte fallback, as in LLaMA: characters outside the vocabulary become <0xXX> tokens.
     data = json.loads(tokenizer.to_str())
     vocab = data["model"]["vocab"]
@@ -118,6 +133,9 @@ def tiny_tokenizer(family_name: str, vocab_words: list[str] | None = None):
         specials = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": None}
     elif family_name == "opt":
         specials = {"bos_token": "</s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    elif family_name in _GEMMA:
+        specials = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+                    "mask_token": "<mask>"}
     elif family_name == "xglm":
         specials = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
                     "sep_token": "</s>"}
@@ -130,6 +148,8 @@ def tiny_config(family_name: str, n_tokens: int, special_ids: dict[str, int | No
     """A tiny random config of the family (see the module docstring); ``overrides`` replace config arguments
     (e.g. a GPT-2-small shape for benchmarks: ``n_embd=768, n_layer=12, n_head=12, n_positions=2048``)."""
     from transformers import (
+        Gemma2Config,
+        Gemma3TextConfig,
         GPT2Config,
         GPTJConfig,
         GPTNeoConfig,
@@ -137,6 +157,7 @@ def tiny_config(family_name: str, n_tokens: int, special_ids: dict[str, int | No
         LlamaConfig,
         MistralConfig,
         OPTConfig,
+        Phi3Config,
         Qwen2Config,
         XGLMConfig,
     )
@@ -149,6 +170,7 @@ def tiny_config(family_name: str, n_tokens: int, special_ids: dict[str, int | No
     llama_like = dict(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=positions,
                       initializer_range=init)
+    gemma_like = dict(llama_like, head_dim=width // heads, query_pre_attn_scalar=16, sliding_window=4)
     choices = {
         "gpt2": (GPT2Config, gpt_like),
         "gpt_neo": (GPTNeoConfig, dict(vocab_size=vocab_size, max_position_embeddings=positions, hidden_size=width,
@@ -166,6 +188,12 @@ def tiny_config(family_name: str, n_tokens: int, special_ids: dict[str, int | No
         "llama": (LlamaConfig, llama_like),
         "mistral": (MistralConfig, dict(llama_like, sliding_window=4)),
         "qwen2": (Qwen2Config, dict(llama_like, use_sliding_window=True, sliding_window=4, max_window_layers=1)),
+        "phi3": (Phi3Config, dict(llama_like, sliding_window=4, partial_rotary_factor=0.5, pad_token_id=None)),
+        "gemma2": (Gemma2Config, dict(gemma_like, layer_types=["sliding_attention", "full_attention"],
+                                      query_pre_attn_scalar=1, attn_logit_softcapping=2.0,
+                                      final_logit_softcapping=3.0)),
+        "gemma3": (Gemma3TextConfig, dict(gemma_like, num_key_value_heads=1,
+                                          layer_types=["full_attention", "sliding_attention"])),
     }
     if family_name not in choices:
         raise ValueError(f"no tiny config for family {family_name!r}")
