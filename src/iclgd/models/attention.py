@@ -10,7 +10,7 @@ GPT-Neo, GPT-J and XGLM compute attention inline and reach :func:`attend` throug
   ``[B, 1, T_q, T_k]``, or None for a plain causal mask. Without a registered mask function transformers hands a
   custom implementation ``attention_mask=None`` and the causal and padding masks vanish silently.
 
-A forward pass sees at most one :class:`Session` (set by :mod:`iclgd.models.capture`) for its model. A session can
+A forward pass sees at most one :class:`Session`, set by :mod:`iclgd.models.capture` in its model's :class:`SessionSlot`. A session can
 
 * hold a shared :class:`~iclgd.models.capture.Prefix`: per layer K/V ``[1, H_kv, P, D]`` that every row of the
   batch attends to, scored apart from the query block and merged by log-sum-exp (never expanded per example):
@@ -47,14 +47,19 @@ IMPLEMENTATION = "iclgd"
 class Session:
     """What one forward pass of one model should do beyond attention (see the module docstring)."""
 
-    model_id: int
     prefix: Any = None  # iclgd.models.capture.Prefix
     encoding: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # layer -> (K, V) of a prefix being encoded
     buffer: Any = None  # iclgd.models.capture.CaptureBuffer
     cache: dict = field(default_factory=dict)  # masks shared by the layers of one pass
 
 
-_SESSIONS: list[Session] = []
+class SessionSlot:
+    """Where one model's attention modules find the session of the current forward pass. :func:`iclgd.models.
+    loading.prepare` gives each model one slot and every attention module of the model a reference to it;
+    :mod:`iclgd.models.capture` sets ``session`` around a pass. No global state: two models never meet."""
+
+    def __init__(self) -> None:
+        self.session: Session | None = None
 
 
 def soft_cap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
@@ -63,20 +68,9 @@ def soft_cap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
     return x if cap is None else torch.tanh(x / cap) * cap
 
 
-def push_session(session: Session) -> None:
-    _SESSIONS.append(session)
-
-
-def pop_session(session: Session) -> None:
-    _SESSIONS.remove(session)
-
-
 def session_for(module: nn.Module) -> Session | None:
-    model_id = getattr(module, "_iclgd_model_id", None)
-    for session in reversed(_SESSIONS):
-        if session.model_id == model_id:
-            return session
-    return None
+    slot = getattr(module, "_iclgd_slot", None)
+    return None if slot is None else slot.session
 
 
 def block_mask(

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from iclgd.models.attention import Session, pop_session, push_session, soft_cap
+from iclgd.models.attention import Session, soft_cap
 from iclgd.models.families import attention_modules, get_module, readout
 from iclgd.models.loading import LoadedModel, prepare
 
@@ -198,12 +198,14 @@ class CaptureBuffer:
 
 
 @contextmanager
-def _active(session: Session) -> Iterator[Session]:
-    push_session(session)
+def _active(model: nn.Module, session: Session) -> Iterator[Session]:
+    """``session`` is the one the model's attention modules see inside (see attention.SessionSlot)."""
+    slot = model._iclgd_slot
+    previous, slot.session = slot.session, session
     try:
         yield session
     finally:
-        pop_session(session)
+        slot.session = previous
 
 
 @contextmanager
@@ -225,7 +227,7 @@ def recording(lm: LoadedModel, request: CaptureRequest) -> Iterator[CaptureBuffe
     """Capture during any forward pass of ``lm.model`` run inside (gradients unchanged; captures detached)."""
     prepare(lm.model)
     buffer = CaptureBuffer(request, lm.n_layers)
-    with _active(Session(model_id=id(lm.model), buffer=buffer)), _output_hooks(lm, buffer):
+    with _active(lm.model, Session(buffer=buffer)), _output_hooks(lm, buffer):
         yield buffer
     buffer.flush()
 
@@ -260,8 +262,8 @@ def encode_prefix(lm: LoadedModel, prefix_ids: torch.Tensor) -> Prefix:
     prepare(lm.model)
     ids = prefix_ids.reshape(-1).to(lm.device)
     _check_positions(lm, ids.shape[0])
-    session = Session(model_id=id(lm.model), encoding={})
-    with _active(session):
+    session = Session(encoding={})
+    with _active(lm.model, session):
         _base_model(lm.model)(
             input_ids=ids[None], attention_mask=torch.ones_like(ids)[None],
             position_ids=torch.arange(ids.shape[0], device=ids.device)[None], use_cache=False,
@@ -294,8 +296,8 @@ def forward(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tens
     if request is not None:
         _check_request(request, attention_mask, prefix)
     buffer = CaptureBuffer(request, lm.n_layers) if request is not None else None
-    session = Session(model_id=id(lm.model), prefix=prefix, buffer=buffer)
-    with _active(session):
+    session = Session(prefix=prefix, buffer=buffer)
+    with _active(lm.model, session):
         if buffer is not None:
             with _output_hooks(lm, buffer):
                 hidden = _base_model(lm.model)(input_ids=input_ids, attention_mask=attention_mask,

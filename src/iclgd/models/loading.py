@@ -69,11 +69,13 @@ def prepare(model: nn.Module) -> Family:
     # A deep copy (new id) or a model whose config was switched to another implementation is prepared again.
     if getattr(model, "_iclgd_prepared", None) == id(model) and model.config._attn_implementation == "iclgd":
         return family
+    slot = _attention.SessionSlot()
+    model._iclgd_slot = slot
     for layer, attention in enumerate(attention_modules(model, family)):
         if family.own_attention is not None:
             install(attention, family.own_attention)
         attention._iclgd_layer = layer
-        attention._iclgd_model_id = id(model)
+        attention._iclgd_slot = slot
         attention._iclgd_window = layer_window(model.config, family, layer)
     if family.own_attention is None:
         model.set_attn_implementation(_attention.IMPLEMENTATION)
