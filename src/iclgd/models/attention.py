@@ -10,7 +10,8 @@ GPT-Neo, GPT-J and XGLM compute attention inline and reach :func:`attend` throug
   ``[B, 1, T_q, T_k]``, or None for a plain causal mask. Without a registered mask function transformers hands a
   custom implementation ``attention_mask=None`` and the causal and padding masks vanish silently.
 
-A forward pass sees at most one :class:`Session`, set by :mod:`iclgd.models.capture` in its model's :class:`SessionSlot`. A session can
+A forward pass sees at most one :class:`Session`, set by :mod:`iclgd.models.capture` in its model's
+:class:`SessionSlot`. A session can
 
 * hold a shared :class:`~iclgd.models.capture.Prefix`: per layer K/V ``[1, H_kv, P, D]`` that every row of the
   batch attends to, scored apart from the query block and merged by log-sum-exp (never expanded per example):
