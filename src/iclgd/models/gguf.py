@@ -223,12 +223,12 @@ def convert_gguf(path: Path, target: Path, *, sha256: str | None = None, file_la
     folder, name = str(path.parent), path.name
     cannot = (f"transformers {__version__} cannot load {path.name} (GGUF architecture {info.architecture!r}, "
               f"{info.quantization})")
-    try:
-        with _quiet_transformers():
-            config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    except (ValueError, KeyError, NotImplementedError, OSError, TypeError) as error:
-        raise UserError(f"{cannot}: {_first_line(error)}") from error
-    if check is not None:
+    if check is not None:  # the config alone (metadata) first: a model iclgd cannot use fails before its weights
+        try:
+            with _quiet_transformers():
+                config = AutoConfig.from_pretrained(folder, gguf_file=name)
+        except (ValueError, KeyError, NotImplementedError, OSError, TypeError) as error:
+            raise UserError(f"{cannot}: {_first_line(error)}") from error
         check(config)
     try:
         with _quiet_transformers():
