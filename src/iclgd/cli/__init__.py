@@ -1,8 +1,8 @@
 """The command line: a thin layer that parses arguments and calls the Python API.
 
 Each concern registers its commands from its own module (``cli/compare.py``, ``cli/data.py``,
-``cli/linreg.py``, ``cli/pretrain.py``). A :class:`~iclgd.errors.UserError` anywhere becomes one line on
-stderr and exit status 2.
+``cli/linreg.py``, ``cli/models.py``, ``cli/pretrain.py``). A :class:`~iclgd.errors.UserError` anywhere becomes one
+line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # Modules that add commands to `app`; a module not written yet is skipped.
-_COMMAND_MODULES = ("compare", "data", "linreg", "pretrain", "report")
+_COMMAND_MODULES = ("compare", "data", "linreg", "models", "pretrain", "report")
 
 
 def _register() -> None:

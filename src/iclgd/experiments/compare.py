@@ -363,7 +363,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         "analysis_position": cfg.position,
         "dtype": cfg.dtype,
         "model": {"name": cfg.model, "family": lm.family.name, "revision": lm.source_revision,
-                  "untrained": cfg.untrained},
+                  "untrained": cfg.untrained, "provenance": lm.provenance},
         "lr": lr,
         "lr_source": lr_source,
         **unit.info,

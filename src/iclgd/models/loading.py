@@ -1,4 +1,6 @@
-"""Loading a causal LM (hub id or local folder) ready for capture, and its untrained variants.
+"""Loading a causal LM (hub id, local folder, GGUF file or named offline model) ready for capture, and its untrained
+variants. A GGUF file is converted once to a cached safetensors folder (:mod:`iclgd.models.gguf`); a named model
+(``smollm2-135m``, :mod:`iclgd.models.offline`) is the folder ``iclgd models fetch`` wrote.
 
     load_model(name_or_path, dtype="float32", untrained=None, seed=0, device="cpu") -> LoadedModel
     loaded(model, tokenizer, name=...) -> LoadedModel          # wrap a model built in memory (tiny_model)
@@ -33,6 +35,7 @@ from iclgd.models.families import (
     is_norm,
     layer_window,
 )
+from iclgd.models.gguf import read_provenance
 from iclgd.models.own_attention import install
 
 Untrained = Literal["all", "keep_layernorm", "trained_embeddings"]
@@ -49,6 +52,7 @@ class LoadedModel:
     dtype: torch.dtype
     untrained: str | None = None
     source_revision: str | None = None
+    provenance: dict | None = None  # iclgd-provenance.json of a converted GGUF / named model: file, sha256, quant
 
     @property
     def config(self):
@@ -114,17 +118,25 @@ def _offline() -> bool:
 
 def _resolve(name_or_path: str) -> tuple[str, bool]:
     """(what to pass to from_pretrained, local_files_only). Raises UserError for what cannot be a model."""
+    from iclgd.models import gguf, offline
+
     path = Path(name_or_path).expanduser()
+    gguf_file = gguf.find_gguf(path)
+    if gguf_file is not None:
+        return str(gguf.converted_folder(gguf_file, check=family_of)), True
+    if name_or_path in offline.NAMED_MODELS and not path.exists():
+        return str(offline.fetched_folder(name_or_path)), True
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(
-                f"{name_or_path!r} is a folder but not a model: it has no config.json "
-                "(save one with model.save_pretrained(folder) or pass a hub id)"
+                f"{name_or_path!r} is a folder but not a model: it has no config.json and no .gguf file "
+                "(save one with model.save_pretrained(folder), or pass a .gguf file or a hub id)"
             )
         return str(path), True
     looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1  # hub ids: org/name
     if path.exists() or looks_like_path:
-        raise UserError(f"{name_or_path!r} is not a model folder (no such directory); pass a folder or a hub id")
+        raise UserError(f"{name_or_path!r} is not a model folder or .gguf file (no such directory); pass a folder, "
+                        "a .gguf file, a named offline model (iclgd models) or a hub id")
     from transformers import AutoConfig
 
     try:  # a hub id already in the local cache (HF_HOME)
@@ -169,8 +181,9 @@ def load_model(name_or_path: str, *, dtype: str = "float32", untrained: str | No
         make_untrained(model, family, untrained, seed)
     model.to(device)
     revision = getattr(model.config, "_commit_hash", None)
+    local = Path(source).is_dir()
     return LoadedModel(model, tokenizer, prepare(model), name_or_path, torch_dtype, untrained,
-                       revision if not Path(source).is_dir() else None)
+                       revision if not local else None, read_provenance(Path(source)) if local else None)
 
 
 def _kept_parameters(model: nn.Module, family: Family, variant: str) -> set[int]:
