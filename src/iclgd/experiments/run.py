@@ -20,7 +20,8 @@ def run_and_store(cfg: CompareConfig, *, show_progress: bool = True, force: bool
     out, unit = check_output_dir(cfg.out), cfg.unit_id()
     check_device(cfg.device)
     if is_done(out, unit) and not force:
-        Console(stderr=True).print(f"[dim]{unit}: already done in {out} (delete the folder to rerun)[/dim]")
+        shell = Console(stderr=True, soft_wrap=True)
+        shell.print(f"[dim]{unit}: already done in {out} (delete the folder to rerun)[/dim]")
         return out / unit
     clean_stale_tmp(out)  # temporary folders of a compare or sweep killed while writing
     result = run_compare(cfg, show_progress=show_progress)
