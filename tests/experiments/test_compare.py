@@ -1,8 +1,10 @@
 """One compare unit end to end on a tiny model and task fixtures: tables, record, determinism, bad input."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -200,3 +202,24 @@ def test_keys_hidden_by_a_window_are_counted_per_pass_and_layer(tmp_path):
     gpt2 = run_compare(_cfg(save_tiny_model("gpt2", tmp_path / "gpt2"), tmp_path, methods=["gd"], kendall_examples=0),
                        show_progress=False)
     assert all(r["value"] == 0 for r in gpt2.metrics if r["metric"] == "masked_key_count")
+
+
+def test_cli_eval_size_above_the_split_is_said_and_recorded_and_stale_tmp_is_cleaned(tmp_path):
+    """One stderr warning (not a silent clamp), the real eval size in the record; the temporary folder of a
+    compare killed while writing is removed by the next compare on that folder."""
+    shipped = Path(__file__).resolve().parents[2] / "src" / "iclgd" / "assets" / "icc-gpt2"
+    out = tmp_path / "out"
+    stale = out / ".tmp-some-unit-999999999"
+    stale.mkdir(parents=True)
+    (stale / "metrics.parquet").write_bytes(b"partial")
+    proc = subprocess.run([sys.executable, "-m", "iclgd", "compare", "--model", str(shipped), "--task", "icc-heldout",
+                           "--shots", "4", "--lr", "0.01", "--method", "gd", "--kendall-examples", "0",
+                           "--batch-size", "100", "--eval-size", "100000", "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: eval_size 100000") and "200 rows" in lines[0]
+    (unit_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    record = json.loads((unit_dir / "record.json").read_text())
+    assert record["eval_size"] == 200 and record["config"]["eval_size"] == 100000
+    assert not stale.exists()

@@ -1,5 +1,6 @@
 """Pretraining: tiny runs, bit-identical resumption, the saved folder, bad input."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,8 +9,17 @@ import torch
 import yaml
 
 from iclgd.errors import UserError
+from iclgd.synthetic.pretrain import train as train_module
 from iclgd.synthetic.pretrain.config import load_config
-from iclgd.synthetic.pretrain.train import CHECKPOINT_FILE, CONFIG_FILE, pretrain, sinusoids
+from iclgd.synthetic.pretrain.train import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    FINAL_FILES,
+    FINAL_STAGING,
+    is_complete,
+    pretrain,
+    sinusoids,
+)
 
 TINY = dict(steps=40, batch_size=4, n_embd=16, n_head=2, n_layer=2, n_positions=32, checkpoint_every=10,
             log_every=5, threads=1, warmup_steps=5)
@@ -116,3 +126,54 @@ def test_shipped_checkpoint_was_trained_with_the_defaults():
     recorded = PretrainConfig(**yaml.safe_load((shipped / CONFIG_FILE).read_text()))
     assert recorded.identity() == load_config(None, corpus="icc").identity()
     assert recorded.threads == load_config(None).threads == 1  # the float sums depend on the thread count
+
+
+@pytest.mark.parametrize("killed_at", ["tokenizer", "moves"])
+def test_a_run_killed_during_its_final_save_is_completed_by_the_rerun(tmp_path, monkeypatch, killed_at):
+    """Killed after the model was saved but before the tokenizer, or between two of the final renames: the run is
+    not complete, the rerun saves again from the last checkpoint, and the folder equals an uninterrupted run's."""
+    config = load_config(None, **{**TINY, "steps": 6, "checkpoint_every": 3, "log_every": 3})
+    pretrain(config, tmp_path / "straight", progress=False)
+    run = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        if killed_at == "tokenizer":
+            from transformers import PreTrainedTokenizerFast
+
+            def kill(*args, **kwargs):
+                raise KeyboardInterrupt("killed while saving the tokenizer")
+
+            patch.setattr(PreTrainedTokenizerFast, "save_pretrained", kill)
+        else:
+            moves = []
+            real_replace = os.replace
+
+            def kill(src, dst):
+                if Path(src).parent.name == FINAL_STAGING:
+                    if len(moves) == 2:
+                        raise KeyboardInterrupt("killed between two renames")
+                    moves.append(dst)
+                real_replace(src, dst)
+
+            patch.setattr(train_module.os, "replace", kill)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(config, run, progress=False)
+    assert not is_complete(run) and (run / CHECKPOINT_FILE).is_file()
+    if killed_at == "moves":
+        assert sum((run / name).is_file() for name in FINAL_FILES) == 2  # two files moved, three not
+    again = pretrain(config, run, progress=False)
+    assert again.steps == 0 and again.saved and is_complete(run)
+    assert not (run / FINAL_STAGING).exists()
+    for name in FINAL_FILES:
+        assert (run / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+    assert pretrain(config, run, progress=False).saved is False  # now complete: left alone
+
+
+def test_resume_only_at_the_thread_count_of_the_run(tmp_path):
+    config = load_config(None, **TINY)
+    pretrain(config, tmp_path, progress=False, stop_after=10)
+    with pytest.raises(UserError, match="threads=1 .* resume with --threads 1"):
+        pretrain(load_config(None, **{**TINY, "threads": 2}), tmp_path, progress=False)
+    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)["step"] == 10  # untouched
+    pretrain(config, tmp_path, progress=False)
+    done = pretrain(load_config(None, **{**TINY, "threads": 2}), tmp_path, progress=False)  # nothing to train
+    assert done.steps == 0 and not done.saved

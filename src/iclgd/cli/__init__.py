@@ -1,8 +1,9 @@
 """The command line: a thin layer that parses arguments and calls the Python API.
 
 Each concern registers its commands from its own module (``cli/compare.py``, ``cli/data.py``,
-``cli/linreg.py``, ``cli/models.py``, ``cli/pretrain.py``). A :class:`~iclgd.errors.UserError` anywhere becomes one
-line on stderr and exit status 2.
+``cli/linreg.py``, ``cli/models.py``, ``cli/pretrain.py``). A :class:`~iclgd.errors.UserError` anywhere, and any
+usage error (unknown option or command, a value of the wrong type, a missing argument), becomes one line on stderr
+and exit status 2; nothing has been written by then.
 """
 
 from __future__ import annotations
@@ -37,23 +38,28 @@ def _register() -> None:
         module.register(app)
 
 
+def _usage_line(err: typer.TyperException) -> str:
+    """typer's usage error (its own copy of click's) as one line that points at the command's help."""
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "iclgd"
+    return f"error: {' '.join(err.format_message().split())} (see {command} --help)"
+
+
 def main() -> None:
+    """Run the CLI: bad input of any kind (our UserError, a typer usage error) is one stderr line and status 2."""
     _register()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="iclgd")
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
-    except SystemExit:
-        raise
-    except typer.Exit as err:
-        sys.exit(err.exit_code)
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(2)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    except typer.TyperException as err:  # typer 0.29 raises its own copy of click's UsageError, BadParameter...
+        if type(err).__name__ == "NoArgsIsHelpError":
+            sys.exit(0)  # `iclgd` or `iclgd linreg` alone: the help is printed, as asked for
+        print(_usage_line(err), file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    if isinstance(code, int) and code:  # typer.Exit(n) and Ctrl-C (130) come back as a return value
+        sys.exit(code)

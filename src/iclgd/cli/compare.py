@@ -91,4 +91,5 @@ def register_sweep(app: typer.Typer) -> None:
         report, configs = run_sweep_file(file, out=out, backend=backend)
         con = open_results(Path(configs[0].out))
         console().print(summary_table(con))
-        console().print(f"{len(report.ran)} ran, {len(report.skipped)} already done; results: {configs[0].out}")
+        others = f", {len(report.by_others)} run by another sweep on this folder" if report.by_others else ""
+        console().print(f"{len(report.ran)} ran, {len(report.skipped)} already done{others}; results: {configs[0].out}")

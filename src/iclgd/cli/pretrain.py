@@ -32,8 +32,10 @@ def register(app: typer.Typer) -> None:
         target = out if out is not None else Path("models") / cfg.corpus
         result = run_pretrain(cfg, target, progress=progress)
         console = Console()
-        if result.steps == 0:
+        if result.steps == 0 and not result.saved:
             console.print(f"{target}: already complete ({cfg.steps} steps)")
+        elif result.steps == 0:
+            console.print(f"{target}: trained already; the final save, interrupted before, is now complete")
         else:
             console.print(f"{target}: {result.steps} steps in {result.seconds:.0f} s "
                           f"({result.steps_per_second:.1f} steps/s), final loss {result.final_loss:.4f}")

@@ -14,6 +14,21 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+PASSES = ("zs", "icl")  # the other stored methods are FT methods, and "<a>_vs_<b>" comparisons of two
+
+
+def check_method(con, method: str, out: Path) -> None:
+    """The FT method asked for is in the results: else its columns would vanish from the table without a word."""
+    from iclgd.errors import UserError
+    from iclgd.runner import query
+
+    _, rows = query(con, "SELECT DISTINCT method FROM metrics ORDER BY method")
+    present = [m for (m,) in rows if m not in PASSES and "_vs_" not in m]
+    if method not in present:
+        raise UserError(f"no FT method {method!r} in the results in {out}: they hold {', '.join(present) or 'none'}; "
+                        f"pass --method {present[0] if present else 'gd'}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def report(
@@ -29,6 +44,7 @@ def register(app: typer.Typer) -> None:
         plot_out: Annotated[Path | None, typer.Option(help="plot file stem (default <out>/_plots/<plot>)")] = None,
     ) -> None:
         """Print the summary table (or a paper's tables) of a results folder; optionally draw plots."""
+        from iclgd.checks import check_output_file
         from iclgd.errors import UserError
         from iclgd.report import paper_table, plot_accuracy_bars, plot_per_layer, summary_table
         from iclgd.report.console import console
@@ -37,16 +53,19 @@ def register(app: typer.Typer) -> None:
         if plot is not None and plot not in PLOTS:
             raise UserError(f"unknown plot {plot!r}: choose one of {', '.join(PLOTS)}")
         con = open_results(out)
+        if not paper or plot:
+            check_method(con, method, out)
+        stem = (plot_out or out / "_plots" / plot.replace("-", "_")) if plot else None
+        if stem is not None:  # before the table: a plot that cannot be written fails first
+            check_output_file(stem, flag="--plot-out")
         terminal = console()
         if paper:
             terminal.print(paper_table(con, paper, where=where))
         else:
             terminal.print(summary_table(con, ft_method=method, over=_names(over), where=where))
         if plot == "per-layer":
-            stem = plot_out or out / "_plots" / "per_layer"
             paths = plot_per_layer(con, _names(metrics), stem, by=by or "variant", method=method, where=where)
         elif plot == "accuracy":
-            stem = plot_out or out / "_plots" / "accuracy"
             paths = plot_accuracy_bars(con, stem, by=by or "task", methods=("zs", "icl", method), where=where)
         else:
             paths = []

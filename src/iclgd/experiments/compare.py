@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iclgd import finetune as finetuning
 from iclgd import metrics
-from iclgd.errors import UserError
+from iclgd.errors import UserError, warn
 from iclgd.experiments.config import CompareConfig
 from iclgd.experiments.passes import interleaved_passes, label_accuracy
 from iclgd.models.capture import Capture, encode_prefix
@@ -61,12 +61,14 @@ def bos_and_separator(cfg: CompareConfig, task, lm: LoadedModel) -> tuple[str | 
     return bos, sep or lm.family.sep
 
 
-def model_context(lm: LoadedModel) -> int:
+def model_context(lm: LoadedModel, default: int | None = None) -> int:
     config = lm.model.config
     for name in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value
+    if default is not None:
+        return default
     raise UserError("the model config gives no context length: set `max_context` in the config")
 
 
@@ -90,6 +92,9 @@ def select_rows(cfg: CompareConfig) -> UnitRows:
     eval_rows = eval_subset(data.eval, cfg.eval_size or task.eval_size, seed=1)
     if not eval_rows:
         raise UserError(f"task {task.name} has no eval rows: check its eval split")
+    if cfg.eval_size and cfg.eval_size > len(eval_rows):
+        warn(f"eval_size {cfg.eval_size} is more than the {len(eval_rows)} rows of {task.name}'s eval split: "
+             f"evaluating on {len(eval_rows)} (recorded as eval_size)")
     return UnitRows(task, template, [int(i) for i in demo_rows], data.pool, eval_rows, data.revision)
 
 
@@ -101,6 +106,9 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
     demos = [rows.pool[i] for i in rows.demo_rows]
     bos, sep = bos_and_separator(cfg, task, lm)
     max_context = cfg.max_context or model_context(lm)
+    if max_context > model_context(lm, max_context):
+        raise UserError(f"max_context {max_context} is longer than the context of {cfg.model} "
+                        f"({model_context(lm)} positions): lower --max-context or leave it out")
 
     def prompts_for(examples):
         return build_prompts(

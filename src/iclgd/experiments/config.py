@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from iclgd.checks import device_error
 from iclgd.config_files import build_config
 from iclgd.runner.units import unit_id
 
@@ -22,13 +23,13 @@ Captures = Literal["compact", "full", "none"]
 class CompareConfig(BaseModel):
     """One unit: (model, variant, task, template, k, seed, order, methods, hyperparameters)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # --lr inf would run fully, then fail
 
     model: str = Field(description="hub id or local folder of a causal LM")
     task: str = Field(description="built-in task name or path to a task file")
     template: int | str = Field(0, description="template index in the task file, or a template string")
     shots: int = Field(32, ge=1, description="demonstrations requested (k); true k may be smaller")
-    seed: int = Field(1, description="demonstration seed; also seeds every random baseline")
+    seed: int = Field(1, ge=0, description="demonstration seed; also seeds every random baseline")
     order: int = Field(0, ge=0, description="0: sampled order; i > 0: default_rng([seed, i]) permutation")
     balanced: bool = Field(False, description="class-balanced demonstration sampling")
     eval_size: int | None = Field(None, ge=1, description="eval rows (default: the task's eval_size)")
@@ -38,7 +39,7 @@ class CompareConfig(BaseModel):
     lr_search_rows: int = Field(200, ge=1, description="held-out training rows scoring the lr search")
     untrained: Untrained | None = Field(None, description="Deutch et al.'s untrained model variants")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "cpu"
+    device: str = Field("cpu", description="cpu | cuda | cuda:N | mps (whether it is present is checked at run time)")
     batch_size: int = Field(16, ge=1)
     max_context: int | None = Field(None, ge=8, description="context length (default: the model's)")
     separator: str | None = Field(None, description="overrides the task's and the family's separator")
@@ -56,6 +57,14 @@ class CompareConfig(BaseModel):
         if not value:
             raise ValueError("at least one finetuning method is needed (gd, lcgd)")
         return list(dict.fromkeys(value))
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        problem = device_error(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     def unit_fields(self) -> dict[str, Any]:
         """The fields that define what is computed (not where it is written)."""

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from iclgd.errors import UserError
 from iclgd.experiments.compare import run_compare
-from iclgd.experiments.config import CompareConfig
+from iclgd.experiments.config import CompareConfig, load_config
+from iclgd.experiments.sweep import check_units
 from iclgd.report.console import console
 from iclgd.report.plots import plot_per_layer
 from iclgd.report.tables import side_by_side_table
@@ -31,7 +32,7 @@ def demo_configs(out: str | Path, *, eval_size: int | None = None,
     fields = {**DEMO_FIELDS, "model": str(model), "out": str(out)}
     if eval_size is not None:
         fields["eval_size"] = eval_size
-    return [CompareConfig(**fields, untrained=variant) for variant in VARIANTS]
+    return [load_config(None, {**fields, "untrained": variant}) for variant in VARIANTS]
 
 
 def run_demo(out: str | Path, *, eval_size: int | None = None, model: str | Path = DEMO_MODEL) -> list[Path]:
@@ -40,6 +41,7 @@ def run_demo(out: str | Path, *, eval_size: int | None = None, model: str | Path
         raise UserError(f"the demo model is missing at {model}: reinstall iclgd, or rebuild it with "
                         "`iclgd pretrain --corpus icc --out <folder>`")
     configs = demo_configs(out, eval_size=eval_size, model=model)
+    check_units(configs)
     run_sweep(configs, lambda cfg: run_compare(cfg, show_progress=False), out, key=lambda c: c.unit_id())
     con = open_results(Path(out))
     shell = console()

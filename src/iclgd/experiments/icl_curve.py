@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from iclgd.errors import UserError
+from iclgd.checks import check_device, check_output_dir
+from iclgd.errors import UserError, warn
 
 DEFAULT_KS = (0, 1, 2, 4, 8, 16)
 TRAINED = "trained"
@@ -39,6 +40,7 @@ def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: S
     from iclgd.experiments.config import CompareConfig
     from iclgd.experiments.passes import label_accuracy
     from iclgd.models.loading import UNTRAINED_VARIANTS, load_model
+    from iclgd.tasks import load_splits, load_task
 
     if not ks or min(ks) < 0:
         raise UserError(f"k values {list(ks)} must be >= 0 (0 is zero-shot); give at least one")
@@ -53,6 +55,12 @@ def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: S
     unknown = [v for v in untrained if v not in UNTRAINED_VARIANTS]
     if unknown:
         raise UserError(f"unknown untrained variant(s) {unknown}: use {', '.join(UNTRAINED_VARIANTS)}")
+    check_device(device)
+    if eval_size is not None:  # said once here, not once per (k, seed)
+        n_eval = len(load_splits(load_task(task)).eval)
+        if eval_size > n_eval:
+            warn(f"eval_size {eval_size} is more than the {n_eval} rows of {task}'s eval split: evaluating on {n_eval}")
+            eval_size = n_eval
     rows = {(k, seed): select_rows(config(k, seed, TRAINED)) for k in ks for seed in seeds}
     trained_lm = load_model(model, device=device)
     points = []
@@ -99,6 +107,7 @@ def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] =
     from iclgd.runner.store import library_versions
     from iclgd.tasks import load_task
 
+    out = check_output_dir(out)
     label_count = len(load_task(task).label_words)
     total = len(ks) * len(seeds) * (1 + len(untrained))
     with Progress(TextColumn("icl-curve"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -107,8 +116,8 @@ def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] =
         points = icl_curve(model, task, ks=ks, seeds=seeds, untrained=untrained, eval_size=eval_size,
                            template=template, device=device, progress=lambda: bar.advance(job))
     record = {"model": model, "task": task, "ks": list(ks), "seeds": list(seeds), "untrained": list(untrained),
-              "eval_size": eval_size, "template": template, "chance": 1 / label_count, "versions": library_versions()}
-    out = Path(out)
+              "eval_size": points[0].n_eval if points else eval_size, "template": template, "chance": 1 / label_count,
+              "versions": library_versions()}
     paths = [write_points(points, out / "curve.parquet", record)]
     paths += plot_curve(points, out / "curve", title=f"{Path(task).stem}: {Path(model).name}",
                         chance=1 / label_count)

@@ -6,16 +6,23 @@ from pathlib import Path
 
 from rich.console import Console
 
+from iclgd.checks import check_device, check_output_dir
 from iclgd.experiments.compare import run_compare
 from iclgd.experiments.config import CompareConfig
-from iclgd.runner.store import is_done, write_unit
+from iclgd.runner.store import clean_stale_tmp, is_done, write_unit
 
 
 def run_and_store(cfg: CompareConfig, *, show_progress: bool = True, force: bool = False) -> Path:
-    """The unit's results folder: ``<out>/<unit_id>/``, written atomically only when the unit succeeds."""
-    out, unit = Path(cfg.out), cfg.unit_id()
+    """The unit's results folder: ``<out>/<unit_id>/``, written atomically only when the unit succeeds.
+
+    The output folder and the device are checked first: a bad --out is not found after the whole computation.
+    """
+    out, unit = check_output_dir(cfg.out), cfg.unit_id()
+    check_device(cfg.device)
     if is_done(out, unit) and not force:
-        Console(stderr=True).print(f"[dim]{unit}: already done in {out} (delete the folder to rerun)[/dim]")
+        shell = Console(stderr=True, soft_wrap=True)
+        shell.print(f"[dim]{unit}: already done in {out} (delete the folder to rerun)[/dim]")
         return out / unit
+    clean_stale_tmp(out)  # temporary folders of a compare or sweep killed while writing
     result = run_compare(cfg, show_progress=show_progress)
     return write_unit(out, unit, cfg.model_dump(), result)

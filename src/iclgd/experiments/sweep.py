@@ -15,6 +15,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from iclgd.checks import check_device, check_output_dir
 from iclgd.config_files import read_yaml_mapping
 from iclgd.errors import UserError
 from iclgd.experiments.compare import run_compare
@@ -53,6 +54,23 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     return spec
 
 
+def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
+    """Bad input in any unit (task, template, k, device) fails the sweep before the first unit runs and before
+    anything is written; a typo in the fifth grid point does not surface after four units of model work."""
+    from iclgd.tasks import load_splits, load_task, sample_demo_indices
+
+    data = {}
+    for cfg in configs:
+        if (cfg.task, cfg.data_dir) not in data:
+            task = load_task(cfg.task)
+            data[cfg.task, cfg.data_dir] = task, load_splits(task, data_dir=cfg.data_dir)
+        task, splits = data[cfg.task, cfg.data_dir]
+        task.template(cfg.template)
+        sample_demo_indices([ex.label for ex in splits.pool], cfg.shots, cfg.seed, balanced=cfg.balanced)
+        if local:  # on Ray or SLURM the device is the worker's
+            check_device(cfg.device)
+
+
 def _run_unit(cfg: CompareConfig):
     return run_compare(cfg, show_progress=False)
 
@@ -64,10 +82,12 @@ def run_sweep_file(path: str | Path, *, out: str | None = None, backend: str | N
     outs = {c.out for c in configs}
     if len(outs) != 1:
         raise UserError(f"a sweep writes to one results folder; its units name {sorted(outs)}: set `out:` once")
+    backend = backend or spec.get("backend", "local")
+    check_output_dir(next(iter(outs)))
+    check_units(configs, local=backend == "local")
     try:
-        report = run_sweep(configs, _run_unit, outs.pop(), key=lambda c: c.unit_id(),
-                           backend=backend or spec.get("backend", "local"), ray_address=spec.get("ray_address"),
-                           slurm=spec.get("slurm"), progress=progress)
+        report = run_sweep(configs, _run_unit, outs.pop(), key=lambda c: c.unit_id(), backend=backend,
+                           ray_address=spec.get("ray_address"), slurm=spec.get("slurm"), progress=progress)
     except RuntimeError as err:
         if isinstance(err.__cause__, UserError):  # bad input in a unit: one line, exit 2
             raise err.__cause__ from None

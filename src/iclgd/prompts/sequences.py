@@ -62,6 +62,10 @@ def special_ids(tokenizer, bos: str | None, sep: str) -> tuple[list[int], list[i
         bos_ids = [token_id]
     else:
         bos_ids = list(tokenizer(bos, add_special_tokens=False)["input_ids"])
+        if len(bos_ids) != 1:  # finetuning drops the BOS from its loss as one token; a longer one misaligns
+            shown = tokenizer.convert_ids_to_tokens(bos_ids)
+            raise UserError(f"BOS text {bos!r} is {len(bos_ids)} tokens {shown}, but the BOS must be one token: "
+                            "give a single-token text (e.g. the tokenizer's own BOS), or none")
     sep_ids = list(tokenizer(sep, add_special_tokens=False)["input_ids"])
     if not sep_ids:
         raise UserError(f"separator {sep!r} tokenises to nothing: set `separator:` in the config")

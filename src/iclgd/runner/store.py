@@ -7,7 +7,9 @@ A unit folder holds:
     captures/            optional safetensors files of per-example per-layer captures
 
 Everything is written into ``<out>/.tmp-<unit_id>-<pid>/`` and then moved with one ``os.rename``; an
-exception removes the temporary folder, and a folder left by a killed process is removed by the next sweep.
+exception removes the temporary folder, and a folder left by a killed process is removed by the next sweep
+or compare. While a process runs a unit it holds ``<out>/.lock-<unit_id>`` (an flock, released by the kernel
+when the process dies, so a lock is never stale): concurrent sweeps on one folder share the units.
 
 The ``metrics`` table, one row per value:
     unit, model, variant ("trained" | "untrained:all" | ...), task, template, seed, order, k, true_k,
@@ -26,12 +28,14 @@ Extra columns are allowed (readers union them by name).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
 import platform
 import re
 import shutil
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +51,7 @@ from iclgd.runner.units import check_unit_id, config_dict
 
 UNIT_FILES = ("record.json", "metrics.parquet", "predictions.parquet")
 TMP_PREFIX = ".tmp-"
+LOCK_PREFIX = ".lock-"
 
 METRICS_SCHEMA = pa.schema(
     [
@@ -257,6 +262,48 @@ def clean_stale_tmp(out: Path) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+def lock_unit(out: Path, unit: str, *, wait: bool = False) -> int | None:
+    """Take ``<out>/.lock-<unit>``: an exclusive flock on it, held until :func:`unlock_unit`; returns its file
+    descriptor, or None when another live process holds it (``wait``: block until it is released instead).
+
+    The holder writes "pid host" into the file (for messages) and removes the file when done; a process that
+    got the lock on a file removed meanwhile locks the new one, so two processes never hold the same unit.
+    """
+    path = Path(out) / f"{LOCK_PREFIX}{check_unit_id(unit)}"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            return fd
+        os.close(fd)
+
+
+def unlock_unit(out: Path, unit: str, fd: int) -> None:
+    """Release a lock taken by :func:`lock_unit` and remove its file."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(Path(out) / f"{LOCK_PREFIX}{unit}")
+    os.close(fd)
+
+
+def lock_holder(out: Path, unit: str) -> str:
+    """Who holds the lock of ``unit``, as "pid N on HOST" (for messages; "" when unknown)."""
+    try:
+        pid, host = (Path(out) / f"{LOCK_PREFIX}{unit}").read_text().split()
+    except (OSError, ValueError):
+        return ""
+    return f"pid {pid} on {host}"
 
 
 @contextlib.contextmanager

@@ -8,11 +8,20 @@
 and submitit can pickle it); it returns tables and never writes. This driver alone writes results, one
 unit at a time, as they arrive. Local runs stop at the first failing unit; Ray and SLURM runs write every
 unit that succeeded and then raise the first failure. Ray and submitit are optional (``iclgd[cluster]``).
+
+Local sweeps started at the same time on one folder share the work: each unit is run under a lock
+(``<out>/.lock-<unit>``); a unit locked by another process is skipped, then waited for at the end (and run
+here if that process died without finishing it). Every unit runs once. Ray and SLURM sweeps do not lock:
+run one driver per folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import shutil
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +31,17 @@ from typing import Any, Literal
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
-from iclgd.runner.store import UnitResult, clean_stale_tmp, is_done, write_unit
+from iclgd.runner.store import (
+    UnitResult,
+    clean_stale_tmp,
+    is_done,
+    lock_holder,
+    lock_unit,
+    unlock_unit,
+    write_unit,
+)
 from iclgd.runner.units import check_unit_id, unit_id
 
 Backend = Literal["local", "ray", "slurm"]
@@ -32,11 +50,13 @@ BACKENDS = ("local", "ray", "slurm")
 
 @dataclass
 class SweepReport:
-    """Which units this call ran, which were already finished, and which failed (unit -> error text)."""
+    """Which units this call ran, which were already finished, which another process ran meanwhile (a
+    concurrent sweep on the same folder), and which failed (unit -> error text)."""
 
     out: Path
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    by_others: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     errors: dict[str, BaseException] = field(default_factory=dict, repr=False)
 
@@ -63,6 +83,7 @@ def _write(out: Path, unit: str, config: Any, result: UnitResult, wall_s: float)
     timings = result.record.setdefault("timings", {})
     if isinstance(timings, dict):
         timings.setdefault("unit_wall_s", round(wall_s, 3))
+    result.record.setdefault("written_by", {"pid": os.getpid(), "host": socket.gethostname()})
     write_unit(out, unit, config, result)
 
 
@@ -116,18 +137,24 @@ def run_sweep(
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown sweep backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    out = Path(out)
+    out = check_output_dir(out)
+    created = not out.exists()
+    pending, finished = plan(configs, out, key)
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_tmp(out)
-    pending, finished = plan(configs, out, key)
     report = SweepReport(out=out, skipped=finished)
     if not pending:
         return report
     runner = {"local": _run_local, "ray": _run_ray, "slurm": _run_slurm}[backend]
     options = {"ray": {"address": ray_address, "options": ray_options}, "slurm": {"slurm": slurm}}.get(backend, {})
-    with _progress(progress) as bar:
-        task = bar.add_task("sweep", total=len(pending) + len(finished), completed=len(finished), unit="")
-        runner(pending, run_unit, out, report, bar, task, **options)
+    try:
+        with _progress(progress) as bar:
+            task = bar.add_task("sweep", total=len(pending) + len(finished), completed=len(finished), unit="")
+            runner(pending, run_unit, out, report, bar, task, **options)
+    except BaseException:
+        if created and not any(out.iterdir()):  # failed before writing anything: leave no empty folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     if report.failed:
         first_unit, first_error = next(iter(report.failed.items()))
         raise RuntimeError(f"{len(report.failed)} of {len(pending)} units failed; the others were written. "
@@ -144,12 +171,41 @@ def _finish(report: SweepReport, bar: Progress, task: Any, unit: str, error: Bas
     bar.update(task, advance=1, unit=unit)
 
 
+@contextlib.contextmanager
+def _locked(out: Path, unit: str, wait: bool = False):
+    fd = lock_unit(out, unit, wait=wait)
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            unlock_unit(out, unit, fd)
+
+
 def _run_local(pending: list, run_unit: Callable, out: Path, report: SweepReport, bar: Progress, task: Any) -> None:
+    busy = []  # units another process holds: waited for once ours are done
     for unit, config in pending:
-        bar.update(task, unit=unit)
-        result, wall_s = timed_run(run_unit, config)
-        _write(out, unit, config, result, wall_s)
-        _finish(report, bar, task, unit, None)
+        with _locked(out, unit) as held:
+            if not held:
+                busy.append((unit, config))
+                continue
+            _run_held(unit, config, run_unit, out, report, bar, task)
+    for unit, config in busy:
+        bar.update(task, unit=f"waiting for {unit} ({lock_holder(out, unit) or 'another process'})")
+        with _locked(out, unit, wait=True):
+            _run_held(unit, config, run_unit, out, report, bar, task)
+
+
+def _run_held(unit: str, config: Any, run_unit: Callable, out: Path, report: SweepReport, bar: Progress,
+              task: Any) -> None:
+    """Run a unit whose lock we hold, unless another process finished it before we got the lock."""
+    if is_done(out, unit):
+        report.by_others.append(unit)
+        bar.update(task, advance=1, unit=unit)
+        return
+    bar.update(task, unit=unit)
+    result, wall_s = timed_run(run_unit, config)
+    _write(out, unit, config, result, wall_s)
+    _finish(report, bar, task, unit, None)
 
 
 def _run_ray(pending: list, run_unit: Callable, out: Path, report: SweepReport, bar: Progress, task: Any,

@@ -126,6 +126,8 @@ def read_split(files: list[Path]) -> tuple[Columns, ClassNames]:
     class_names: ClassNames = {}
     for file in files:
         part, names = read_file(file)
+        if not any(part.values()):  # else the first complaint would be a missing label column
+            raise UserError(f"data file {file} is empty (no rows): fill it, or point the task at the right file")
         if columns and list(part) != list(columns):
             raise UserError(f"{file}: columns {list(part)} differ from those of the split's other files "
                             f"{list(columns)}")

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from iclgd.checks import check_output_dir
 from iclgd.config_files import build_config
 from iclgd.errors import UserError
 
@@ -21,10 +22,10 @@ THRESHOLDS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
 class TrainConfig(BaseModel):
     """One LSA training run; `seed` fixes the data stream, the init and the eval set."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no NaN or inf: --lr inf ran fully, to NaN
 
     kind: Literal["linreg"] = "linreg"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     d: int = Field(10, ge=1, description="input dimension")
     m: int = Field(1, ge=1, description="output dimension")
     n_context: int = Field(10, ge=1, description="context pairs N per task")
@@ -36,7 +37,7 @@ class TrainConfig(BaseModel):
     positional_encoding: bool = Field(False, description="concatenate sinusoidal position features")
     pe_size: int = Field(6, ge=1, description="positional features when positional_encoding")
     softmax: bool = False
-    steps: int | None = Field(None, ge=0, description="default 5000 for one layer, 20000 deeper")
+    steps: int | None = Field(None, ge=1, description="default 5000 for one layer, 20000 deeper")
     batch_size: int = Field(2048, ge=1, description="fresh tasks per step")
     lr: float | None = Field(None, gt=0, description="Adam lr; default 1e-3, 5e-4 above 3 layers")
     beta1: float = Field(0.9, ge=0, lt=1)
@@ -72,7 +73,7 @@ class TrainConfig(BaseModel):
 class CompareConfig(BaseModel):
     """`iclgd linreg compare`: trained LSA vs GD, GD++, the hand-built and the interpolated weights."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no NaN or inf: --lr inf ran fully, to NaN
 
     run: str | None = Field(None, description="run folder written by `iclgd linreg train`")
     ood: bool = Field(True, description="also run the out-of-distribution sweeps")
@@ -85,7 +86,7 @@ class CompareConfig(BaseModel):
 class CritiqueConfig(BaseModel):
     """`iclgd linreg critique`: order sensitivity, sparsity and weight perturbation (Shen et al. 2024)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no NaN or inf: --lr inf ran fully, to NaN
 
     run: str | None = Field(None, description="run folder written by `iclgd linreg train`")
     orderings: int = Field(10, ge=2, description="context orderings per task (|Π|)")
@@ -125,7 +126,7 @@ def check_run_dir(run_dir: str | Path | None) -> Path:
     if not isinstance(raw, dict) or raw.get("kind") != "linreg" or not (run_dir / "weights.safetensors").is_file():
         raise UserError(f"{run_dir} is not a linreg run (needs config.yaml with kind: linreg and weights.safetensors): "
                         "pass a folder written by `iclgd linreg train`")
-    return run_dir
+    return check_output_dir(run_dir, flag="--run")  # the tables and plots go into the run folder
 
 
 def load_config(cls: type[Config], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

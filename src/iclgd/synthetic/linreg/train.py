@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from iclgd.checks import check_output_dir
 from iclgd.synthetic.linreg.config import TrainConfig
 from iclgd.synthetic.linreg.data import generator, sample_tasks, squared_loss, stream_seeds, torch_generator
 from iclgd.synthetic.linreg.lsa import LSA, variance_scaling_init_
@@ -89,6 +90,7 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
     """Train and write the run folder (config.yaml, weights.safetensors, curve.parquet) to `out`."""
     out = Path(out if out is not None else config.out or "runs/linreg")
     check_out(out, overwrite)  # fail before training, not after
+    check_output_dir(out)
     config = config.model_copy(update={"out": str(out)})
     result = train_model(config, progress)
     result.out = write_run(out, config, result.model, result.curve, overwrite)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from iclgd.checks import device_error
 from iclgd.config_files import build_config
 
 
@@ -18,11 +19,11 @@ class PretrainConfig(BaseModel):
     """One pretraining run. ``seed`` fixes the initialisation and the data: the batch of step s is a pure
     function of (seed, s)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # lr: inf would train to NaN, then save it
 
     corpus: str = "icc"
     corpus_options: dict[str, Any] = Field(default_factory=dict, description="the corpus generator's fields")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     # GPT-2 shape
     n_layer: int = Field(2, description="transformer blocks")
     n_head: int = Field(2, description="attention heads per block (head width 32: room to tell 32 inputs apart)")
@@ -51,8 +52,16 @@ class PretrainConfig(BaseModel):
     checkpoint_every: int = Field(500, ge=1, description="steps between resumable checkpoints")
     log_every: int = Field(250, ge=1, description="steps between log lines (loss, ICL probe)")
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None: torch's choice); the float sums, "
-                                "hence the weights, depend on it")
+                                "hence the weights, depend on it: a run resumes only at its own thread count")
     device: str = Field("cpu", description="cpu | cuda | cuda:N")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        problem = device_error(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _sizes(self) -> PretrainConfig:

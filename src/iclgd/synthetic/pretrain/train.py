@@ -8,6 +8,12 @@ The run folder ``out`` holds, while training:
 and at the end the Hugging Face model and tokenizer (``save_pretrained``), loadable like any hub model.
 Killed and rerun, training continues from the last checkpoint and ends with the same weights as an
 uninterrupted run: the batch of step s is a pure function of (seed, s) and the lr a pure function of s.
+The float sums depend on the number of CPU threads, so a run resumes only at the thread count it was started
+with (another is refused: the weights would silently differ from an uninterrupted run's).
+
+The final save writes model and tokenizer into ``.final.tmp/`` and then moves each file into the run folder;
+the run is complete only when every file of FINAL_FILES and the checkpoint are there. Killed during the save,
+the rerun finds the last checkpoint at the last step and saves again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from iclgd.checks import check_device, check_output_dir
 from iclgd.errors import UserError
 from iclgd.synthetic.pretrain.config import PretrainConfig
 from iclgd.synthetic.pretrain.corpora import Corpus, make_corpus
@@ -32,7 +39,9 @@ from iclgd.synthetic.pretrain.tokenizer import BOS_ID, build_tokenizer, vocabula
 CONFIG_FILE = "pretrain.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.csv"
-MODEL_FILES = ("config.json", "model.safetensors")
+FINAL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json")
+FINAL_STAGING = ".final.tmp"
 PROBE_K, PROBE_PROMPTS = 16, 256
 
 
@@ -42,6 +51,7 @@ class PretrainResult:
     steps: int  # steps trained by this call (0 when the run was already complete)
     seconds: float
     final_loss: float
+    saved: bool = True  # this call wrote the final model (False: it was there already)
 
     @property
     def steps_per_second(self) -> float:
@@ -153,6 +163,15 @@ def check_out(out: Path, config: PretrainConfig) -> bool:
     return True
 
 
+def check_threads(out: Path, config: PretrainConfig) -> None:
+    """A run is resumed at the thread count it was started with: the float sums, hence the weights, depend on it."""
+    recorded = yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8")).get("threads")
+    if recorded != config.threads:
+        raise UserError(f"{out} was trained with threads={recorded} and its weights are bit-reproducible only at "
+                        f"that thread count: resume with --threads {recorded} (asked: {config.threads}), or start "
+                        "a new folder")
+
+
 def _atomic_save(obj: object, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -178,7 +197,29 @@ def load_checkpoint(out: Path, model, optimizer) -> int:
 
 
 def is_complete(out: Path) -> bool:
-    return all((out / name).is_file() for name in MODEL_FILES) and (out / CHECKPOINT_FILE).is_file()
+    """Every file of the finished run is there: model, tokenizer and the last checkpoint."""
+    return all((out / name).is_file() for name in (*FINAL_FILES, CHECKPOINT_FILE))
+
+
+def save_final(out: Path, model, tokenizer) -> None:
+    """Model and tokenizer into ``<out>/.final.tmp``, then each file moved into ``out`` (one rename each).
+
+    Interrupted anywhere, the run stays incomplete (:func:`is_complete` checks every file) and the rerun saves
+    again from the last checkpoint; no mix of an old and a new file can pass for a finished run.
+    """
+    import shutil
+
+    staging = out / FINAL_STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    missing = [name for name in FINAL_FILES if not (staging / name).is_file()]
+    if missing:
+        raise RuntimeError(f"save_pretrained did not write {missing} in {staging}")
+    for path in sorted(staging.iterdir()):
+        os.replace(path, out / path.name)
+    staging.rmdir()
 
 
 def _progress(enabled: bool) -> Progress:
@@ -207,13 +248,14 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
     out = Path(out)
     corpus = make_corpus(config.corpus, config.corpus_options)
     resuming = check_out(out, config)
+    check_output_dir(out)
+    device = torch.device(check_device(config.device))
+    if resuming and (out / CHECKPOINT_FILE).is_file() and not is_complete(out):
+        check_threads(out, config)
     model = build_model(config, corpus)  # also validates the sizes before anything is written
     mask = loss_mask(corpus, config, config.train_len)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {config.device!r} asked but CUDA is not available; use --device cpu")
     model.to(device)
     model.train()
     if mask is not None:
@@ -221,10 +263,10 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                   weight_decay=config.weight_decay)
     out.mkdir(parents=True, exist_ok=True)
-    if not resuming:
+    if not (out / CHECKPOINT_FILE).is_file():  # a new run, or one killed before its first checkpoint
         (out / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
     if is_complete(out):
-        return PretrainResult(out, 0, 0.0, math.nan)
+        return PretrainResult(out, 0, 0.0, math.nan, saved=False)
     start_step = load_checkpoint(out, model, optimizer)  # loads into the parameters, already on the device
     log: list[tuple[int, float, float, float, float | str]] = []
     last_step = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
@@ -260,6 +302,5 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
 
         hf_logging.disable_progress_bar()
         model.to("cpu").eval()
-        model.save_pretrained(out)
-        build_tokenizer(corpus.words).save_pretrained(out)
-    return PretrainResult(out, last_step - start_step, seconds, loss_value)
+        save_final(out, model, build_tokenizer(corpus.words))
+    return PretrainResult(out, last_step - start_step, seconds, loss_value, saved=last_step == config.steps)

@@ -1,0 +1,321 @@
+"""Bad input to every command: exit status 2, exactly one line on stderr (``error: ...``), nothing written.
+
+Each case runs the CLI (``iclgd.cli.main`` on ``sys.argv``) in an empty working folder; the table gives the
+arguments and a piece of the expected error line. ``{model}`` is the shipped 76k-parameter LM, ``{assets}`` a
+folder of broken inputs made once for the module, ``{ro}`` a folder where no file can be created, ``{work}`` the
+working folder. After each case the working folder and the assets are exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from iclgd.cli import main
+
+MODEL = Path(__file__).resolve().parent.parent / "src" / "iclgd" / "assets" / "icc-gpt2"
+UNIT = ["--model", "{model}", "--task", "icc-heldout", "--eval-size", "8", "--shots", "4", "--lr", "0.01"]
+CURVE = ["icl-curve", "--model", "{model}", "--task", "icc-heldout", "--eval-size", "8", "--k", "1", "--seeds", "1",
+         "--no-progress"]
+PRETRAIN = ["pretrain", "--steps", "2", "--no-progress"]
+SWEEP_BASE = "base: {{model: {model}, task: icc-heldout, eval_size: 8, shots: 4, lr: 0.01}}\n"
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(probe)
+    return True
+
+
+def _broken_model(folder: Path, name: str, change) -> str:
+    """A copy of the shipped model whose model.safetensors is changed by ``change(path)``."""
+    target = folder / name
+    shutil.copytree(MODEL, target)
+    change(target / "model.safetensors")
+    return str(target)
+
+
+def _with_value(value: float):
+    def change(path: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(path)
+        tensors["transformer.h.1.attn.c_attn.weight"][3, 5] = value
+        save_file(tensors, path, metadata={"format": "pt"})
+
+    return change
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """Broken models, bad files and folders, a small results folder, a linreg run and a half-trained pretrain
+    run: made once, then only read."""
+    from iclgd.runner import run_sweep
+    from iclgd.synthetic.linreg.config import TrainConfig
+    from iclgd.synthetic.linreg.train import train as linreg_train
+    from iclgd.synthetic.pretrain.config import load_config as pretrain_config
+    from iclgd.synthetic.pretrain.train import pretrain
+    from tests.runner.helpers import fake_result
+
+    root = tmp_path_factory.mktemp("assets")
+    values = {"model": str(MODEL), "assets": str(root)}
+    values["nan_model"] = _broken_model(root, "nan-model", _with_value(float("nan")))
+    values["inf_model"] = _broken_model(root, "inf-model", _with_value(float("-inf")))
+    values["truncated_model"] = _broken_model(root, "truncated-model", _truncate)
+    values["garbage_model"] = _broken_model(root, "garbage-model", lambda p: p.write_bytes(b"not safetensors" * 9))
+    values["empty_model"] = _broken_model(root, "empty-model", lambda p: p.write_bytes(b""))
+    (root / "not-a-model").mkdir()
+    (root / "empty-dir").mkdir()
+    (root / "file.txt").write_text("a file\n")
+    foreign = root / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine\n")
+    # configs
+    (root / "bad.yaml").write_text("shots: [unclosed\n")
+    (root / "list.yaml").write_text("- 1\n- 2\n")
+    (root / "extra.yaml").write_text("model: x\ntask: y\nwings: 2\n")
+    (root / "lr-inf.yaml").write_text("lr: .inf\n")
+    # a task whose data files are empty
+    data = root / "empty-data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("")
+    (data / "test.jsonl").write_text("")
+    (root / "empty-task.yaml").write_text(f"task: empty\ndataset_path: {data}\ntraining_split: train\n"
+                                          "test_split: test\ndoc_to_text: '{text}'\nlabel_field: label\n"
+                                          "doc_to_choice: {a: ' a', b: ' b'}\n")
+    # sweeps
+    base = SWEEP_BASE.format(**values)
+    sweeps = {
+        "unknown-key": base + "grids: {seed: [1, 2]}\n",
+        "no-base": "grid: {seed: [1, 2]}\n",
+        "grid-not-list": base + "grid: {seed: 3}\n",
+        "bad-task-late": base + "grid: {task: [icc-heldout, icc-prior, no-such-task]}\n",
+        "two-outs": base + "runs: [{out: a}, {out: b}]\n",
+        "lr-inf": base.replace("lr: 0.01", "lr: .inf"),
+        "cuda": base + "grid: {device: [cpu, cuda]}\n",
+        "ok": base + "grid: {seed: [1, 2]}\n",
+    }
+    for name, text in sweeps.items():
+        (root / f"sweep-{name}.yaml").write_text(text)
+    # a results folder holding the FT method gd only
+    results = root / "results"
+    run_sweep([{"task": "sst2", "k": 4, "seed": seed} for seed in (1, 2)], fake_result, results, progress=False)
+    values["results"] = str(results)
+    # a linreg run
+    linreg_train(TrainConfig(steps=2, d=2, n_context=3, batch_size=8, eval_tasks=8, eval_every=1),
+                 root / "linreg-run", progress=False)
+    # a pretrain run stopped after its first checkpoint, trained with one thread
+    tiny = dict(steps=4, batch_size=2, n_embd=8, n_head=2, n_layer=1, n_positions=16, checkpoint_every=2,
+                log_every=2, threads=1, warmup_steps=1)
+    pretrain(pretrain_config(None, **tiny), root / "pretrain-run", progress=False, stop_after=2)
+    (root / "tiny-pretrain.yaml").write_text("".join(f"{key}: {value}\n" for key, value in tiny.items()))
+    # a folder where no file can be created: permission bits stop everyone but root; root meets /sys/kernel
+    read_only = root / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    values["ro"] = str(read_only if not _writable(read_only) else Path("/sys/kernel"))
+    yield values
+    read_only.chmod(0o755)
+
+
+CASES = [
+    # --- usage errors (typer's own click exceptions) -------------------------------------------------------
+    (["nosuch"], "No such command 'nosuch'"),
+    (["compar"], "Did you mean 'compare'"),
+    (["--bogus"], "No such option: --bogus"),
+    (["compare", "--shots", "abc"], "Invalid value for '--shots'"),
+    (["compare", "--bogus"], "No such option: --bogus"),
+    (["compare", "--lr"], "requires an argument"),
+    (["sql"], "Missing argument 'out'"),
+    (["icl-curve", "--task", "icc-heldout"], "Missing option '--model'"),
+    (["linreg", "nosuch"], "No such command 'nosuch'"),
+    (["linreg", "train", "--steps", "many"], "Invalid value for '--steps'"),
+    (["report", "{results}", "extra"], "unexpected extra argument"),
+    (["demo", "--eval-size", "abc"], "Invalid value for '--eval-size'"),
+    (["pretrain", "--threads", "two"], "Invalid value for '--threads'"),
+    # --- compare -------------------------------------------------------------------------------------------
+    (["compare", *UNIT, "--position", "nonsense"], "'position'"),
+    (["compare", *UNIT, "--device", "cuda"], "CUDA is not available"),
+    (["compare", *UNIT, "--device", "cuda:1"], "CUDA is not available"),
+    (["compare", *UNIT, "--device", "nonsense"], "unknown device 'nonsense'"),
+    (["compare", *UNIT, "--seed", "-1"], "'seed'"),
+    (["compare", *UNIT, "--shots", "0"], "'shots'"),
+    (["compare", *UNIT, "--shots", "9999"], "pool has only"),
+    (["compare", *UNIT, "--order", "-1"], "'order'"),
+    (["compare", *UNIT, "--eval-size", "0"], "'eval_size'"),
+    (["compare", *UNIT, "--lr", "inf"], "finite number"),
+    (["compare", *UNIT, "--lr", "nan"], "finite number"),
+    (["compare", *UNIT, "--lr", "0"], "'lr'"),
+    (["compare", *UNIT, "--lr=-0.1"], "'lr'"),
+    (["compare", *UNIT, "--max-context", "4"], "'max_context'"),
+    (["compare", *UNIT, "--max-context", "6000"], "longer than the context"),
+    (["compare", *UNIT, "--bos", "L1 L6 L1"], "BOS must be one token"),
+    (["compare", *UNIT, "--template", "7"], "template 7 does not exist"),
+    (["compare", *UNIT, "--template", "no field here"], "placeholder"),
+    (["compare", *UNIT, "--task", "no-such-task"], "unknown task"),
+    (["compare", *UNIT, "--task", "{assets}/empty-task.yaml"], "is empty"),
+    (["compare", *UNIT, "--dtype", "float64"], "'dtype'"),
+    (["compare", *UNIT, "--untrained", "half"], "'untrained'"),
+    (["compare", *UNIT, "--method", "sgd"], "'methods"),
+    (["compare", *UNIT, "--batch-size", "0"], "'batch_size'"),
+    (["compare", *UNIT, "--kendall-examples", "-1"], "'kendall_examples'"),
+    (["compare", *UNIT, "--model", "{assets}/missing"], "not a model folder"),
+    (["compare", *UNIT, "--model", "{assets}/not-a-model"], "no config.json"),
+    (["compare", *UNIT, "--model", "{nan_model}"], "NaN or infinite weights in transformer.h.1.attn.c_attn.weight"),
+    (["compare", *UNIT, "--model", "{inf_model}"], "NaN or infinite weights in transformer.h.1.attn.c_attn.weight"),
+    (["compare", *UNIT, "--model", "{truncated_model}"], "truncated or corrupt"),
+    (["compare", *UNIT, "--model", "{garbage_model}"], "truncated or corrupt"),
+    (["compare", *UNIT, "--model", "{empty_model}"], "truncated or corrupt"),
+    (["compare", *UNIT, "--out", "{assets}/file.txt"], "is a file, not a folder"),
+    (["compare", *UNIT, "--out", "{assets}/file.txt/results"], "which is a file"),
+    (["compare", *UNIT, "--out", "{ro}/results"], "cannot be written"),
+    (["compare", "--config", "{assets}/missing.yaml"], "does not exist"),
+    (["compare", "--config", "{assets}/bad.yaml"], "not valid YAML"),
+    (["compare", "--config", "{assets}/list.yaml"], "must hold a mapping"),
+    (["compare", "--config", "{assets}/extra.yaml"], "'wings'"),
+    (["compare", "--task", "icc-heldout"], "'model'"),
+    # --- demo ----------------------------------------------------------------------------------------------
+    (["demo", "--eval-size", "-1"], "'eval_size'"),
+    (["demo", "--eval-size", "0"], "'eval_size'"),
+    (["demo", "--out", "{assets}/file.txt"], "is a file, not a folder"),
+    (["demo", "--out", "{ro}/demo"], "cannot be written"),
+    # --- sweep ---------------------------------------------------------------------------------------------
+    (["sweep", "{assets}/missing.yaml"], "does not exist"),
+    (["sweep", "{assets}/sweep-unknown-key.yaml"], "unknown sweep key"),
+    (["sweep", "{assets}/sweep-no-base.yaml"], "needs a `base:`"),
+    (["sweep", "{assets}/sweep-grid-not-list.yaml"], "lists of values"),
+    (["sweep", "{assets}/sweep-bad-task-late.yaml"], "unknown task"),
+    (["sweep", "{assets}/sweep-two-outs.yaml"], "one results folder"),
+    (["sweep", "{assets}/sweep-lr-inf.yaml"], "finite number"),
+    (["sweep", "{assets}/sweep-cuda.yaml"], "CUDA is not available"),
+    (["sweep", "{assets}/sweep-ok.yaml", "--out", "{ro}/sweep"], "cannot be written"),
+    (["sweep", "{assets}/sweep-ok.yaml", "--out", "{assets}/file.txt"], "is a file, not a folder"),
+    (["sweep", "{assets}/sweep-ok.yaml", "--backend", "mpi"], "unknown sweep backend"),
+    # --- icl-curve -----------------------------------------------------------------------------------------
+    ([*CURVE, "--out", "{assets}/file.txt"], "is a file, not a folder"),
+    ([*CURVE, "--out", "{assets}/file.txt/curve"], "which is a file"),
+    ([*CURVE, "--out", "{ro}/curve"], "cannot be written"),
+    ([*CURVE, "--k", "-1"], "must be >= 0"),
+    ([*CURVE, "--untrained", "half"], "unknown untrained variant"),
+    ([*CURVE, "--device", "cuda"], "CUDA is not available"),
+    ([*CURVE, "--device", "nonsense"], "unknown device"),
+    ([*CURVE, "--seeds", "0"], "Invalid value for '--seeds'"),
+    ([*CURVE, "--eval-size", "0"], "Invalid value for '--eval-size'"),
+    ([*CURVE, "--task", "no-such-task"], "unknown task"),
+    ([*CURVE, "--model", "{nan_model}"], "NaN or infinite weights"),
+    # --- pretrain ------------------------------------------------------------------------------------------
+    ([*PRETRAIN, "--corpus", "nope"], "unknown corpus"),
+    ([*PRETRAIN, "--steps", "0"], "'steps'"),
+    ([*PRETRAIN, "--seed", "-1"], "'seed'"),
+    ([*PRETRAIN, "--threads", "0"], "'threads'"),
+    ([*PRETRAIN, "--device", "cuda", "--out", "p"], "CUDA is not available"),
+    ([*PRETRAIN, "--device", "nonsense"], "unknown device"),
+    ([*PRETRAIN, "--config", "{assets}/lr-inf.yaml"], "finite number"),
+    ([*PRETRAIN, "--out", "{assets}/file.txt"], "is a file, not a folder"),
+    ([*PRETRAIN, "--out", "{assets}/file.txt/run"], "which is a file"),
+    ([*PRETRAIN, "--out", "{ro}/run"], "cannot be written"),
+    ([*PRETRAIN, "--out", "{assets}/foreign"], "not an iclgd pretrain run"),
+    (["pretrain", "--config", "{assets}/tiny-pretrain.yaml", "--out", "{assets}/pretrain-run", "--threads", "2",
+      "--no-progress"], "resume with --threads 1"),
+    (["pretrain", "--config", "{assets}/tiny-pretrain.yaml", "--steps", "5", "--out", "{assets}/pretrain-run",
+      "--no-progress"], "another config"),
+    # --- linreg --------------------------------------------------------------------------------------------
+    (["linreg", "train", "--steps", "0", "--out", "l"], "'steps'"),
+    (["linreg", "train", "--lr", "inf", "--out", "l"], "finite number"),
+    (["linreg", "train", "--lr", "nan", "--out", "l"], "finite number"),
+    (["linreg", "train", "--input-range", "inf", "--out", "l"], "finite number"),
+    (["linreg", "train", "--seed", "-1", "--out", "l"], "'seed'"),
+    (["linreg", "train", "--d", "0", "--out", "l"], "'d'"),
+    (["linreg", "train", "--steps", "2"], "no output folder"),
+    (["linreg", "train", "--steps", "2", "--out", "{assets}/file.txt"], "is not an empty folder"),
+    (["linreg", "train", "--steps", "2", "--out", "{assets}/file.txt/run"], "which is a file"),
+    (["linreg", "train", "--steps", "2", "--out", "{ro}/run"], "cannot be written"),
+    (["linreg", "compare"], "no run folder given"),
+    (["linreg", "compare", "--run", "{assets}/missing"], "does not exist"),
+    (["linreg", "compare", "--run", "{assets}/empty-dir"], "not a linreg run"),
+    (["linreg", "compare", "--run", "{assets}/linreg-run", "--ood-tasks", "0"], "'ood_tasks'"),
+    (["linreg", "ood", "--run", "{assets}/linreg-run", "--ood-tasks", "-3"], "'ood_tasks'"),
+    (["linreg", "critique", "--run", "{assets}/linreg-run", "--orderings", "1"], "'orderings'"),
+    (["linreg", "critique", "--run", "{assets}/linreg-run", "--variant-steps", "-1"], "'variant_steps'"),
+    # --- report, sql, tasks, prepare-data ------------------------------------------------------------------
+    (["report", "{assets}/missing"], "does not exist"),
+    (["report", "{assets}/file.txt"], "is a file"),
+    (["report", "{assets}/empty-dir"], "holds no iclgd results"),
+    (["report", "{results}", "--method", "foo"], "no FT method 'foo'"),
+    (["report", "{results}", "--method", "lcgd", "--plot", "accuracy"], "they hold gd"),
+    (["report", "{results}", "--plot", "violin"], "unknown plot"),
+    (["report", "{results}", "--plot", "per-layer", "--plot-out", "{assets}/file.txt/plot"], "which is a file"),
+    (["report", "{results}", "--plot", "per-layer", "--plot-out", "{ro}/plot"], "cannot be written"),
+    (["report", "{results}", "--where", "nonsense ((("], "query failed"),
+    (["sql", "{results}", "SELEC 1"], "query failed"),
+    (["sql", "{assets}/missing", "SELECT 1"], "does not exist"),
+    (["tasks", "{assets}/missing.yaml"], "missing.yaml"),
+    (["prepare-data", "--task", "icc-heldout"], "needs --out"),
+]
+
+
+def _command(argv: list[str]) -> str:
+    return next((a for a in argv if not a.startswith("-")), "iclgd") if argv[0] != "linreg" else f"linreg {argv[1]}"
+
+
+def _tree(folder: Path) -> dict[str, float | None]:
+    """Every file with its mtime, every folder (whose mtime a writability probe may touch)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.stat().st_mtime for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("argv, message", CASES, ids=[" ".join(argv)[:60] for argv, _ in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, assets, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ICLGD_DATA_DIR", raising=False)
+    argv = [a.format(**assets, work=tmp_path) for a in argv]
+    before = _tree(Path(assets["assets"]))
+    monkeypatch.setattr(sys, "argv", ["iclgd", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+    assert list(tmp_path.iterdir()) == [], "the working folder is no longer empty"
+    assert _tree(Path(assets["assets"])) == before, "an input was changed"
+
+
+def test_the_table_covers_every_command():
+    covered = {_command(argv) for argv, _ in CASES}
+    commands = {"compare", "demo", "sweep", "icl-curve", "pretrain", "report", "sql", "tasks", "prepare-data",
+                "linreg train", "linreg compare", "linreg ood", "linreg critique"}
+    assert commands <= covered, commands - covered
+
+
+def _iclgd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([sys.executable, "-m", "iclgd", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300)
+
+
+def test_usage_errors_and_help_in_a_real_process(tmp_path):
+    """The exit statuses a shell sees: usage errors 2 with one line, --help and a bare group 0."""
+    for args in (["compare", "--shots", "abc"], ["nosuch"], ["compare", "--position"]):
+        proc = _iclgd(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("error: ") and "--help)" in proc.stderr
+    for args in (["--help"], ["compare", "--help"], [], ["linreg"]):
+        proc = _iclgd(*args, cwd=tmp_path)
+        assert proc.returncode == 0 and "Usage" in proc.stdout and proc.stderr == "", (args, proc.stderr)
+    assert list(tmp_path.iterdir()) == []
