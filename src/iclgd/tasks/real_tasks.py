@@ -373,11 +373,14 @@ def build_wordnet_antonyms(adjectives: list[Synset], seed: int = SEED) -> Datase
     rows, used = [], set(pairs)
     for pair in sorted(pairs):
         anchor = pair[int(rng.integers(2))]
-        while True:
+        for _ in range(10_000):
             other = vocabulary[int(rng.integers(len(vocabulary)))]
             negative = tuple(sorted((anchor, other)))
             if other not in pair and other not in synonyms[anchor] and negative not in used:
                 break
+        else:
+            raise UserError(f"wordnet: no adjective left to pair with {anchor!r} as a non-antonym ({len(pairs)} "
+                            "antonym pairs); is the archive the pinned package?")
         used.add(negative)
         for words, label in ((pair, "yes"), (negative, "no")):
             first, second = words if rng.random() < 0.5 else words[::-1]
