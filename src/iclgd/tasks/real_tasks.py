@@ -65,7 +65,7 @@ class Dataset:
     citation: str = ""
 
 
-def _sentiment_tasks(folder: str, noun: str, what: str) -> TaskSpec:
+def _sentiment_task(folder: str, noun: str, what: str) -> TaskSpec:
     return TaskSpec(folder, folder, f"{what}, binary sentiment: the sign of the mean human rating (|rating| >= 1)",
                     (f"{noun}: {{text}} Sentiment:", f"{noun}: {{text}}\nSentiment:"),
                     {"negative": " Negative", "positive": " Positive"})
@@ -73,7 +73,7 @@ def _sentiment_tasks(folder: str, noun: str, what: str) -> TaskSpec:
 
 TASKS = {
     "vader": [
-        _sentiment_tasks("vader-movie", "Review", "Movie-review sentences (Pang & Lee's MR, rated by humans)"),
+        _sentiment_task("vader-movie", "Review", "Movie-review sentences (Pang & Lee's MR, rated by humans)"),
         TaskSpec("vader-movie5", "vader-movie5", "Movie-review sentences (Pang & Lee's MR, rated by humans), 5 bins "
                  "of the mean rating: <= -2, (-2, -1], (-1, 1), [1, 2), >= 2 (SST-5-like)",
                  ("Review: {text} Sentiment:", "Sentence: {text} Label:"),
@@ -82,9 +82,9 @@ TASKS = {
         TaskSpec("vader-movie-foobar", "vader-movie", "vader-movie's rows with arbitrary label words (negative -> "
                  "foo, positive -> bar): the mapping is given only by the demonstrations",
                  ("Review: {text} Label:", "Input: {text}\nOutput:"), {"negative": " foo", "positive": " bar"}),
-        _sentiment_tasks("vader-tweet", "Tweet", "Tweets (rated by humans)"),
-        _sentiment_tasks("vader-amazon", "Review", "Amazon product-review sentences (rated by humans)"),
-        _sentiment_tasks("vader-nyt", "Text", "New York Times editorial sentences (rated by humans)"),
+        _sentiment_task("vader-tweet", "Tweet", "Tweets (rated by humans)"),
+        _sentiment_task("vader-amazon", "Review", "Amazon product-review sentences (rated by humans)"),
+        _sentiment_task("vader-nyt", "Text", "New York Times editorial sentences (rated by humans)"),
     ],
     "fortunes": [
         TaskSpec("fortune-topic", "fortune-topic", "Topic of a quotation (the fortune file it is filed in): "
