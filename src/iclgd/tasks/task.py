@@ -16,6 +16,7 @@
     bos: "<s>"                         # optional; default from the model family ("" = no BOS)
     eval_size: 2000                    # evaluation rows (split permuted with seed 1, first eval_size)
     metric_list: [{metric: accuracy}]  # optional
+    metadata: {source: "vadersentiment 3.3.2 (PyPI)", license: MIT}  # optional: where the rows come from, licence
 
 Built-in task files live in ``iclgd/tasks/builtin/``; any other file is given by its path.
 """
@@ -36,8 +37,8 @@ DATA_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 _REQUIRED = ("task", "training_split", "doc_to_choice")
 _OPTIONAL = ("dataset_path", "dataset_name", "revision", "validation_split", "test_split", "eval_split",
              "doc_to_text", "templates", "label_field", "label_name_field", "label_names", "data_files",
-             "separator", "bos", "eval_size", "metric_list", "description")
-_IGNORED = ("output_type", "tag", "metadata")  # lm-evaluation-harness keys that mean nothing here
+             "separator", "bos", "eval_size", "metric_list", "description", "metadata")
+_IGNORED = ("output_type", "tag")  # lm-evaluation-harness keys that mean nothing here
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class Task:
     local_path: Path | None = None  # resolved local data folder; None for a hub dataset
     metric_list: tuple[str, ...] = ()
     description: str = ""
+    origin: str = ""  # metadata.source: the package the local rows were built from, e.g. 'vadersentiment 3.3.2'
+    license: str = ""  # metadata.license
 
     @property
     def is_local(self) -> bool:
@@ -203,6 +206,13 @@ def _metric_list(raw: dict, path: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _metadata(raw: dict, key: str) -> str:
+    # lm-evaluation-harness's free-form `metadata` mapping; iclgd reads `source` and `license` from it
+    metadata = raw.get("metadata")
+    value = metadata.get(key) if isinstance(metadata, dict) else None
+    return str(value) if value is not None else ""
+
+
 def parse_task(raw: object, path: Path) -> Task:
     """A Task from a task file's parsed YAML; UserError naming the file and the key on bad input."""
     if not isinstance(raw, dict):
@@ -245,6 +255,8 @@ def parse_task(raw: object, path: Path) -> Task:
         local_path=_local_path(dataset_path, data_files, path.parent),
         metric_list=_metric_list(raw, path),
         description=_string(raw, "description", path, "") or "",
+        origin=_metadata(raw, "source"),
+        license=_metadata(raw, "license"),
     )
 
 
