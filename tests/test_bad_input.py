@@ -242,7 +242,7 @@ CASES = [
     (["linreg", "train", "--seed", "-1", "--out", "l"], "'seed'"),
     (["linreg", "train", "--d", "0", "--out", "l"], "'d'"),
     (["linreg", "train", "--steps", "2"], "no output folder"),
-    (["linreg", "train", "--steps", "2", "--out", "{assets}/file.txt"], "is not an empty folder"),
+    (["linreg", "train", "--steps", "2", "--out", "{assets}/file.txt"], "is a file, not a folder"),
     (["linreg", "train", "--steps", "2", "--out", "{assets}/file.txt/run"], "which is a file"),
     (["linreg", "train", "--steps", "2", "--out", "{ro}/run"], "cannot be written"),
     (["linreg", "compare"], "no run folder given"),

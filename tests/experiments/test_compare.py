@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -209,7 +210,7 @@ def test_cli_eval_size_above_the_split_is_said_and_recorded_and_stale_tmp_is_cle
     compare killed while writing is removed by the next compare on that folder."""
     shipped = Path(__file__).resolve().parents[2] / "src" / "iclgd" / "assets" / "icc-gpt2"
     out = tmp_path / "out"
-    stale = out / ".tmp-some-unit-999999999"
+    stale = out / f".tmp-some-unit-{socket.gethostname()}-999999999"
     stale.mkdir(parents=True)
     (stale / "metrics.parquet").write_bytes(b"partial")
     proc = subprocess.run([sys.executable, "-m", "iclgd", "compare", "--model", str(shipped), "--task", "icc-heldout",

@@ -206,7 +206,7 @@ def test_failed_conversion_leaves_nothing_and_stale_partials_are_removed(tiny_gg
     sha = gguf_files.sha256_of(tiny_gguf)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    leftover = cache / "gguf" / f".partial-{sha}-{socket.gethostname()}-{dead.pid}"
+    leftover = cache / "gguf" / f".tmp-{sha}-{socket.gethostname()}-{dead.pid}"
     leftover.mkdir(parents=True)
     (leftover / "model.safetensors").write_bytes(b"half")
     lm = load_model(str(tiny_gguf))

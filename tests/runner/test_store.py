@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import socket
 
 import pyarrow.parquet as pq
 import pytest
@@ -9,7 +10,6 @@ import torch
 from iclgd.runner import (
     METRICS_SCHEMA,
     PREDICTIONS_SCHEMA,
-    clean_stale_tmp,
     is_done,
     layer_rows,
     read_tensors,
@@ -17,6 +17,7 @@ from iclgd.runner import (
     write_tensors,
     write_unit,
 )
+from iclgd.runs import remove_stale
 from tests.runner.helpers import fake_result, keys
 
 CONFIG = {"task": "sst2", "k": 4, "seed": 1}
@@ -115,14 +116,16 @@ def test_a_unit_finished_by_someone_else_wins(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u1"]
 
 
-def test_clean_stale_tmp_removes_dead_writers_only(tmp_path):
-    dead = tmp_path / ".tmp-u1-999999999"
-    mine = tmp_path / f".tmp-u2-{os.getpid()}"
-    for path in (dead, mine):
+def test_remove_stale_removes_dead_writers_of_this_host_only(tmp_path):
+    host = socket.gethostname()
+    dead = tmp_path / f".tmp-u1-{host}-999999999"
+    mine = tmp_path / f".tmp-u2-{host}-{os.getpid()}"
+    elsewhere = tmp_path / ".tmp-u3-otherhost-999999999"  # another machine's writer: not ours to judge
+    for path in (dead, mine, elsewhere):
         path.mkdir()
         (path / "metrics.parquet").write_bytes(b"partial")
-    assert clean_stale_tmp(tmp_path) == [dead]
-    assert not dead.exists() and mine.exists()
+    assert remove_stale(tmp_path) == [dead]
+    assert not dead.exists() and mine.exists() and elsewhere.exists()
 
 
 def test_captures_roundtrip_at_full_precision_or_cast(tmp_path):

@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import socket
 import sys
 
 import pytest
@@ -53,7 +54,7 @@ def test_a_failing_unit_stops_the_local_sweep_and_resume_finishes_it(tmp_path):
 
 
 def test_sweep_cleans_tmp_folders_of_dead_writers(tmp_path):
-    stale = tmp_path / f".tmp-{unit_id(CONFIGS[0])}-999999999"
+    stale = tmp_path / f".tmp-{unit_id(CONFIGS[0])}-{socket.gethostname()}-999999999"
     stale.mkdir()
     (stale / "metrics.parquet").write_bytes(b"partial")
     run_sweep(CONFIGS[:1], Counter(), tmp_path, progress=False)

@@ -63,6 +63,9 @@ def train(
     from iclgd.synthetic.linreg.train import train as run_training
 
     result = run_training(settings, settings.out, overwrite=overwrite, progress=not quiet)
+    if result.already_done:
+        console.print(f"{result.out}: already done (the same config; pass --overwrite to train it again)")
+        return
     console.print(f"trained {settings.layers}-layer LSA for {settings.steps} steps in {result.seconds:.1f} s "
                   f"({result.steps_per_second:.0f} steps/s): eval loss {result.eval_loss:.4f} -> {result.out}")
 

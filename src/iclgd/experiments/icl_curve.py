@@ -85,13 +85,13 @@ def write_points(points: Sequence[CurvePoint], path: str | Path, record: dict) -
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from iclgd.runs import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([asdict(p) for p in points])
     table = table.replace_schema_metadata({"iclgd": json.dumps(record, sort_keys=True, default=str)})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 

@@ -9,7 +9,8 @@ from rich.console import Console
 from iclgd.checks import check_device, check_output_dir
 from iclgd.experiments.compare import run_compare
 from iclgd.experiments.config import CompareConfig
-from iclgd.runner.store import clean_stale_tmp, is_done, write_unit
+from iclgd.runner.store import is_done, write_unit
+from iclgd.runs import remove_stale
 
 
 def run_and_store(cfg: CompareConfig, *, show_progress: bool = True, force: bool = False) -> Path:
@@ -23,6 +24,6 @@ def run_and_store(cfg: CompareConfig, *, show_progress: bool = True, force: bool
         shell = Console(stderr=True, soft_wrap=True)
         shell.print(f"[dim]{unit}: already done in {out} (delete the folder to rerun)[/dim]")
         return out / unit
-    clean_stale_tmp(out)  # temporary folders of a compare or sweep killed while writing
+    remove_stale(out)  # temporary folders of a compare or sweep killed while writing
     result = run_compare(cfg, show_progress=show_progress)
     return write_unit(out, unit, cfg.model_dump(), result)

@@ -20,8 +20,6 @@ import hashlib
 import importlib
 import json
 import os
-import shutil
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from functools import partial
 from pathlib import Path
 
 from iclgd.errors import UserError
+from iclgd.runs import atomic_folder
 
 CACHE_ENV = "ICLGD_CACHE"
 PROVENANCE_FILE = "iclgd-provenance.json"
@@ -140,32 +139,6 @@ def find_gguf(path: Path) -> Path | None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Atomic folders
-
-
-def partial_name(target: Path, kind: str = "partial") -> Path:
-    """Where a folder is written before it is renamed to ``target`` (this host, this process)."""
-    return target.parent / f".{kind}-{target.name}-{socket.gethostname()}-{os.getpid()}"
-
-
-def remove_stale(target: Path, kind: str = "partial") -> None:
-    """Remove what killed processes of this host left while writing ``target`` (their pid is gone)."""
-    prefix = f".{kind}-{target.name}-{socket.gethostname()}-"
-    if not target.parent.is_dir():
-        return
-    for leftover in target.parent.glob(prefix + "*"):
-        pid = leftover.name[len(prefix):]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(leftover, ignore_errors=True)
-        except PermissionError:  # alive, another user's
-            pass
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Conversion
 
 
@@ -261,22 +234,12 @@ def convert_gguf(path: Path, target: Path, *, sha256: str | None = None, file_la
                        "versions": _versions()},
         **(extra or {}),
     }
-    remove_stale(target)
-    scratch = partial_name(target)
-    try:
-        scratch.mkdir(parents=True)
+    with atomic_folder(target) as scratch:  # another process converting the same file first: its folder is kept
         with _quiet_transformers():
             model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
         provenance["conversion"]["seconds"] = round(time.time() - started, 1)
         (scratch / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not (target / PROVENANCE_FILE).is_file():  # not another process finishing first: a real error
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 

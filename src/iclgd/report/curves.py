@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from iclgd.runs import save_figure
+
 
 def mean_by_k(points: Sequence[Any]) -> dict[str, dict[int, float]]:
     """variant -> k -> accuracy averaged over seeds."""
@@ -45,8 +47,4 @@ def plot_curve(points: Sequence[Any], out_prefix: str | Path, title: str = "", c
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths = [out_prefix.with_suffix(".png"), out_prefix.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_prefix)

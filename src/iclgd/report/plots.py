@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from iclgd.errors import UserError
 from iclgd.runner.results import query
+from iclgd.runs import save_figure
 
 LABELS = {
     "accuracy": "accuracy (%)",
@@ -47,14 +48,9 @@ def _where(where: str | None) -> str:
 
 def _save(figure: Figure, out: str | Path) -> list[Path]:
     """Write ``out`` as .png (200 dpi) and .pdf; return both paths."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
     figure.tight_layout()
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for path in paths:
-        figure.savefig(path, dpi=200, bbox_inches="tight")
-    return paths
+    return save_figure(figure, out)
 
 
 def _method_for(con: duckdb.DuckDBPyConnection, metric: str, method: str, where: str | None) -> str:

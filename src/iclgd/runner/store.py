@@ -34,7 +34,6 @@ import math
 import os
 import platform
 import re
-import shutil
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,9 +47,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iclgd.runner.units import check_unit_id, config_dict
+from iclgd.runs import atomic_folder
 
 UNIT_FILES = ("record.json", "metrics.parquet", "predictions.parquet")
-TMP_PREFIX = ".tmp-"
 LOCK_PREFIX = ".lock-"
 
 METRICS_SCHEMA = pa.schema(
@@ -239,31 +238,6 @@ def is_done(out: Path, unit: str) -> bool:
     return all((unit_dir / name).is_file() for name in UNIT_FILES)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale_tmp(out: Path) -> list[Path]:
-    """Remove ``<out>/.tmp-<unit>-<pid>/`` folders whose process is gone (killed mid-write); return them."""
-    out = Path(out)
-    removed = []
-    if not out.is_dir():
-        return removed
-    for path in out.glob(f"{TMP_PREFIX}*"):
-        match = re.search(r"-(\d+)$", path.name)
-        pid = int(match.group(1)) if match else None
-        if path.is_dir() and (pid is None or (pid != os.getpid() and not _pid_alive(pid))):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
 def lock_unit(out: Path, unit: str, *, wait: bool = False) -> int | None:
     """Take ``<out>/.lock-<unit>``: an exclusive flock on it, held until :func:`unlock_unit`; returns its file
     descriptor, or None when another live process holds it (``wait``: block until it is released instead).
@@ -313,27 +287,12 @@ def unit_writer(out: Path, unit: str) -> Iterator[Path]:
     The caller writes all of UNIT_FILES (and captures) into it. On any exception the folder is removed.
     If another process finished the same unit meanwhile, its folder is kept and ours is dropped.
     """
-    out = Path(out)
     check_unit_id(unit)
-    out.mkdir(parents=True, exist_ok=True)
-    final = out / unit
-    tmp = out / f"{TMP_PREFIX}{unit}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(Path(out) / unit) as tmp:
         yield tmp
         missing = [name for name in UNIT_FILES if not (tmp / name).is_file()]
         if missing:
             raise RuntimeError(f"unit {unit} was not written completely (missing {missing})")
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not is_done(out, unit):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_unit(out: Path, unit: str, config: Any, result: UnitResult) -> Path:

@@ -35,7 +35,6 @@ from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
 from iclgd.runner.store import (
     UnitResult,
-    clean_stale_tmp,
     is_done,
     lock_holder,
     lock_unit,
@@ -43,6 +42,7 @@ from iclgd.runner.store import (
     write_unit,
 )
 from iclgd.runner.units import check_unit_id, unit_id
+from iclgd.runs import remove_stale
 
 Backend = Literal["local", "ray", "slurm"]
 BACKENDS = ("local", "ray", "slurm")
@@ -141,7 +141,7 @@ def run_sweep(
     created = not out.exists()
     pending, finished = plan(configs, out, key)
     out.mkdir(parents=True, exist_ok=True)
-    clean_stale_tmp(out)
+    remove_stale(out)
     report = SweepReport(out=out, skipped=finished)
     if not pending:
         return report

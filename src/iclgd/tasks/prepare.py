@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from iclgd.errors import UserError
+from iclgd.runs import atomic_folder
 from iclgd.tasks.loading import SNAPSHOT_FILE
 from iclgd.tasks.task import Task
 
@@ -39,8 +37,7 @@ def write_snapshot(task: Task, dataset_dict, revision: str, out_dir: str | Path)
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / task.name
-    partial = Path(tempfile.mkdtemp(prefix=f".{task.name}.partial-", dir=out_dir))
-    try:
+    with atomic_folder(final, replace=True) as partial:
         splits = {}
         bars_were_on = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()
@@ -55,14 +52,6 @@ def write_snapshot(task: Task, dataset_dict, revision: str, out_dir: str | Path)
         record = {"task": task.name, "dataset_path": task.dataset_path, "dataset_name": task.dataset_name,
                   "revision": revision, "splits": splits}
         (partial / SNAPSHOT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        if final.exists():
-            stale = Path(tempfile.mkdtemp(prefix=f".{task.name}.old-", dir=out_dir))
-            os.replace(final, stale / task.name)
-            shutil.rmtree(stale)
-        os.replace(partial, final)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial)
     return final
 
 

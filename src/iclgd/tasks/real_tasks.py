@@ -22,7 +22,6 @@ import html
 import json
 import os
 import re
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from iclgd.errors import UserError
+from iclgd.runs import atomic_file
 from iclgd.tasks.sources import Source, archive_members, read_tar
 
 TASKS_ROOT = Path(__file__).parent  # holds builtin/ and data/
@@ -490,10 +490,7 @@ def write_files(files: dict[Path, str], root: Path) -> list[Path]:
     written = []
     for relative, text in files.items():
         path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as f:
             f.write(text)
-        os.replace(temporary, path)
         written.append(path)
     return written

@@ -8,9 +8,6 @@ iclgd and torch and the run's config in its schema metadata.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +18,10 @@ import yaml
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
+from iclgd import runs
 from iclgd.errors import UserError
 from iclgd.runner.store import library_versions
+from iclgd.runs import atomic_file, atomic_folder
 from iclgd.synthetic.linreg.config import TrainConfig, check_run_dir
 from iclgd.synthetic.linreg.data import Tasks, generator, sample_tasks, stream_seeds
 from iclgd.synthetic.linreg.lsa import LSA, MATRICES
@@ -77,19 +76,6 @@ def load_run(run_dir: str | Path, dtype: torch.dtype = torch.float64) -> tuple[T
     return config, model
 
 
-def _atomic_path(path: Path) -> Path:
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; results should read like any written file
-    return Path(name)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_table(rows: list[dict[str, Any]] | dict[str, list], path: Path, config: TrainConfig,
                 extra: dict[str, Any] | None = None) -> Path:
     """Parquet (written atomically) with versions, the run config and `extra` in the schema metadata."""
@@ -97,52 +83,44 @@ def write_table(rows: list[dict[str, Any]] | dict[str, list], path: Path, config
     metadata = {**library_versions(), "config": config.model_dump_json()}
     metadata.update({key: json.dumps(value) for key, value in (extra or {}).items()})
     table = table.replace_schema_metadata({key: str(value) for key, value in metadata.items()})
-    temporary = _atomic_path(path)
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 
 def save_figure(figure, base: Path) -> list[Path]:
     """`base`.png and `base`.pdf, each written atomically; closes the figure."""
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for suffix in (".png", ".pdf"):
-        path = base.with_suffix(suffix)
-        temporary = _atomic_path(path)
-        figure.savefig(temporary, format=suffix[1:], dpi=150, bbox_inches="tight")
-        os.replace(temporary, path)
-        paths.append(path)
-    plt.close(figure)
-    return paths
+    return runs.save_figure(figure, base, dpi=150)
 
 
-def check_out(out: Path, overwrite: bool = False) -> None:
-    """Refuse to write over anything but an empty folder, or a linreg run when `overwrite`."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        is_run = (out / CONFIG_FILE).is_file() and (out / WEIGHTS_FILE).is_file()
-        if not (overwrite and is_run):
-            what = "a linreg run" if is_run else "not an empty folder"
-            raise UserError(f"{out} exists and is {what}: pass --overwrite to replace a run, or choose another --out")
+def check_out(out: Path, config: TrainConfig, overwrite: bool = False) -> bool:
+    """True when ``out`` already holds this very run (rerun = nothing to do). Refuses anything else that is not an
+    empty folder, except a linreg run with ``overwrite`` (the run-folder rule of :mod:`iclgd.runs`)."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return False
+    is_run = (out / CONFIG_FILE).is_file() and (out / WEIGHTS_FILE).is_file() and (out / CURVE_FILE).is_file()
+    if is_run and not overwrite:
+        saved = yaml.safe_load((out / CONFIG_FILE).read_text())
+        if saved == config.model_dump(mode="json"):
+            return True
+        raise UserError(f"{out} holds a linreg run with another config: pass --overwrite to replace it, or choose "
+                        "another --out")
+    if not is_run:
+        raise UserError(f"{out} exists and is not an empty folder or a linreg run: choose another --out")
+    return False
 
 
-def write_run(out: Path, config: TrainConfig, model: LSA, curve: dict[str, list], overwrite: bool = False) -> Path:
+def read_curve(out: Path) -> dict[str, list]:
+    """The training curve of a run folder (step, train_loss, eval_loss)."""
+    return pq.read_table(Path(out) / CURVE_FILE).to_pydict()
+
+
+def write_run(out: Path, config: TrainConfig, model: LSA, curve: dict[str, list]) -> Path:
     """Write the run folder in a temporary sibling, then move it into place (nothing half-written)."""
     out = Path(out)
-    check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    os.chmod(staging, 0o777 & ~_umask())
-    try:
+    with atomic_folder(out, replace=True) as staging:
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         metadata = {**library_versions(), "config": config.model_dump_json()}
         save_file(model_tensors(model), str(staging / WEIGHTS_FILE), metadata=metadata)
         write_table(curve, staging / CURVE_FILE, config)
-        if out.exists():
-            shutil.rmtree(out) if any(out.iterdir()) else out.rmdir()
-        os.replace(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return out

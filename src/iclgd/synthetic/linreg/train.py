@@ -18,7 +18,7 @@ from iclgd.checks import check_output_dir
 from iclgd.synthetic.linreg.config import TrainConfig
 from iclgd.synthetic.linreg.data import generator, sample_tasks, squared_loss, stream_seeds, torch_generator
 from iclgd.synthetic.linreg.lsa import LSA, variance_scaling_init_
-from iclgd.synthetic.linreg.run import build_model, check_out, eval_tasks, write_run
+from iclgd.synthetic.linreg.run import build_model, check_out, eval_tasks, load_run, read_curve, write_run
 
 
 @dataclass
@@ -28,6 +28,7 @@ class TrainResult:
     eval_loss: float
     seconds: float
     out: Path | None = None
+    already_done: bool = False  # the folder held this very run: nothing was trained
 
     @property
     def steps_per_second(self) -> float:
@@ -87,11 +88,18 @@ def _train(config: TrainConfig, progress: bool, description: str) -> TrainResult
 
 def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
           progress: bool = True) -> TrainResult:
-    """Train and write the run folder (config.yaml, weights.safetensors, curve.parquet) to `out`."""
+    """Train and write the run folder (config.yaml, weights.safetensors, curve.parquet) to `out`.
+
+    A folder that already holds this very run is left as it is (rerun = nothing to do); one holding another run is
+    refused unless ``overwrite``.
+    """
     out = Path(out if out is not None else config.out or "runs/linreg")
-    check_out(out, overwrite)  # fail before training, not after
     check_output_dir(out)
     config = config.model_copy(update={"out": str(out)})
+    if check_out(out, config, overwrite):  # checked before training, not after
+        curve = read_curve(out)
+        _, model = load_run(out, torch.float32)
+        return TrainResult(model, curve, curve["eval_loss"][-1], 0.0, out, already_done=True)
     result = train_model(config, progress)
-    result.out = write_run(out, config, result.model, result.curve, overwrite)
+    result.out = write_run(out, config, result.model, result.curve)
     return result

@@ -32,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iclgd.checks import check_device, check_output_dir
 from iclgd.errors import UserError
+from iclgd.runs import atomic_file
 from iclgd.synthetic.pretrain.config import PretrainConfig
 from iclgd.synthetic.pretrain.corpora import Corpus, make_corpus
 from iclgd.synthetic.pretrain.tokenizer import BOS_ID, build_tokenizer, vocabulary
@@ -173,9 +174,8 @@ def check_threads(out: Path, config: PretrainConfig) -> None:
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_checkpoint(out: Path, step: int, model, optimizer) -> None:
