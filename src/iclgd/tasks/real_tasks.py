@@ -423,7 +423,7 @@ def task_yaml(task: TaskSpec, source: Source, n_test: int) -> str:
     lines += [f"  - {_q(template)}" for template in task.templates]
     lines += ["label_field: label", "doc_to_choice:"]
     lines += [f"  {_q(name)}: {_q(word)}" for name, word in task.label_words.items()]
-    lines += [f"eval_size: {n_test}", "metric_list:", "  - metric: accuracy", "metadata:",
+    lines += [f"eval_size: {n_test}", "metadata:",
               f"  source: {_q(source.label)}", f"  license: {_q(source.license)}",
               f"  provenance: ../data/{task.folder}/provenance.json"]
     return "\n".join(lines) + "\n"

@@ -15,7 +15,6 @@
     separator: "\\n"                    # optional; default from the model family ("" is allowed)
     bos: "<s>"                         # optional; default from the model family ("" = no BOS)
     eval_size: 2000                    # evaluation rows (split permuted with seed 1, first eval_size)
-    metric_list: [{metric: accuracy}]  # optional
     metadata: {source: "vadersentiment 3.3.2 (PyPI)", license: MIT}  # optional: where the rows come from, licence
 
 Built-in task files live in ``iclgd/tasks/builtin/``; any other file is given by its path.
@@ -37,8 +36,9 @@ DATA_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 _REQUIRED = ("task", "training_split", "doc_to_choice")
 _OPTIONAL = ("dataset_path", "dataset_name", "revision", "validation_split", "test_split", "eval_split",
              "doc_to_text", "templates", "label_field", "label_name_field", "label_names", "data_files",
-             "separator", "bos", "eval_size", "metric_list", "description", "metadata")
-_IGNORED = ("output_type", "tag")  # lm-evaluation-harness keys that mean nothing here
+             "separator", "bos", "eval_size", "description", "metadata")
+# lm-evaluation-harness keys that mean nothing here (a unit computes every metric; metric_list selects none).
+_IGNORED = ("output_type", "tag", "metric_list")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,6 @@ class Task:
     label_names: tuple[str, ...] | None = None
     data_files: dict[str, tuple[str, ...]] | None = field(default=None, hash=False)
     local_path: Path | None = None  # resolved local data folder; None for a hub dataset
-    metric_list: tuple[str, ...] = ()
     description: str = ""
     origin: str = ""  # metadata.source: the package the local rows were built from, e.g. 'vadersentiment 3.3.2'
     license: str = ""  # metadata.license
@@ -193,19 +192,6 @@ def _local_path(dataset_path: str | None, data_files: dict | None, folder: Path)
     return None
 
 
-def _metric_list(raw: dict, path: Path) -> tuple[str, ...]:
-    metrics = raw.get("metric_list") or []
-    if not isinstance(metrics, list):
-        raise UserError(f"{_where(path)}: metric_list must be a list, e.g. [{{metric: accuracy}}]")
-    names = []
-    for metric in metrics:
-        name = metric.get("metric") if isinstance(metric, dict) else metric
-        if not isinstance(name, str):
-            raise UserError(f"{_where(path)}: metric_list entries are metric names or {{metric: name}}; got {metric!r}")
-        names.append(name)
-    return tuple(names)
-
-
 def _metadata(raw: dict, key: str) -> str:
     # lm-evaluation-harness's free-form `metadata` mapping; iclgd reads `source` and `license` from it
     metadata = raw.get("metadata")
@@ -253,7 +239,6 @@ def parse_task(raw: object, path: Path) -> Task:
         label_names=tuple(label_names) if label_names is not None else None,
         data_files=data_files,
         local_path=_local_path(dataset_path, data_files, path.parent),
-        metric_list=_metric_list(raw, path),
         description=_string(raw, "description", path, "") or "",
         origin=_metadata(raw, "source"),
         license=_metadata(raw, "license"),

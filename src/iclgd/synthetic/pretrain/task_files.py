@@ -100,7 +100,6 @@ def task_yaml(task: TaskFile) -> str:
         "label_field": "label",
         "doc_to_choice": task.label_words,
         "eval_size": len(task.test),
-        "metric_list": [{"metric": "accuracy"}],
     }
     header = ("# Written by iclgd.synthetic.pretrain.task_files.write_task_files(); evaluation task of the "
               "pretraining corpora.\n")
