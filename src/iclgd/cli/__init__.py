@@ -23,19 +23,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Modules that add commands to `app`; a module not written yet is skipped.
+# Modules that add commands to `app`, each through its register(app).
 _COMMAND_MODULES = ("compare", "data", "linreg", "models", "pretrain", "report")
+_registered = False
 
 
 def _register() -> None:
+    """Add every module's commands once (main() may run many times in one process, as in the tests)."""
+    global _registered
+    if _registered:
+        return
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"iclgd.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"iclgd.cli.{name}":
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(f"iclgd.cli.{name}").register(app)
+    _registered = True
 
 
 def _usage_line(err: typer.TyperException) -> str:

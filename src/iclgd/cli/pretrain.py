@@ -23,15 +23,14 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     ) -> None:
         """Pretrain a small GPT-2 on a synthetic corpus where in-context learning emerges (resumable)."""
-        from rich.console import Console
-
+        from iclgd.report.console import console as wide_console
         from iclgd.synthetic.pretrain.config import load_config
         from iclgd.synthetic.pretrain.train import pretrain as run_pretrain
 
         cfg = load_config(config, corpus=corpus, steps=steps, seed=seed, device=device, threads=threads)
         target = out if out is not None else Path("models") / cfg.corpus
         result = run_pretrain(cfg, target, progress=progress)
-        console = Console()
+        console = wide_console()
         if result.steps == 0 and not result.saved:
             console.print(f"{target}: already complete ({cfg.steps} steps)")
         elif result.steps == 0:
