@@ -194,6 +194,7 @@ CASES = [
     (["demo", "--eval-size", "0"], "'eval_size'"),
     (["demo", "--out", "{assets}/file.txt"], "is a file, not a folder"),
     (["demo", "--out", "{ro}/demo"], "cannot be written"),
+    (["demo", "--model", "gpt2"], "no demo for model"),
     # --- sweep ---------------------------------------------------------------------------------------------
     (["sweep", "{assets}/missing.yaml"], "does not exist"),
     (["sweep", "{assets}/sweep-unknown-key.yaml"], "unknown sweep key"),

@@ -182,7 +182,9 @@ def test_every_value_is_independent_of_the_batch_size(gpt2_dir, tmp_path):
 
 
 def test_label_words_unknown_to_the_model_are_refused_before_any_pass(tmp_path):
-    from iclgd.experiments.demo import DEMO_MODEL
+    from iclgd.models.offline import SHIPPED_MODELS
+
+    DEMO_MODEL = SHIPPED_MODELS["icc-gpt2"]
 
     with pytest.raises(UserError, match="unknown token"):
         run_compare(_cfg(DEMO_MODEL, tmp_path, task="synthetic-sentiment", data_dir=None), show_progress=False)

@@ -2,7 +2,10 @@
 
 from iclgd.experiments.compare import run_compare
 from iclgd.experiments.config import CompareConfig
-from iclgd.experiments.demo import DEMO_MODEL, DEMO_TASK, run_demo
+from iclgd.experiments.demo import DEMOS, demo_configs, run_demo
+from iclgd.models.offline import SHIPPED_MODELS
+
+DEMO_MODEL, DEMO_TASK = SHIPPED_MODELS["icc-gpt2"], DEMOS["icc-gpt2"]["task"]
 
 
 def _icl_accuracy(cfg: CompareConfig) -> tuple[float, float]:
@@ -21,7 +24,15 @@ def test_shipped_model_learns_in_context_and_untrained_does_not(tmp_path):
 
 
 def test_demo_writes_tables_and_plots(tmp_path):
-    paths = run_demo(tmp_path, eval_size=20)
+    paths = run_demo(tmp_path, model="icc-gpt2", eval_size=20)
     assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.stat().st_size > 0 for p in paths)
-    units = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
+    out = tmp_path / "icc-gpt2"
+    units = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
     assert len(units) == 4  # trained + three untrained variants
+
+
+def test_the_real_lm_demo_is_the_default_and_its_preset_is_valid(tmp_path):
+    configs = demo_configs(tmp_path)
+    assert [c.model for c in configs] == ["smollm2-135m"] * 4
+    assert [c.untrained for c in configs] == [None, "all", "keep_layernorm", "trained_embeddings"]
+    assert configs[0].task == "wordnet-noun" and configs[0].lr is not None  # no lr search inside the demo

@@ -48,3 +48,10 @@ def test_label_scores_rejects_bad_lengths():
 
 def test_accuracy_of_predictions():
     assert accuracy(torch.tensor([1, 0, 2, 2]), torch.tensor([1, 1, 2, 0])) == 0.5
+
+
+def test_majority_accuracy_is_the_share_of_the_most_frequent_label():
+    from iclgd.metrics import majority_accuracy
+
+    assert majority_accuracy(torch.tensor([0, 2, 2, 1, 2])) == pytest.approx(3 / 5)
+    assert majority_accuracy(torch.tensor([1, 1])) == 1.0

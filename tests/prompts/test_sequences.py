@@ -105,7 +105,9 @@ def test_label_words_that_score_alike_or_are_unknown_are_refused():
         _prompts(tokenizer, label_words=[" Negative", " Negative "[:-1]], bos="bos_token")
     from transformers import AutoTokenizer
 
-    from iclgd.experiments.demo import DEMO_MODEL
+    from iclgd.models.offline import SHIPPED_MODELS
+
+    DEMO_MODEL = SHIPPED_MODELS["icc-gpt2"]
 
     word_level = AutoTokenizer.from_pretrained(DEMO_MODEL)  # iclgd's own small LM: a word-level vocabulary
     with pytest.raises(UserError, match="unknown token"):

@@ -3,7 +3,7 @@ from rich.console import Console
 
 from iclgd.errors import UserError
 from iclgd.report import PAPERS, paper_lines, paper_table, summary_rows, summary_table
-from iclgd.report.tables import task_key
+from iclgd.report.tables import cell, side_by_side_table, task_key
 
 
 def render(table) -> str:
@@ -115,3 +115,23 @@ def test_published_rows_have_a_computed_row_and_six_tasks():
 def test_unknown_paper(con):
     with pytest.raises(UserError, match="dai2023, deutch2024"):
         paper_table(con, "smith2020")
+
+
+def test_side_by_side_flags_columns_without_icl():
+    from iclgd.report.tables import shows_icl
+
+    def cells(**acc):
+        return {f"acc {name}": cell([value]) for name, value in acc.items()}
+
+    assert shows_icl(cells(majority=0.3, ZS=0.5, ICL=0.7))
+    assert not shows_icl(cells(majority=0.3, ZS=0.5, ICL=0.5))  # ICL not above ZS
+    assert not shows_icl(cells(majority=0.6, ZS=0.2, ICL=0.5))  # above ZS, below the most frequent label
+    assert not shows_icl(cells(ZS=0.5))  # no ICL accuracy: nothing shown
+
+
+def test_side_by_side_caption_names_the_columns_without_icl(con):
+    table = side_by_side_table(con, by="task", where="variant = 'trained' AND seed = 1")
+    assert table.caption is None  # every task: ICL 0.7 > ZS 0.5
+    flagged = side_by_side_table(con, by="seed", where="variant = 'trained' AND task = 'sst2' AND seed = 1 "
+                                                         "AND NOT (metric = 'accuracy' AND method = 'icl')")
+    assert "no ICL" in flagged.caption and "1" in flagged.caption

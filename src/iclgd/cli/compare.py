@@ -64,13 +64,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        out: Annotated[str, typer.Option(help="results folder")] = "results/demo",
-        eval_size: Annotated[int | None, typer.Option(help="eval rows per unit")] = None,
+        model: Annotated[str, typer.Option(help="smollm2-135m (a real LM, fetched once) | icc-gpt2 (iclgd's own)")]
+        = "smollm2-135m",
+        out: Annotated[str, typer.Option(help="results folder (the demo writes <out>/<model>/)")] = "results/demo",
+        eval_size: Annotated[int | None, typer.Option(help="eval rows per unit (default: the preset's)")] = None,
     ) -> None:
-        """End to end, offline: iclgd's own pretrained LM vs its untrained variants, table and plot."""
+        """End to end, offline: a real LM vs its untrained variants (ZS, ICL, GD, LCGD), tables and plot."""
         from iclgd.experiments.demo import run_demo
 
-        run_demo(out, eval_size=eval_size)
+        run_demo(out, model=model, eval_size=eval_size)
 
     register_sweep(app)
 

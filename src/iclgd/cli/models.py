@@ -30,6 +30,10 @@ def register(app: typer.Typer) -> None:
             table.add_row(model.name, model.description, model.licence, f"{model.download_mb:.0f} MB",
                           "yes" if fetched else "no",
                           str(offline.folder_of(model)) if fetched else f"iclgd models fetch {model.name}")
+        for name, folder in offline.SHIPPED_MODELS.items():
+            table.add_row(name, "iclgd's own small LM (GPT-2, 2 layers, 76k parameters), pretrained by `iclgd "
+                          "pretrain --corpus icc`: in-context classification of synthetic tokens", "MIT", "-",
+                          "shipped", str(folder))
         console().print(table)
 
     @models_app.command()

@@ -405,12 +405,14 @@ def grad_norm_rows(trained: dict[str, TrainedMethod], keys: dict[str, Any]) -> l
 
 def accuracy_and_predictions(prompts: Prompts, outputs: dict[str, list[torch.Tensor]], methods: list[str],
                              keys: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """Label-word and full-vocabulary accuracy per pass, Rec2FTP per method, per-example predictions."""
+    """Label-word and full-vocabulary accuracy per pass (and of always predicting the most frequent label, under
+    method "majority"), Rec2FTP per method, per-example predictions."""
     gold = torch.tensor([q.gold for q in prompts.queries])
     gold_first = torch.tensor([prompts.label_ids[q.gold][0] for q in prompts.queries])
     correct: dict[str, torch.Tensor] = {}
-    rows, predictions = [], []
     n = len(gold)
+    rows = [metric_row("accuracy", metrics.majority_accuracy(gold), n, method="majority", **keys)]
+    predictions = []
     for name in ["zs", "icl", *methods]:
         candidate = torch.cat(outputs[name])
         fullvocab = torch.cat(outputs[f"{name}:fullvocab"])

@@ -17,6 +17,7 @@ from iclgd.metrics.accuracy import (
     label_predictions,
     label_scores,
     label_word_accuracy,
+    majority_accuracy,
     token_logprobs,
 )
 from iclgd.metrics.cosine import Cosines, LayerAverage, average_cosines, cosine, layer_average
@@ -65,6 +66,7 @@ __all__ = [
     "label_word_accuracy",
     "layer_average",
     "layer_sparsity",
+    "majority_accuracy",
     "order_pair_reference",
     "order_sensitivity",
     "overlap_cosine",

@@ -45,6 +45,12 @@ def accuracy(predictions: Tensor, gold: Tensor) -> float:
     return float((predictions == gold.to(predictions.device)).double().mean())
 
 
+def majority_accuracy(gold: Tensor) -> float:
+    """max_c (1/N) Σ_i [gold_i = c]: the accuracy of always predicting the most frequent label (a model that
+    ignores its input scores this; ICL or FT below it shows nothing learned)."""
+    return float(torch.bincount(gold.flatten().long()).max()) / gold.numel()
+
+
 def label_predictions(scores: Tensor) -> Tensor:
     """ŷ = argmax_j score_j over candidates ([N, C] -> [N]); ties go to the first candidate."""
     return scores.argmax(dim=-1)

@@ -128,6 +128,8 @@ def _resolve(name_or_path: str) -> tuple[str, bool]:
         return str(gguf.converted_folder(gguf_file, check=family_of)), True
     if name_or_path in offline.NAMED_MODELS and not path.exists():
         return str(offline.fetched_folder(name_or_path)), True
+    if name_or_path in offline.SHIPPED_MODELS and not path.exists():
+        return str(offline.SHIPPED_MODELS[name_or_path]), True
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(
@@ -158,8 +160,10 @@ def _resolve(name_or_path: str) -> tuple[str, bool]:
 def load_model(name_or_path: str, *, dtype: str = "float32", untrained: str | None = None, seed: int = 0,
                device: str = "cpu") -> LoadedModel:
     """Load a causal LM and its tokenizer, prepared for capture; optionally an untrained variant (seeded)."""
+    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    transformers.utils.logging.disable_progress_bar()  # iclgd shows its own progress
     torch_dtype = _dtype(dtype)
     if untrained is not None and untrained not in UNTRAINED_VARIANTS:
         raise UserError(f"unknown untrained variant {untrained!r}: use one of {', '.join(UNTRAINED_VARIANTS)}")

