@@ -226,3 +226,16 @@ def test_cli_eval_size_above_the_split_is_said_and_recorded_and_stale_tmp_is_cle
     record = json.loads((unit_dir / "record.json").read_text())
     assert record["eval_size"] == 200 and record["config"]["eval_size"] == 100000
     assert not stale.exists()
+
+
+def test_scores_carry_a_bootstrap_interval_over_examples(gpt2_dir, tmp_path):
+    result = run_compare(_cfg(gpt2_dir, tmp_path, methods=["gd"]), show_progress=False)
+    rows = {(r["method"], r["metric"], r["layer"]): r for r in result.metrics}
+    for key in [("icl", "accuracy", None), ("gd", "simaou_norm", None), ("gd", "simam_delta", 1),
+                ("icl", "simaou_norm_random", None), ("gd", "kendall", None)]:
+        row = rows[key]
+        assert row["ci_low"] <= row["value"] + 1e-12 and row["value"] <= row["ci_high"] + 1e-12, key
+    assert rows[("gd", "simam_delta_zero_count", None)]["ci_low"] is None
+    again = {(r["method"], r["metric"], r["layer"]): r for r in run_compare(_cfg(gpt2_dir, tmp_path, methods=["gd"]),
+                                                                         show_progress=False).metrics}
+    assert again[("gd", "simaou_norm", None)]["ci_low"] == rows[("gd", "simaou_norm", None)]["ci_low"]  # seeded

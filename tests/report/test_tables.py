@@ -135,3 +135,10 @@ def test_side_by_side_caption_names_the_columns_without_icl(con):
     flagged = side_by_side_table(con, by="seed", where="variant = 'trained' AND task = 'sst2' AND seed = 1 "
                                                          "AND NOT (metric = 'accuracy' AND method = 'icl')")
     assert "no ICL" in flagged.caption and "1" in flagged.caption
+
+
+def test_a_lone_unit_shows_its_interval_and_a_group_its_spread():
+    assert cell([0.5], [(0.4, 0.6)]).text() == "0.500 [0.400, 0.600]"
+    assert cell([0.5], [(0.4, 0.6)]).text(scale=100, digits=1) == "50.0 [40.0, 60.0]"
+    assert cell([0.4, 0.6], [(0.3, 0.5), (0.5, 0.7)]).text() == "0.500 ± 0.141"  # over units: mean ± std
+    assert cell([0.5], [(None, None)]).text() == "0.500"

@@ -257,7 +257,12 @@ class Accumulator:
             zeros = torch.cat(self.zeros[(method, metric)]).sum(0)
             n = per_example.shape[0]
             tested = n * self.cases_per_example[(method, metric)]
-            rows += layer_rows(metric, per_example.mean(0).tolist(), n, method=method, **keys)
+            stream = f"{method}/{metric}"
+            low, high = metrics.bootstrap_ci(per_example, keys["seed"], stream)
+            mean_low, mean_high = metrics.bootstrap_ci(per_example.mean(1), keys["seed"], stream)
+            rows += layer_rows(metric, per_example.mean(0).tolist(), n, method=method,
+                               cis=list(zip(low.tolist(), high.tolist(), strict=True)),
+                               mean_ci=(float(mean_low), float(mean_high)), **keys)
             rows += layer_rows(f"{metric}_zero_count", zeros.double().tolist(), tested, method=method, **keys)
         for name, hidden in self.masked_keys.items():
             rows += layer_rows("masked_key_count", hidden.double().tolist(), self.test_keys[name], method=name,
@@ -419,9 +424,9 @@ def accuracy_and_predictions(prompts: Prompts, outputs: dict[str, list[torch.Ten
         predicted = metrics.label_predictions(candidate)
         correct[name] = predicted == gold
         fullvocab_correct = fullvocab == gold_first
-        rows.append(metric_row("accuracy", metrics.accuracy(predicted, gold), n, method=name, **keys))
-        rows.append(metric_row("fullvocab_accuracy", metrics.accuracy(fullvocab, gold_first), n, method=name,
-                               **keys))
+        for metric, hits in (("accuracy", correct[name]), ("fullvocab_accuracy", fullvocab_correct)):
+            ci = metrics.bootstrap_ci(hits.double(), keys["seed"], f"{name}/{metric}")
+            rows.append(metric_row(metric, float(hits.double().mean()), n, method=name, ci=ci, **keys))
         predictions += [{
             "example": i, "method": name, "gold": int(gold[i]), "prediction": int(predicted[i]),
             "correct": bool(correct[name][i]), "candidate_logprobs": candidate[i].tolist(),

@@ -5,6 +5,7 @@ similarity        SimAOU (normalised and raw) and random baselines, SimAM, SimAM
 kendall           Kendall τ between ICL demo-token logits and FT query similarities
 rec2ftp           Rec2FTP and its chance baseline
 draws             per-example seeded random draws of the baselines
+bootstrap         percentile bootstrap CIs over examples
 accuracy          label-word accuracy (sum/mean scoring), full-vocabulary accuracy
 output_distribution  TO@K, OCS@K, KL, JS, order sensitivity
 weights           sparsity at thresholds, the construction's sparsity, relative weight change
@@ -20,6 +21,7 @@ from iclgd.metrics.accuracy import (
     majority_accuracy,
     token_logprobs,
 )
+from iclgd.metrics.bootstrap import bootstrap_ci
 from iclgd.metrics.cosine import Cosines, LayerAverage, average_cosines, cosine, layer_average
 from iclgd.metrics.draws import example_seed, uniform_per_example
 from iclgd.metrics.kendall import check_same_demo_tokens, ft_demo_logits, kendall, kendall_random
@@ -50,6 +52,7 @@ __all__ = [
     "Rec2FTP",
     "accuracy",
     "alpha",
+    "bootstrap_ci",
     "average_cosines",
     "check_same_demo_tokens",
     "construction_sparsity",

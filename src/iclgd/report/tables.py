@@ -73,43 +73,55 @@ def _where(where: str | None) -> str:
 
 @dataclass
 class Cell:
-    """Mean ± std (ddof=1) over ``n`` units; std is None when n < 2."""
+    """Mean ± std (ddof=1) over ``n`` units (std None when n < 2); for one unit, its 95% bootstrap interval over
+    eval examples when it has one."""
 
     mean: float
     std: float | None
     n: int
+    ci: tuple[float, float] | None = None
 
     def text(self, scale: float = 1.0, digits: int = 3) -> str:
         mean = f"{self.mean * scale:.{digits}f}"
-        return mean if self.std is None else f"{mean} ± {self.std * scale:.{digits}f}"
+        if self.std is not None:
+            return f"{mean} ± {self.std * scale:.{digits}f}"
+        if self.ci is not None:
+            return f"{mean} [{self.ci[0] * scale:.{digits}f}, {self.ci[1] * scale:.{digits}f}]"
+        return mean
 
 
-def cell(values: Sequence[float]) -> Cell | None:
-    """Mean and sample std of the finite ``values``; None if there are none."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
+def cell(values: Sequence[float], cis: Sequence[tuple | None] = ()) -> Cell | None:
+    """Mean and sample std of the finite ``values`` (with the interval of a lone value); None if there are none."""
+    pairs = [(v, ci) for v, ci in zip(values, list(cis) + [None] * (len(values) - len(cis)), strict=True)
+             if v is not None and math.isfinite(v)]
+    if not pairs:
         return None
-    return Cell(statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else None, len(finite))
+    finite = [v for v, _ in pairs]
+    lone_ci = pairs[0][1] if len(pairs) == 1 and pairs[0][1] is not None and None not in pairs[0][1] else None
+    return Cell(statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else None, len(finite),
+                lone_ci)
 
 
 def _unit_values(con: duckdb.DuckDBPyConnection, where: str | None) -> dict[str, dict[str, Any]]:
     """unit -> {key columns..., "true_k", "values": {(metric, method): value}} from the layer-null rows."""
     columns, rows = query(
         con,
-        'SELECT unit, model, variant, task, template, k, seed, "order", true_k, metric, method, value '
-        f"FROM metrics WHERE layer IS NULL AND {_where(where)} ORDER BY unit",
+        'SELECT unit, model, variant, task, template, k, seed, "order", true_k, metric, method, value, ci_low, '
+        f"ci_high FROM metrics WHERE layer IS NULL AND {_where(where)} ORDER BY unit",
     )
     units: dict[str, dict[str, Any]] = {}
     for row in rows:
         record = dict(zip(columns, row, strict=True))
         unit = units.setdefault(record["unit"], {key: record[key] for key in UNIT_KEYS} | {"true_k": set(),
-                                                                                          "values": {}})
+                                                                                          "values": {}, "cis": {}})
         unit["true_k"].add(record["true_k"])
         unit["values"][(record["metric"], record["method"])] = record["value"]
+        unit["cis"][(record["metric"], record["method"])] = (record["ci_low"], record["ci_high"])
     return units
 
 
-def _pick(values: dict[tuple[str, str], float], column: Column, ft_method: str) -> float | None:
+def _pick(values: dict[tuple[str, str], Any], column: Column, ft_method: str) -> Any:
+    """The value (or interval) of ``column`` in one unit's ``values``, keyed by (metric, method)."""
     if not column.methods:
         matches = [v for (metric, _), v in sorted(values.items()) if metric == column.metric]
         return matches[0] if matches else None
@@ -137,7 +149,8 @@ def summary_rows(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: Se
         row["n"] = len(units)
         row["true_k"] = set().union(*(unit["true_k"] for unit in units))
         for column in SUMMARY_COLUMNS:
-            row[column.header] = cell([_pick(unit["values"], column, ft_method) for unit in units])
+            row[column.header] = cell([_pick(unit["values"], column, ft_method) for unit in units],
+                                      [_pick(unit["cis"], column, ft_method) for unit in units])
         rows.append(row)
     return rows
 
@@ -198,7 +211,8 @@ def side_by_side_table(con: duckdb.DuckDBPyConnection, by: str = "variant", ft_m
     if not groups:
         raise UserError(f"no metrics match{f' --where {where!r}' if where else ''}: nothing to report")
     headers = sorted(groups, key=lambda key: (key[0] != "trained", key))
-    table = Table(title=f"iclgd: means over layers (FT = {', '.join(ft_methods)})")
+    table = Table(title=f"iclgd: means over layers (FT = {', '.join(ft_methods)}); "
+                        "[95% bootstrap CI over eval examples]")
     table.add_column("metric", no_wrap=True)
     one_value = len({value for value, _ in headers}) == 1
     for value, method in headers:

@@ -15,7 +15,8 @@ The ``metrics`` table, one row per value:
     unit, model, variant ("trained" | "untrained:all" | ...), task, template, seed, order, k, true_k,
     method ("zs" | "icl" | "gd" | "lcgd" | ...: the pass, or the FT method ICL is compared with),
     metric ("accuracy", "simaou", ...), layer (int32; null = the mean over layers, or a layer-less metric),
-    value (float64), count (int64).
+    value (float64), count (int64), ci_low and ci_high (float64: the 95% percentile bootstrap interval of value
+    over the unit's eval examples; null where a value has none, e.g. counts and Rec2FTP).
 ``count`` is the number of examples behind ``value`` (for the layer-null row of a per-layer metric, the
 largest per-layer count). For a ``*_zero_count`` metric, ``value`` is the number of cases whose Δ counted
 as zero and ``count`` the number of cases tested (examples x heads for SimAM); its layer-null row holds the
@@ -68,8 +69,12 @@ METRICS_SCHEMA = pa.schema(
         ("layer", pa.int32()),
         ("value", pa.float64()),
         ("count", pa.int64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
     ]
 )
+# Columns a producer may leave out (null): the bootstrap interval of a value that has none.
+OPTIONAL_COLUMNS = ("ci_low", "ci_high")
 
 PREDICTIONS_SCHEMA = pa.schema(
     [
@@ -105,28 +110,35 @@ class UnitResult:
     captures_dtype: str | None = None
 
 
-def metric_row(metric: str, value: float, count: int, *, method: str, layer: int | None = None, **keys: Any) -> dict:
-    """One metrics row; ``keys`` are the KEY_COLUMNS (model, variant, task, template, seed, order, k, true_k)."""
-    return {**keys, "method": method, "metric": metric, "layer": layer, "value": float(value), "count": int(count)}
+def metric_row(metric: str, value: float, count: int, *, method: str, layer: int | None = None,
+               ci: tuple[float, float] | None = None, **keys: Any) -> dict:
+    """One metrics row; ``keys`` are the KEY_COLUMNS (model, variant, task, template, seed, order, k, true_k);
+    ``ci`` the 95% bootstrap interval over examples, where the value has one."""
+    low, high = (None, None) if ci is None else (float(ci[0]), float(ci[1]))
+    return {**keys, "method": method, "metric": metric, "layer": layer, "value": float(value), "count": int(count),
+            "ci_low": low, "ci_high": high}
 
 
 def layer_rows(
-    metric: str, per_layer: Sequence[float], counts: Sequence[int] | int, *, method: str, **keys: Any
+    metric: str, per_layer: Sequence[float], counts: Sequence[int] | int, *, method: str,
+    cis: Sequence[tuple[float, float]] | None = None, mean_ci: tuple[float, float] | None = None, **keys: Any
 ) -> list[dict]:
     """One row per layer plus the layer-null row: the uniform mean over the layers that are not NaN
-    (NaN if all are), or for ``*_count`` metrics (cases counted) the sum over layers (value and count)."""
+    (NaN if all are), or for ``*_count`` metrics (cases counted) the sum over layers (value and count).
+    ``cis`` (one per layer) and ``mean_ci`` (of the layer mean) are bootstrap intervals over examples."""
     per_layer = [float(v) for v in per_layer]
     counts = [int(counts)] * len(per_layer) if isinstance(counts, int | np.integer) else [int(c) for c in counts]
     if len(counts) != len(per_layer):
         raise ValueError(f"{metric}: {len(per_layer)} layer values but {len(counts)} counts")
     pairs = enumerate(zip(per_layer, counts, strict=True))
-    rows = [metric_row(metric, v, c, method=method, layer=i, **keys) for i, (v, c) in pairs]
+    rows = [metric_row(metric, v, c, method=method, layer=i, ci=cis[i] if cis else None, **keys)
+            for i, (v, c) in pairs]
     if metric.endswith("_count"):
         mean, total = float(sum(per_layer)), sum(counts)
     else:
         finite = [v for v in per_layer if not math.isnan(v)]
         mean, total = (sum(finite) / len(finite) if finite else math.nan), max(counts, default=0)
-    return rows + [metric_row(metric, mean, total, method=method, layer=None, **keys)]
+    return rows + [metric_row(metric, mean, total, method=method, layer=None, ci=mean_ci, **keys)]
 
 
 def _as_table(rows: pa.Table | list[dict[str, Any]], schema: pa.Schema, unit: str, what: str) -> pa.Table:
@@ -134,6 +146,9 @@ def _as_table(rows: pa.Table | list[dict[str, Any]], schema: pa.Schema, unit: st
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
     if table.num_rows == 0 and table.num_columns == 0:
         return schema.empty_table()
+    for name in OPTIONAL_COLUMNS:
+        if name in schema.names and name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
     missing = [name for name in schema.names if name != "unit" and name not in table.column_names]
     if missing:
         raise ValueError(f"{what} of unit {unit} lack the columns {missing}")

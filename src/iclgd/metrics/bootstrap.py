@@ -1,0 +1,36 @@
+"""Uncertainty over examples: percentile bootstrap confidence intervals of a mean.
+
+A unit's score is a mean over its eval examples (of per-example values that are themselves means over heads and
+layers); resampling the examples with replacement says how much it would move with another draw of eval rows of
+the same task. The resamples are seeded, so an interval is reproducible, and depend only on the number of
+examples, so they do not depend on batching.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from iclgd.metrics.draws import example_seed
+
+
+def bootstrap_ci(values: Tensor, seed: int, stream: str, *, resamples: int = 1000, level: float = 0.95,
+                 chunk: int = 100) -> tuple[Tensor, Tensor]:
+    """(low, high) of the mean over the first dimension, for every trailing entry: values [N, ...] -> [...] each.
+
+    Percentile interval over ``resamples`` resamplings of the N examples with replacement, drawn from a generator
+    seeded by (seed, stream). NaN where N is 0. Resamples are taken ``chunk`` at a time (memory: chunk x N x ...).
+    """
+    values = values.double()
+    n = values.shape[0]
+    if n == 0:
+        nan = torch.full(values.shape[1:], float("nan"), dtype=torch.float64)
+        return nan, nan.clone()
+    generator = torch.Generator().manual_seed(example_seed(seed, n, f"bootstrap/{stream}"))
+    means = []
+    for start in range(0, resamples, chunk):
+        rows = torch.randint(n, (min(chunk, resamples - start), n), generator=generator)
+        means.append(values[rows].mean(1))
+    tail = (1 - level) / 2
+    bounds = torch.quantile(torch.cat(means), torch.tensor([tail, 1 - tail], dtype=torch.float64), dim=0)
+    return bounds[0], bounds[1]

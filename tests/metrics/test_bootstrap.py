@@ -1,0 +1,35 @@
+"""Bootstrap CIs: seeded, around the mean, exact on constants, shrinking with more examples."""
+
+import math
+
+import torch
+
+from iclgd.metrics.bootstrap import bootstrap_ci
+
+
+def test_constant_values_give_a_point_interval_and_nan_for_no_examples():
+    low, high = bootstrap_ci(torch.full((5, 3), 0.25), seed=1, stream="x")
+    assert torch.equal(low, torch.full((3,), 0.25, dtype=torch.float64)) and torch.equal(low, high)
+    low, high = bootstrap_ci(torch.empty(0, 2), seed=1, stream="x")
+    assert low.shape == (2,) and bool(low.isnan().all())
+
+
+def test_interval_is_seeded_contains_the_mean_and_matches_the_normal_approximation():
+    values = torch.rand(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    low, high = bootstrap_ci(values, seed=3, stream="acc")
+    again = bootstrap_ci(values, seed=3, stream="acc")
+    assert torch.equal(low, again[0]) and torch.equal(high, again[1])
+    assert not torch.equal(low, bootstrap_ci(values, seed=4, stream="acc")[0])
+    mean, sem = float(values.mean()), float(values.std() / math.sqrt(len(values)))
+    assert float(low) < mean < float(high)
+    # the 95% percentile interval of a mean of 400 iid values is close to mean ± 1.96 sem
+    assert abs((float(high) - float(low)) / (2 * 1.96 * sem) - 1) < 0.15
+
+
+def test_bernoulli_accuracy_interval_and_per_column_layers():
+    correct = torch.tensor([1.0] * 75 + [0.0] * 25)  # accuracy 0.75 on 100 examples
+    low, high = bootstrap_ci(correct, seed=0, stream="accuracy")
+    assert 0.64 < float(low) < 0.70 and 0.80 < float(high) < 0.85
+    per_layer = torch.stack([correct, torch.ones(100)], dim=1)  # [N, L]
+    low, high = bootstrap_ci(per_layer, seed=0, stream="accuracy")
+    assert low.shape == (2,) and float(low[1]) == 1.0 == float(high[1])
