@@ -239,3 +239,19 @@ def test_scores_carry_a_bootstrap_interval_over_examples(gpt2_dir, tmp_path):
     again = {(r["method"], r["metric"], r["layer"]): r for r in run_compare(_cfg(gpt2_dir, tmp_path, methods=["gd"]),
                                                                          show_progress=False).metrics}
     assert again[("gd", "simaou_norm", None)]["ci_low"] == rows[("gd", "simaou_norm", None)]["ci_low"]  # seeded
+
+
+def test_scores_are_compared_with_their_within_unit_baselines_example_by_example(gpt2_dir, tmp_path):
+    result = run_compare(_cfg(gpt2_dir, tmp_path, methods=["gd", "lcgd"]), show_progress=False)
+    rows = {(r["method"], r["metric"]): r for r in result.metrics if r["layer"] is None}
+    values = _values(result)
+    for method, metric, baseline in [("gd", "simaou_norm_vs_random", ("icl", "simaou_norm_random")),
+                                     ("gd", "simaou_vs_random_direction", ("gd", "simaou_random_direction")),
+                                     ("lcgd", "simam_vs_before", ("icl", "simam_before")),
+                                     ("gd", "kendall_vs_random", ("gd", "kendall_random"))]:
+        score = metric.split("_vs_")[0]
+        row = rows[(method, metric)]
+        # the mean of per-example differences of layer means = difference of the stored layer means
+        assert row["value"] == pytest.approx(values[(method, score, None)] - values[(*baseline, None)], abs=1e-9)
+        assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    assert ("lcgd", "simaou_vs_random_direction") not in rows  # LCGD has no random-direction control

@@ -142,3 +142,20 @@ def test_a_lone_unit_shows_its_interval_and_a_group_its_spread():
     assert cell([0.5], [(0.4, 0.6)]).text(scale=100, digits=1) == "50.0 [40.0, 60.0]"
     assert cell([0.4, 0.6], [(0.3, 0.5), (0.5, 0.7)]).text() == "0.500 ± 0.141"  # over units: mean ± std
     assert cell([0.5], [(None, None)]).text() == "0.500"
+
+
+def test_a_score_that_does_not_beat_its_baseline_is_marked(tmp_path):
+    from iclgd.runner import UnitResult, layer_rows, metric_row, open_results, write_unit
+
+    keys = dict(model="m", variant="trained", task="t", template=0, seed=1, order=0, k=4, true_k=4)
+    rows = [metric_row("accuracy", 0.5, 10, method="zs", **keys), metric_row("accuracy", 0.8, 10, method="icl", **keys)]
+    rows += layer_rows("simaou_norm", [0.3, 0.3], 10, method="gd", mean_ci=(0.2, 0.4), **keys)
+    rows += layer_rows("simaou", [0.01, 0.01], 10, method="gd", mean_ci=(-0.05, 0.07), **keys)
+    rows += [metric_row("simaou_norm_vs_random", 0.29, 10, method="gd", ci=(0.2, 0.38), **keys),
+             metric_row("simaou_vs_random", 0.005, 10, method="gd", ci=(-0.04, 0.05), **keys)]
+    write_unit(tmp_path, "u", {"seed": 1}, UnitResult(metrics=rows, predictions=[]))
+    table = side_by_side_table(open_results(tmp_path), by="unit")
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "0.300 [0.200, 0.400]" in text and "0.010† [-0.050, 0.070]" in text and "† not above" in text

@@ -267,7 +267,33 @@ class Accumulator:
         for name, hidden in self.masked_keys.items():
             rows += layer_rows("masked_key_count", hidden.double().tolist(), self.test_keys[name], method=name,
                                **keys)
+        return rows + self.baseline_rows(keys)
+
+    def baseline_rows(self, keys: dict[str, Any]) -> list[dict[str, Any]]:
+        """Paired comparisons of a score with each baseline computed on the same examples: the per-example
+        difference of their layer means, its mean and its 95% bootstrap interval, as metric ``<score>_vs_<name>``
+        (method: the FT method). A score beats its baseline where the interval lies above 0."""
+        rows = []
+        for (method, metric), chunks in self.values.items():
+            for name, (baseline_method, baseline_metric) in BASELINES.get(metric, {}).items():
+                baseline = self.values.get((baseline_method or method, baseline_metric))
+                if baseline is None:
+                    continue
+                difference = torch.cat(chunks).mean(1) - torch.cat(baseline).mean(1)
+                ci = metrics.bootstrap_ci(difference, keys["seed"], f"{method}/{metric}_vs_{name}")
+                rows.append(metric_row(f"{metric}_vs_{name}", float(difference.mean()), difference.numel(),
+                                       method=method, ci=(float(ci[0]), float(ci[1])), **keys))
         return rows
+
+
+# Each similarity score's within-unit baselines: name -> (method, metric), method None = the score's own FT method.
+BASELINES: dict[str, dict[str, tuple[str | None, str]]] = {
+    "simaou_norm": {"random": ("icl", "simaou_norm_random"),
+                    "random_direction": (None, "simaou_norm_random_direction")},
+    "simaou": {"random": ("icl", "simaou_random"), "random_direction": (None, "simaou_random_direction")},
+    "simam": {"before": ("icl", "simam_before")},
+    "kendall": {"random": (None, "kendall_random")},
+}
 
 
 def batch_metrics(acc: Accumulator, captures: dict[str, Capture], trained: dict[str, TrainedMethod],

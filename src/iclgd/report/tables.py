@@ -80,14 +80,21 @@ class Cell:
     std: float | None
     n: int
     ci: tuple[float, float] | None = None
+    below_baseline: bool = False  # a lone unit's score does not beat one of its within-unit baselines
 
     def text(self, scale: float = 1.0, digits: int = 3) -> str:
         mean = f"{self.mean * scale:.{digits}f}"
         if self.std is not None:
             return f"{mean} ± {self.std * scale:.{digits}f}"
+        mark = BELOW_BASELINE_MARK if self.below_baseline else ""
         if self.ci is not None:
-            return f"{mean} [{self.ci[0] * scale:.{digits}f}, {self.ci[1] * scale:.{digits}f}]"
-        return mean
+            return f"{mean}{mark} [{self.ci[0] * scale:.{digits}f}, {self.ci[1] * scale:.{digits}f}]"
+        return mean + mark
+
+
+BELOW_BASELINE_MARK = "†"
+BELOW_BASELINE_NOTE = ("† not above a within-unit baseline: the paired 95% bootstrap CI of (score − baseline) over "
+                       "examples reaches 0")
 
 
 def cell(values: Sequence[float], cis: Sequence[tuple | None] = ()) -> Cell | None:
@@ -132,6 +139,14 @@ def _pick(values: dict[tuple[str, str], Any], column: Column, ft_method: str) ->
     return None
 
 
+def _below_baseline(unit: dict[str, Any], column: Column, ft_method: str) -> bool:
+    """Whether one of the ``<metric>_vs_<baseline>`` comparisons of the column's score has a CI reaching 0."""
+    method = ft_method if FT in column.methods else None
+    lows = [low for (metric, m), (low, _) in unit["cis"].items()
+            if metric.startswith(f"{column.metric}_vs_") and m == method and low is not None]
+    return any(low <= 0 for low in lows)
+
+
 def summary_rows(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: Sequence[str] = (),
                  where: str | None = None) -> list[dict[str, Any]]:
     """One dict per unit, or per group of units that differ only in the ``over`` columns (e.g. ("seed",)):
@@ -151,6 +166,8 @@ def summary_rows(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: Se
         for column in SUMMARY_COLUMNS:
             row[column.header] = cell([_pick(unit["values"], column, ft_method) for unit in units],
                                       [_pick(unit["cis"], column, ft_method) for unit in units])
+            if row[column.header] is not None and len(units) == 1:
+                row[column.header].below_baseline = _below_baseline(units[0], column, ft_method)
         rows.append(row)
     return rows
 
@@ -175,9 +192,12 @@ def summary_table(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: S
     constant = [f"{key}={rows[0][key]}" for key in keys if key not in varying]
     columns = [column for column in SUMMARY_COLUMNS if any(row[column.header] for row in rows)]
     over_text = f"mean ± std (ddof=1) over {', '.join(over)}; " if over else ""
+    marked = any(row[c.header] and row[c.header].below_baseline for row in rows for c in columns)
+    caption = over_text + ("; ".join(constant) if constant else "") + (f"\n{BELOW_BASELINE_NOTE}" if marked else "")
     table = Table(
-        title=f"iclgd summary (FT = {ft_method}; similarity metrics are means over layers)",
-        caption=over_text + ("; ".join(constant) if constant else ""),
+        title=f"iclgd summary (FT = {ft_method}; similarity metrics are means over layers; "
+              "[95% bootstrap CI over eval examples])",
+        caption=caption,
     )
     for key in varying:
         table.add_column(key, no_wrap=True)
@@ -223,10 +243,14 @@ def side_by_side_table(con: duckdb.DuckDBPyConnection, by: str = "variant", ft_m
         cells = [groups[h][column.header] for h in headers]
         if any(cells) or column.metric == "rec2ftp":  # Rec2FTP shows "—" when FT fixed nothing
             table.add_row(column.header, *[c.text(column.scale, column.digits) if c else "—" for c in cells])
+    notes = []
+    if any(c and c.below_baseline for h in headers for c in groups[h].values() if isinstance(c, Cell)):
+        notes.append(BELOW_BASELINE_NOTE)
     no_icl = sorted({value for (value, method) in headers if not shows_icl(groups[(value, method)])})
     if no_icl:
-        table.caption = (f"no ICL (ICL accuracy not above both ZS and the majority label) in: {', '.join(no_icl)}; "
-                         "there a similarity of ICL and GD says nothing about how the model learns in context")
+        notes.append(f"no ICL (ICL accuracy not above both ZS and the majority label) in: {', '.join(no_icl)}; "
+                     "there a similarity of ICL and GD says nothing about how the model learns in context")
+    table.caption = "\n".join(notes) or None
     return table
 
 
