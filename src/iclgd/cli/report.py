@@ -14,7 +14,9 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-PASSES = ("zs", "icl")  # the other stored methods are FT methods, and "<a>_vs_<b>" comparisons of two
+# Stored methods that are not FT methods: the two passes and the majority-label baseline (the others are FT
+# methods, and "<a>_vs_<b>" comparisons of two)
+PASSES = ("zs", "icl", "majority")
 
 
 def check_method(con, method: str, out: Path) -> None:

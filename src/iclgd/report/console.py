@@ -20,7 +20,8 @@ def print_unit_summary(unit_dir: str | Path, ft_method: str | None = None) -> No
     """The summary table of one finished unit folder, one row per FT method it ran, and where it is."""
     con = open_unit(Path(unit_dir))
     methods = [m for (m,) in con.execute(
-        "SELECT DISTINCT method FROM metrics WHERE metric = 'accuracy' AND method NOT IN ('zs', 'icl') ORDER BY 1"
+        "SELECT DISTINCT method FROM metrics WHERE metric = 'accuracy' AND method NOT IN ('zs', 'icl', 'majority') "
+        "ORDER BY 1"
     ).fetchall()]
     out = console()
     out.print(side_by_side_table(con, by="unit", ft_methods=[ft_method] if ft_method else methods or ["gd"]))
