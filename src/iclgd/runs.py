@@ -21,7 +21,7 @@ import contextlib
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
@@ -65,6 +65,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     """A temporary path to write; on success it replaces ``path`` in one rename, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent)
     tmp = tmp_sibling(path)
     try:
         yield tmp
@@ -74,11 +75,13 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
+def atomic_folder(path: str | Path, *, replace: bool = False,
+                  complete: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """An empty temporary folder to fill; on success it becomes ``path`` in one rename, on error it is removed.
 
-    If ``path`` exists by then it is replaced (``replace=True``) or kept, ours dropped (another process finished
-    the same result first).
+    If ``path`` exists by then it is replaced (``replace=True``), or kept and ours dropped when ``complete(path)``
+    says it is a finished result (another process finished the same result first); anything else there is an
+    error (FileExistsError), never a silent loss of what we computed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,8 +98,10 @@ def atomic_folder(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
         try:
             os.rename(tmp, path)
         except OSError:
-            if not path.exists():  # not another process finishing first: a real error
+            if not path.exists():
                 raise
+            if complete is None or not complete(path):
+                raise FileExistsError(f"{path} exists and is not a finished result: move it away and rerun") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -122,7 +122,7 @@ def test_gradient_norms_per_step_and_layer(gpt2):
 
 def test_recorded_queries_come_from_the_step_that_saw_each_token(gpt2):
     sequences = make_sequences(gpt2, n=2)
-    result = finetune_gd(gpt2, sequences, lr=1.0, record_queries=True)
+    result = finetune_gd(gpt2, sequences, lr=1.0, record_queries=True, bos_length=1)
     n_tokens = sum(len(s) - 1 for s in sequences)
     assert result.train_queries.shape == (2, n_tokens, 32)
     assert torch.equal(result.train_tokens, torch.cat([s[1:] for s in sequences]))
@@ -153,7 +153,7 @@ def test_same_result_through_a_loaded_model_and_with_dropout_requested(gpt2):
     plain = finetune_gd(gpt2, sequences, lr=0.2)
     other = make_model("gpt2")
     other.train()  # dropout must be off during finetuning anyway
-    via_loaded = finetune_gd(loaded(other, None, name="tiny"), sequences, lr=0.2, record_queries=True)
+    via_loaded = finetune_gd(loaded(other, None, name="tiny"), sequences, lr=0.2, record_queries=True, bos_length=1)
     for name, tensor in plain.tensors.items():
         assert torch.allclose(tensor, via_loaded.tensors[name], rtol=0, atol=1e-6)
 

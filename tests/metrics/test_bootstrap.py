@@ -33,3 +33,13 @@ def test_bernoulli_accuracy_interval_and_per_column_layers():
     per_layer = torch.stack([correct, torch.ones(100)], dim=1)  # [N, L]
     low, high = bootstrap_ci(per_layer, seed=0, stream="accuracy")
     assert low.shape == (2,) and float(low[1]) == 1.0 == float(high[1])
+
+
+def test_ratio_interval_for_rec2ftp_like_counts():
+    from iclgd.metrics.bootstrap import bootstrap_ratio_ci
+
+    fixes = torch.tensor([1.0] * 40 + [0.0] * 60)  # the denominator: 40 examples FT fixed
+    both = torch.tensor([1.0] * 30 + [0.0] * 70)  # of which ICL fixed 30: ratio 0.75
+    low, high = bootstrap_ratio_ci(both, fixes, seed=0, stream="rec2ftp")
+    assert 0.6 < low < 0.75 < high < 0.9
+    assert all(math.isnan(v) for v in bootstrap_ratio_ci(torch.zeros(5), torch.zeros(5), seed=0, stream="r"))

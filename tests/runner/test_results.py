@@ -100,3 +100,14 @@ def test_cli_exit_status_2_and_one_line(results):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "record.json does not parse" in done.stderr
+
+
+def test_units_of_another_results_format_are_refused_not_mixed(results):
+    import json
+
+    record_path = next(p for p in results.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))) / "record.json"
+    record = json.loads(record_path.read_text())
+    del record["results_format"]  # a unit written before formats were numbered (format 1)
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(UserError, match="results format 1"):
+        open_results(results)

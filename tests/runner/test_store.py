@@ -151,3 +151,11 @@ def test_write_unit_accepts_capture_lists(tmp_path):
     unit_dir = write_unit(tmp_path, "u1", CONFIG, result)
     assert sorted(p.name for p in (unit_dir / "captures").iterdir()) == ["part-00000.safetensors",
                                                                          "part-00001.safetensors"]
+
+
+def test_a_new_result_is_never_dropped_for_a_damaged_folder_in_its_place(tmp_path):
+    (tmp_path / "u1").mkdir()
+    (tmp_path / "u1" / "record.json").write_text("{}")  # not a finished unit
+    with pytest.raises(FileExistsError, match="not a finished result"):
+        write_unit(tmp_path, "u1", CONFIG, fake_result(CONFIG))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u1"]  # no temporary folder left behind

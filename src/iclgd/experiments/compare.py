@@ -52,7 +52,7 @@ class UnitPrompts:
 def bos_and_separator(cfg: CompareConfig, task, lm: LoadedModel) -> tuple[str | None, str]:
     """The config wins, then the task file (literal text, "" for none), then the family table."""
     if cfg.bos is not None:
-        bos = None if cfg.bos == "none" else cfg.bos
+        bos = None if cfg.bos in ("none", "") else cfg.bos
     elif task.bos is not None:
         bos = task.bos or None
     else:
@@ -450,18 +450,23 @@ def accuracy_and_predictions(prompts: Prompts, outputs: dict[str, list[torch.Ten
         predicted = metrics.label_predictions(candidate)
         correct[name] = predicted == gold
         fullvocab_correct = fullvocab == gold_first
-        for metric, hits in (("accuracy", correct[name]), ("fullvocab_accuracy", fullvocab_correct)):
+        for metric, value, hits in (("accuracy", metrics.accuracy(predicted, gold), correct[name]),
+                                    ("fullvocab_accuracy", metrics.accuracy(fullvocab, gold_first), fullvocab_correct)):
             ci = metrics.bootstrap_ci(hits.double(), keys["seed"], f"{name}/{metric}")
-            rows.append(metric_row(metric, float(hits.double().mean()), n, method=name, ci=ci, **keys))
+            rows.append(metric_row(metric, value, n, method=name, ci=ci, **keys))
         predictions += [{
             "example": i, "method": name, "gold": int(gold[i]), "prediction": int(predicted[i]),
             "correct": bool(correct[name][i]), "candidate_logprobs": candidate[i].tolist(),
             "fullvocab_token": int(fullvocab[i]), "fullvocab_correct": bool(fullvocab_correct[i]),
         } for i in range(n)]
+    zs_wrong, icl_fixes = ~correct["zs"], ~correct["zs"] & correct["icl"]
+    chance_ci = metrics.bootstrap_ratio_ci(icl_fixes * 100.0, zs_wrong, keys["seed"], "rec2ftp_chance")
     for method in methods:
         r = metrics.rec2ftp(correct["zs"], correct["icl"], correct[method])
-        rows.append(metric_row("rec2ftp", r.value, r.count, method=method, **keys))
-        rows.append(metric_row("rec2ftp_chance", r.chance, r.chance_count, method=method, **keys))
+        ft_fixes = zs_wrong & correct[method]
+        ci = metrics.bootstrap_ratio_ci((ft_fixes & icl_fixes) * 100.0, ft_fixes, keys["seed"], f"{method}/rec2ftp")
+        rows.append(metric_row("rec2ftp", r.value, r.count, method=method, ci=ci, **keys))
+        rows.append(metric_row("rec2ftp_chance", r.chance, r.chance_count, method=method, ci=chance_ci, **keys))
     return rows, predictions
 
 

@@ -43,12 +43,13 @@ class CompareConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     max_context: int | None = Field(None, ge=8, description="context length (default: the model's)")
     separator: str | None = Field(None, description="overrides the task's and the family's separator")
-    bos: str | None = Field(None, description="overrides the BOS text; 'none' for no BOS")
+    bos: str | None = Field(None, description="overrides the BOS text; 'none' (or '') for no BOS")
     data_dir: str | None = Field(None, description="folder of `iclgd prepare-data` snapshots")
     kendall_examples: int = Field(100, ge=0, description="eval examples used for Kendall (Dai: first 100)")
     captures: Captures = Field("compact", description="per-example captures kept in the unit folder (float32): "
                                "compact (what the similarity metrics need), full (+ queries and demo scores, "
-                               "for Kendall), none")
+                               "for Kendall), none; like out and batch_size not part of the unit id (a finished "
+                               "unit is not rerun for other captures: delete its folder)")
     out: str = Field("results", description="results folder")
 
     @field_validator("methods")

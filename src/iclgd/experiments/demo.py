@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
 from iclgd.experiments.compare import run_compare
 from iclgd.experiments.config import CompareConfig, load_config
@@ -67,7 +68,7 @@ def run_demo(out: str | Path, *, model: str = DEFAULT_DEMO, eval_size: int | Non
 
     Results go to ``<out>/<model>/``.
     """
-    out = Path(out) / model
+    out = check_output_dir(Path(out) / model)  # before the fetch, not after it
     configs = demo_configs(out, model=model, eval_size=eval_size)
     check_units(configs)
     ensure_model(model)

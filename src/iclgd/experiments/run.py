@@ -13,14 +13,14 @@ from iclgd.runner.store import is_done, write_unit
 from iclgd.runs import remove_stale
 
 
-def run_and_store(cfg: CompareConfig, *, show_progress: bool = True, force: bool = False) -> Path:
+def run_and_store(cfg: CompareConfig, *, show_progress: bool = True) -> Path:
     """The unit's results folder: ``<out>/<unit_id>/``, written atomically only when the unit succeeds.
 
     The output folder and the device are checked first: a bad --out is not found after the whole computation.
     """
     out, unit = check_output_dir(cfg.out), cfg.unit_id()
     check_device(cfg.device)
-    if is_done(out, unit) and not force:
+    if is_done(out, unit):
         shell = Console(stderr=True, soft_wrap=True)
         shell.print(f"[dim]{unit}: already done in {out} (delete the folder to rerun)[/dim]")
         return out / unit

@@ -1,7 +1,7 @@
 """Finetuning on the demonstrations: GD (K/V, SGD) and its variants.
 
     original = snapshot(lm)                          # the K/V tensors, no deep copy of the model
-    result = finetune(lm, demo_sequences, lr, method="gd" | "lcgd", record_queries=True)
+    result = finetune(lm, demo_sequences, lr, method="gd" | "lcgd", record_queries=True, bos_length=1)
     swap_in(lm, result.tensors); ...FT pass...; restore(lm, original)
 """
 
@@ -46,13 +46,13 @@ def finetune(
     *,
     method: Literal["gd", "lcgd"] = "gd",
     record_queries: bool = False,
-    bos_length: int = 1,
+    bos_length: int | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """One step per demo, in the given order, with GD's loss (``"gd"``) or the layer-causal one (``"lcgd"``).
 
     ``bos_length``: how many BOS tokens start each sequence (0 for a model without BOS); their queries are not
-    recorded, since they are not demo tokens.
+    recorded, since they are not demo tokens (needed with ``record_queries``).
     """
     options = dict(record_queries=record_queries, bos_length=bos_length, on_step=on_step)
     if method == "gd":

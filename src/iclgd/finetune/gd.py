@@ -1,7 +1,7 @@
 """Finetuning on the demonstrations (Dai et al.'s FT baseline): SGD on the attention K/V projections.
 
     for each demo, in the ICL order:                       (batch 1, one epoch, one step per demo)
-        loss = mean_t −log p(x_t | x_<t), t = 1..T−1        ([BOS] input label; every token after BOS)
+        loss = mean_t −log p(x_t | x_<t), t = 1..T−1        ([BOS] input label: every token but the first)
         g = ∇ loss w.r.t. the K/V parameters (Q slice of a fused projection masked out)
         W ← W − η g                                         (plain SGD: no momentum, decay, clipping)
 
@@ -119,12 +119,13 @@ def only_trainable(model: nn.Module, slices: Sequence[TrainableSlice]) -> Iterat
 # ---- losses ----
 
 def next_token_nll(logits: Tensor, input_ids: Tensor) -> Tensor:
-    """mean_{t=1..T−1} −log p(x_t | x_<t): logits [1, T, V], input_ids [1, T] (position 0 is BOS)."""
+    """mean_{t=1..T−1} −log p(x_t | x_<t): logits [1, T, V], input_ids [1, T]; position 0 has no context to be
+    predicted from (it is BOS, or the first demo token of a model without BOS)."""
     return F.cross_entropy(logits[0, :-1].float(), input_ids[0, 1:])
 
 
 def lm_loss(model: nn.Module, input_ids: Tensor) -> Tensor:
-    """GD's loss: the model's mean next-token NLL over every token after BOS."""
+    """GD's loss: the model's mean next-token NLL over every token but the first (after BOS, where there is one)."""
     return next_token_nll(model(input_ids=input_ids, use_cache=False).logits, input_ids)
 
 
@@ -153,7 +154,7 @@ def sgd(
     loss_fn: LossFn = lm_loss,
     *,
     record_queries: bool = False,
-    bos_length: int = 1,
+    bos_length: int | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """Plain SGD on the K/V parameters, one step per entry of ``steps`` (a list of sequences).
@@ -162,10 +163,13 @@ def sgd(
     the weights left by the previous one. The model is left with its original weights.
     ``record_queries``: keep every token's scaled query per layer, recorded through
     :func:`iclgd.models.capture.recording`, except the first ``bos_length`` positions of each sequence (its
-    BOS, which is not a demo token; 0 for a model without BOS).
+    BOS, which is not a demo token; 0 for a model without BOS). Recording queries needs ``bos_length``: no default
+    guesses it.
     """
     if not lr > 0:
         raise UserError(f"learning rate must be positive, got {lr}: set `lr` in the config")
+    if record_queries and bos_length is None:
+        raise ValueError("recording queries needs bos_length: how many BOS tokens start each sequence (0 for none)")
     model = _module(lm)
     if record_queries and not isinstance(lm, LoadedModel):
         lm = loaded(model, None, name=type(model).__name__)
@@ -227,7 +231,7 @@ def finetune_gd(
     lr: float,
     *,
     record_queries: bool = False,
-    bos_length: int = 1,
+    bos_length: int | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """Dai's FT: batch 1, one epoch, one SGD step per demo sequence ([BOS] input label) in the given order."""

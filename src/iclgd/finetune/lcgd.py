@@ -3,7 +3,7 @@
     block l receives a DETACHED copy of its input         (no gradient flows to the layers below)
     logits_l = unembed(output of block l)                  (frozen: final norm, OPT's project_out, unembedding,
                                                             Gemma 2's final soft cap; iclgd.models.families)
-    loss = Σ_l mean_t −log p_l(x_t | x_<t), t = 1..T−1     (full vocabulary, every token after BOS)
+    loss = Σ_l mean_t −log p_l(x_t | x_<t), t = 1..T−1     (full vocabulary, every token but the first)
 
 One SGD step per demo on the K/V parameters, same learning rate as GD (see :mod:`iclgd.finetune.gd`). Each
 layer's gradient then depends only on the layers at or below it. ``readout="attention"`` is the paper's
@@ -80,7 +80,7 @@ def finetune_lcgd(
     layers: Sequence[int] | None = None,
     readout: Readout = "block",
     record_queries: bool = False,
-    bos_length: int = 1,
+    bos_length: int | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """LCGD: batch 1, one epoch, one SGD step per demo on the K/V parameters with the layer-causal loss."""

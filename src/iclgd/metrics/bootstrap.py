@@ -8,6 +8,8 @@ examples, so they do not depend on batching.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -34,3 +36,22 @@ def bootstrap_ci(values: Tensor, seed: int, stream: str, *, resamples: int = 100
     tail = (1 - level) / 2
     bounds = torch.quantile(torch.cat(means), torch.tensor([tail, 1 - tail], dtype=torch.float64), dim=0)
     return bounds[0], bounds[1]
+
+
+def bootstrap_ratio_ci(numerator: Tensor, denominator: Tensor, seed: int, stream: str, *, resamples: int = 1000,
+                       level: float = 0.95) -> tuple[float, float]:
+    """(low, high) of Σ numerator / Σ denominator over resampled examples ([N] each): the interval of a ratio of
+    counts such as Rec2FTP. Resamples whose denominator sums to 0 are left out; NaN when all are."""
+    numerator, denominator = numerator.double().flatten(), denominator.double().flatten()
+    n = numerator.shape[0]
+    if n == 0:
+        return math.nan, math.nan
+    generator = torch.Generator().manual_seed(example_seed(seed, n, f"bootstrap/{stream}"))
+    rows = torch.randint(n, (resamples, n), generator=generator)
+    over, under = numerator[rows].sum(1), denominator[rows].sum(1)
+    ratios = (over / under)[under > 0]
+    if ratios.numel() == 0:
+        return math.nan, math.nan
+    tail = (1 - level) / 2
+    low, high = torch.quantile(ratios, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return float(low), float(high)

@@ -6,9 +6,9 @@ plain float32 safetensors folder in a cache keyed by the file's sha256, so that 
     read_gguf(path) -> GgufInfo                # architecture and quantization type, for the provenance record
     convert_gguf(path, target, ...) -> Path    # the conversion itself (also used by `iclgd models fetch`)
 
-Cache: ``$ICLGD_CACHE`` (default ``~/.cache/iclgd``) ``/gguf/<sha256>/``. A folder is written under a partial name
-(``.partial-<name>-<host>-<pid>``) and renamed when whole, so a folder under its final name is always complete; a
-partial one left by a killed process of this host is removed by the next conversion to the same target.
+Cache: ``$ICLGD_CACHE`` (default ``~/.cache/iclgd``) ``/gguf/<sha256>/``. A folder is written under a temporary
+name and renamed when whole (:func:`iclgd.runs.atomic_folder`), so a folder under its final name is always complete;
+one left by a killed process of this host is removed by the next writer in the cache.
 Each converted folder carries ``iclgd-provenance.json``: the file, its sha256, quantization type, and the versions
 that converted it. The saved config has no ``quantization_config``: the folder holds plain (dequantized) weights
 and loads as an ordinary model; the quantization is recorded in the provenance instead.
@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 
 from iclgd.errors import UserError
+from iclgd.runner.store import library_versions
 from iclgd.runs import atomic_folder
 
 CACHE_ENV = "ICLGD_CACHE"
@@ -165,27 +166,16 @@ def _quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for package in ("iclgd", "transformers", "torch", "gguf", "accelerate", "safetensors", "tokenizers"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
-
-
 def convert_gguf(path: Path, target: Path, *, sha256: str | None = None, file_label: str | None = None,
                  check: Callable | None = None, bos_token: str | None = None, bos_reason: str | None = None,
-                 extra: dict | None = None) -> Path:
+                 extra: dict | None = None, replace: bool = False) -> Path:
     """Dequantize a GGUF with transformers and save it as a float32 safetensors folder at ``target``, atomically.
 
     ``file_label`` is recorded as the file's origin instead of its path (a scratch file extracted from a wheel);
     ``check(config)`` runs before any weight is read (e.g. iclgd's family check); ``bos_token`` replaces the BOS
-    the file names (``bos_reason`` says why, in the provenance); ``extra`` is merged into the provenance.
-    Any failure leaves nothing under ``target`` and no partial folder.
+    the file names (``bos_reason`` says why, in the provenance); ``extra`` is merged into the provenance;
+    ``replace`` replaces a folder already at ``target`` (else a complete one is kept). Any failure leaves ``target``
+    as it was and no partial folder.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, __version__
@@ -234,10 +224,13 @@ def convert_gguf(path: Path, target: Path, *, sha256: str | None = None, file_la
         "gguf": {**info.record(), **({"file": file_label} if file_label else {})},
         "tokenizer": tokenizer_note,
         "conversion": {"dtype": "float32", "seconds": None, "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                       "versions": _versions()},
+                       "versions": library_versions("gguf", "accelerate", "safetensors", "tokenizers")},
         **(extra or {}),
     }
-    with atomic_folder(target) as scratch:  # another process converting the same file first: its folder is kept
+    def complete(folder: Path) -> bool:  # another process converting the same file first: its folder is kept
+        return (folder / PROVENANCE_FILE).is_file()
+
+    with atomic_folder(target, replace=replace, complete=complete) as scratch:
         with _quiet_transformers():
             model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)

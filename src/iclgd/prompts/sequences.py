@@ -196,8 +196,10 @@ def build_prompts(
         if not input_ids:
             raise UserError("an eval example renders to no tokens: check the task's template and fields")
         queries.append(Query(input_ids + label_ids[0], len(input_ids), gold))
-    # The longest eval sequence as Dai's code measures it: [BOS] input label, BOS included.
-    max_eval_len = len(bos_ids) + max(len(q.input_ids) for q in queries)
+    # The longest eval sequence as Dai's code measures it: [BOS] input label, BOS included; with the longest label
+    # candidate, which a multi-token scoring pass appends.
+    longest_label = max(len(ids) for ids in label_ids)
+    max_eval_len = len(bos_ids) + max(q.n_input for q in queries) + longest_label
 
     demos = []
     for text, label in zip(demo_inputs, demo_labels, strict=True):

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iclgd.errors import UserError
-from iclgd.runner.store import METRICS_SCHEMA, OPTIONAL_COLUMNS, PREDICTIONS_SCHEMA, UNIT_FILES
+from iclgd.runner.store import METRICS_SCHEMA, OPTIONAL_COLUMNS, PREDICTIONS_SCHEMA, RESULTS_FORMAT, UNIT_FILES
 
 _REQUIRED_COLUMNS = {"metrics.parquet": [n for n in METRICS_SCHEMA.names if n not in OPTIONAL_COLUMNS],
                      "predictions.parquet": PREDICTIONS_SCHEMA.names}
@@ -52,6 +52,10 @@ def check_unit_dir(unit_dir: Path) -> dict[str, Any]:
     if missing:
         raise _damaged(unit_dir, f"{', '.join(missing)} missing")
     record = read_record(unit_dir)
+    if record.get("results_format", 1) != RESULTS_FORMAT:
+        raise UserError(f"{unit_dir} was written by another iclgd (results format {record.get('results_format', 1)}, "
+                        f"this one reads {RESULTS_FORMAT}): its unit ids and baselines differ, so it cannot be mixed "
+                        "with new units; move it out of the folder, or rerun the sweep in a fresh --out")
     if record.get("unit", unit_dir.name) != unit_dir.name:
         raise _damaged(unit_dir, f"record.json belongs to unit {record['unit']!r} (was the folder renamed?)")
     for name, required in _REQUIRED_COLUMNS.items():

@@ -51,6 +51,9 @@ from iclgd.runner.units import check_unit_id, config_dict
 from iclgd.runs import atomic_folder
 
 UNIT_FILES = ("record.json", "metrics.parquet", "predictions.parquet")
+# The layout of a unit folder and the meaning of its ids and values; a reader refuses units of another format
+# rather than mix them (format 2: unit ids from runner.units.unit_id, per-example baseline draws, bootstrap CIs).
+RESULTS_FORMAT = 2
 LOCK_PREFIX = ".lock-"
 
 METRICS_SCHEMA = pa.schema(
@@ -171,10 +174,11 @@ def predictions_table(rows: pa.Table | list[dict[str, Any]], unit: str) -> pa.Ta
     return _as_table(rows, PREDICTIONS_SCHEMA, unit, "predictions")
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of python and the libraries that shape a result (the one place every record takes them from)."""
+def library_versions(*extra: str) -> dict[str, str]:
+    """Versions of python and the libraries that shape a result, plus ``extra`` packages (the one place every record
+    takes them from)."""
     versions = {"python": platform.python_version()}
-    for name in ("iclgd", "torch", "transformers", "numpy", "pyarrow"):
+    for name in ("iclgd", "torch", "transformers", "numpy", "pyarrow", *extra):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -207,12 +211,14 @@ def write_record(unit_dir: Path, unit: str, config: Any, record: Mapping[str, An
     """record.json = {unit, created_at, config, versions, ...record}; ``record``'s own keys win; NaN -> null."""
     full = {
         "unit": unit,
+        "results_format": RESULTS_FORMAT,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": config_dict(config),
         "versions": library_versions(),
     }
     full.update(record)
     full["unit"] = unit
+    full["results_format"] = RESULTS_FORMAT
     full = _strict_json(json.loads(json.dumps(full, default=_json_default)))
     (Path(unit_dir) / "record.json").write_text(json.dumps(full, indent=2, allow_nan=False) + "\n")
     return full
@@ -303,7 +309,7 @@ def unit_writer(out: Path, unit: str) -> Iterator[Path]:
     If another process finished the same unit meanwhile, its folder is kept and ours is dropped.
     """
     check_unit_id(unit)
-    with atomic_folder(Path(out) / unit) as tmp:
+    with atomic_folder(Path(out) / unit, complete=lambda folder: is_done(folder.parent, folder.name)) as tmp:
         yield tmp
         missing = [name for name in UNIT_FILES if not (tmp / name).is_file()]
         if missing:

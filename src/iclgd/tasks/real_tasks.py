@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
 from iclgd.runs import atomic_file
 from iclgd.tasks.sources import Source, archive_members, read_tar
@@ -476,13 +476,7 @@ def build(source: Source, archive: Path) -> dict[Path, str]:
 
 def check_out(root: Path) -> None:
     """UserError (before anything is downloaded or written) unless ``root`` is or can become a writable folder."""
-    existing = root
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"--out {root}: {existing} is a file, not a folder; give a folder for builtin/ and data/")
-    if not os.access(existing, os.W_OK):
-        raise UserError(f"--out {root}: {existing} is not writable; give a folder you can write to")
+    check_output_dir(root)
 
 
 def write_files(files: dict[Path, str], root: Path) -> list[Path]:

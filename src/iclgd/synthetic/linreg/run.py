@@ -101,8 +101,9 @@ def check_out(out: Path, config: TrainConfig, overwrite: bool = False) -> bool:
     is_run = (out / CONFIG_FILE).is_file() and (out / WEIGHTS_FILE).is_file() and (out / CURVE_FILE).is_file()
     if is_run and not overwrite:
         saved = yaml.safe_load((out / CONFIG_FILE).read_text())
-        if saved == config.model_dump(mode="json"):
-            return True
+        asked = config.model_dump(mode="json")
+        if {k: v for k, v in saved.items() if k != "out"} == {k: v for k, v in asked.items() if k != "out"}:
+            return True  # the same run (reached by any path to its folder)
         raise UserError(f"{out} holds a linreg run with another config: pass --overwrite to replace it, or choose "
                         "another --out")
     if not is_run:
