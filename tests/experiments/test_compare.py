@@ -255,3 +255,17 @@ def test_scores_are_compared_with_their_within_unit_baselines_example_by_example
         assert row["value"] == pytest.approx(values[(method, score, None)] - values[(*baseline, None)], abs=1e-9)
         assert row["ci_low"] <= row["value"] <= row["ci_high"]
     assert ("lcgd", "simaou_vs_random_direction") not in rows  # LCGD has no random-direction control
+
+
+@pytest.mark.parametrize("task", ["wordnet-noun", "vader-movie", "fortune-topic"])
+def test_a_unit_runs_on_a_slice_of_each_shipped_real_task(task, tmp_path):
+    """The real tasks end to end on a tiny LLaMA whose vocabulary has their label words as single tokens."""
+    from iclgd.tasks import load_task
+
+    words = [w.strip() for w in load_task(task).label_words.values()]
+    model = save_tiny_model("llama", tmp_path / "llama", vocab_words=words)
+    result = run_compare(_cfg(model, tmp_path, task=task, data_dir=None, methods=["gd"], eval_size=8),
+                         show_progress=False)
+    values = _values(result)
+    assert result.record["task"] == task and result.record["eval_size"] == 8
+    assert 0 <= values[("icl", "accuracy", None)] <= 1 and ("gd", "simam_delta", None) in values

@@ -220,10 +220,12 @@ def tiny_model(family_name: str, *, seed: int = 0, vocab_words: list[str] | None
     return model.eval(), tokenizer
 
 
-def save_tiny_model(family_name: str, folder: str | Path, *, seed: int = 0) -> Path:
-    """Save a tiny model and its tokenizer with ``save_pretrained`` (a folder :func:`load_model` accepts)."""
+def save_tiny_model(family_name: str, folder: str | Path, *, seed: int = 0,
+                    vocab_words: list[str] | None = None) -> Path:
+    """Save a tiny model and its tokenizer with ``save_pretrained`` (a folder :func:`load_model` accepts);
+    ``vocab_words`` become single tokens of its tokenizer (e.g. a task's label words)."""
     folder = Path(folder)
-    model, tokenizer = tiny_model(family_name, seed=seed)
+    model, tokenizer = tiny_model(family_name, seed=seed, vocab_words=vocab_words)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
