@@ -66,7 +66,8 @@ def _method_for(con: duckdb.DuckDBPyConnection, metric: str, method: str, where:
 
 def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: str | Path, by: str = "variant",
                    method: str = "gd", where: str | None = None) -> list[Path]:
-    """One panel per metric: value against layer, one curve per value of column ``by`` (mean ± std over units)."""
+    """One panel per metric: value against layer, one curve per value of column ``by``; the band is ± std over units,
+    or for a curve of one unit its 95% bootstrap interval over eval examples."""
     if by not in GROUP_COLUMNS:
         raise UserError(f"cannot draw one curve per {by!r}: choose among {', '.join(GROUP_COLUMNS)}")
     if not metrics:
@@ -79,14 +80,15 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
         chosen = _method_for(con, metric, method, where)
         _, rows = query(
             con,
-            f'SELECT CAST("{by}" AS VARCHAR), layer, avg(value), stddev_samp(value) FROM metrics WHERE metric = ? '
-            f"AND method = ? AND layer IS NOT NULL AND isfinite(value) AND {_where(where)} GROUP BY ALL "
-            "ORDER BY 1, 2",
+            f'SELECT CAST("{by}" AS VARCHAR), layer, avg(value), stddev_samp(value), count(*), any_value(ci_low), '
+            "any_value(ci_high) FROM metrics WHERE metric = ? AND method = ? AND layer IS NOT NULL "
+            f"AND isfinite(value) AND {_where(where)} GROUP BY ALL ORDER BY 1, 2",
             [metric, chosen],
         )
-        curves: dict[str, list[tuple[int, float, float | None]]] = {}
-        for group, layer, mean, std in rows:
-            curves.setdefault(group, []).append((layer, mean, std))
+        curves: dict[str, list[tuple[int, float, float | None, float | None]]] = {}  # layer, mean, low, high
+        for group, layer, mean, std, n, ci_low, ci_high in rows:
+            low, high = (mean - std, mean + std) if std is not None else (ci_low, ci_high) if n == 1 else (None, None)
+            curves.setdefault(group, []).append((layer, mean, low, high))
         panels.append((metric, chosen, curves))
     groups = sorted({group for _, _, curves in panels for group in curves})
     colors = {group: f"C{index % 10}" for index, group in enumerate(groups)}  # one colour per group, all panels
@@ -95,10 +97,9 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
         for group, points in curves.items():
             layers = [p[0] for p in points]
             axes.plot(layers, [p[1] for p in points], marker="o", markersize=3, color=colors[group], label=group)
-            if any(p[2] is not None for p in points):
-                lower = [p[1] - (p[2] or 0.0) for p in points]
-                upper = [p[1] + (p[2] or 0.0) for p in points]
-                axes.fill_between(layers, lower, upper, color=colors[group], alpha=0.2, linewidth=0)
+            if all(p[2] is not None and p[3] is not None for p in points):
+                axes.fill_between(layers, [p[2] for p in points], [p[3] for p in points], color=colors[group],
+                                  alpha=0.15, linewidth=0)
         axes.axhline(0.0, color="0.6", linewidth=0.8, linestyle="--")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("layer")
