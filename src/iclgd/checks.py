@@ -10,6 +10,9 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from iclgd.errors import UserError
 
@@ -68,6 +71,17 @@ def device_error(device: str) -> str | None:
     if DEVICE_PATTERN.fullmatch(device):
         return None
     return f"unknown device {device!r}: {DEVICE_HELP}"
+
+
+def _device_name(device: str) -> str:
+    problem = device_error(device)
+    if problem:
+        raise ValueError(problem)
+    return device
+
+
+# A config field holding a device name, refused at validation when it names no device we run on.
+DeviceName = Annotated[str, AfterValidator(_device_name)]
 
 
 def check_device(device: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from iclgd.checks import device_error
+from iclgd.checks import DeviceName
 from iclgd.config_files import build_config
 from iclgd.runner.units import unit_id
 
@@ -39,7 +39,7 @@ class CompareConfig(BaseModel):
     lr_search_rows: int = Field(200, ge=1, description="held-out training rows scoring the lr search")
     untrained: Untrained | None = Field(None, description="Deutch et al.'s untrained model variants")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = Field("cpu", description="cpu | cuda | cuda:N | mps (whether it is present is checked at run time)")
+    device: DeviceName = Field("cpu", description="cpu | cuda | cuda:N | mps (presence checked at run time)")
     batch_size: int = Field(16, ge=1)
     max_context: int | None = Field(None, ge=8, description="context length (default: the model's)")
     separator: str | None = Field(None, description="overrides the task's and the family's separator")
@@ -58,14 +58,6 @@ class CompareConfig(BaseModel):
         if not value:
             raise ValueError("at least one finetuning method is needed (gd, lcgd)")
         return list(dict.fromkeys(value))
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, value: str) -> str:
-        problem = device_error(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     def unit_fields(self) -> dict[str, Any]:
         """The fields that define what is computed (not where it is written)."""

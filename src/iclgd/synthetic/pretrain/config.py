@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from iclgd.checks import device_error
+from iclgd.checks import DeviceName
 from iclgd.config_files import build_config
 
 
@@ -53,15 +53,7 @@ class PretrainConfig(BaseModel):
     log_every: int = Field(250, ge=1, description="steps between log lines (loss, ICL probe)")
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None: torch's choice); the float sums, "
                                 "hence the weights, depend on it: a run resumes only at its own thread count")
-    device: str = Field("cpu", description="cpu | cuda | cuda:N")
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, value: str) -> str:
-        problem = device_error(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+    device: DeviceName = Field("cpu", description="cpu | cuda | cuda:N")
 
     @model_validator(mode="after")
     def _sizes(self) -> PretrainConfig:
