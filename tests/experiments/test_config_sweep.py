@@ -4,7 +4,7 @@ import pytest
 
 from iclgd.errors import UserError
 from iclgd.experiments.config import load_config
-from iclgd.experiments.sweep import expand, load_sweep
+from iclgd.experiments.sweep import check_units, expand, load_sweep
 
 
 def test_yaml_then_overrides(tmp_path):
@@ -55,3 +55,14 @@ def test_shipped_sweep_files_expand():
     configs = expand(spec)
     assert len(configs) == 3 * 4 and {(c.seed, c.order) for c in configs} == {(2, 0), (3, 1), (4, 2)}
     assert all(c.methods == ["gd", "lcgd"] and c.lr == 5e-4 for c in configs)
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
+def test_offline_sweeps_are_the_readme_grid(model):
+    """The real-LM sweeps the README reports: 4 real tasks x (trained, untrained all), GD and LCGD, k = 8."""
+    configs = expand(load_sweep(f"configs/offline/{model}.yaml"))
+    assert len(configs) == 8 and len({c.unit_id() for c in configs}) == 8
+    assert {c.task for c in configs} == {"fortune-topic", "vader-movie", "vader-nyt", "wordnet-noun"}
+    assert {c.untrained for c in configs} == {None, "all"}
+    assert all(c.model == model and c.shots == 8 and c.methods == ["gd", "lcgd"] and c.lr for c in configs)
+    check_units(configs)  # the tasks ship with iclgd, so every unit's task, template and k check offline
