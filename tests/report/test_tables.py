@@ -127,6 +127,10 @@ def test_side_by_side_flags_columns_without_icl():
     assert not shows_icl(cells(majority=0.3, ZS=0.5, ICL=0.5))  # ICL not above ZS
     assert not shows_icl(cells(majority=0.6, ZS=0.2, ICL=0.5))  # above ZS, below the most frequent label
     assert not shows_icl(cells(ZS=0.5))  # no ICL accuracy: nothing shown
+    # a lone unit: the low end of ICL's interval must clear ZS and the majority, not just its mean
+    lone = {"acc majority": cell([0.254]), "acc ZS": cell([0.244], [(0.19, 0.30)])}
+    assert not shows_icl(lone | {"acc ICL": cell([0.264], [(0.20, 0.33)])})  # one example above the majority
+    assert shows_icl(lone | {"acc ICL": cell([0.87], [(0.82, 0.91)])})
 
 
 def test_side_by_side_caption_names_the_columns_without_icl(con):

@@ -248,18 +248,25 @@ def side_by_side_table(con: duckdb.DuckDBPyConnection, by: str = "variant", ft_m
         notes.append(BELOW_BASELINE_NOTE)
     no_icl = sorted({value for (value, method) in headers if not shows_icl(groups[(value, method)])})
     if no_icl:
-        notes.append(f"no ICL (ICL accuracy not above both ZS and the majority label) in: {', '.join(no_icl)}; "
-                     "there a similarity of ICL and GD says nothing about how the model learns in context")
+        notes.append(NO_ICL_NOTE.format(", ".join(no_icl)))
     table.caption = "\n".join(notes) or None
     return table
 
 
 def shows_icl(row: dict[str, Any]) -> bool:
-    """Whether a summary row's ICL accuracy is above its ZS accuracy and above always predicting the most frequent
-    label (the flag beside scores that mean little)."""
+    """Whether a summary row shows ICL: its ICL accuracy is above its ZS accuracy and above always predicting the
+    most frequent label. For a lone unit the low end of ICL's 95% interval must clear both, so one lucky example
+    does not count as ICL; for a mean over units, the mean must. False rows get the flag beside scores that mean
+    little."""
     zs, icl, majority = row.get("acc ZS"), row.get("acc ICL"), row.get("acc majority")
-    floor = max(zs.mean, majority.mean if majority is not None else 0.0) if zs is not None else None
-    return floor is not None and icl is not None and icl.mean > floor
+    if zs is None or icl is None:
+        return False
+    floor = max(zs.mean, majority.mean if majority is not None else 0.0)
+    return (icl.ci[0] if icl.ci is not None else icl.mean) > floor
+
+
+NO_ICL_NOTE = ("no ICL (ICL accuracy, the low end of its 95% CI for one unit, not above both ZS and the majority "
+               "label) in: {}; there a similarity of ICL and GD says nothing about how the model learns in context")
 
 
 def task_key(task: str) -> str:
