@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def compare(
         config: Annotated[Path | None, typer.Option("--config", help="YAML file with any of the fields below")] = None,
-        model: Annotated[str | None, typer.Option(help="hub id or local folder of a causal LM")] = None,
+        model: Annotated[str | None, typer.Option(
+            help="hub id, local folder, .gguf file or named model (iclgd models) of a causal LM")] = None,
         task: Annotated[str | None, typer.Option(help="built-in task name or task file")] = None,
         shots: Annotated[int | None, typer.Option("--shots", "-k", help="demonstrations (k)")] = None,
         seed: Annotated[int | None, typer.Option(help="demo seed; seeds every random choice")] = None,

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("icl-curve")
     def icl_curve_command(
-        model: Annotated[str, typer.Option(help="model folder or hub id (e.g. src/iclgd/assets/icc-gpt2)")],
+        model: Annotated[str, typer.Option(help="hub id, folder, .gguf file or named model (e.g. icc-gpt2)")],
         task: Annotated[str, typer.Option(help="built-in task name or task file")],
         k: Annotated[list[int] | None, typer.Option("--k", help="demonstration counts (repeat; 0 = zero-shot)")] = None,
         seeds: Annotated[int, typer.Option(min=1, help="demo seeds 0..seeds-1")] = 3,

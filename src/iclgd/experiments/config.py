@@ -25,7 +25,7 @@ class CompareConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # --lr inf would run fully, then fail
 
-    model: str = Field(description="hub id or local folder of a causal LM")
+    model: str = Field(description="hub id, local folder, .gguf file or named model (iclgd models) of a causal LM")
     task: str = Field(description="built-in task name or path to a task file")
     template: int | str = Field(0, description="template index in the task file, or a template string")
     shots: int = Field(32, ge=1, description="demonstrations requested (k); true k may be smaller")
