@@ -36,8 +36,9 @@ def _permute(weight: np.ndarray, n_head: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weight.shape))
 
 
-def write_tiny_gguf(path: Path, seed: int = SEED) -> Path:
-    """The tiny LLaMA of iclgd.models.tiny as an f32 GGUF, tokenizer in the metadata, as llama.cpp writes it."""
+def write_tiny_gguf(path: Path, seed: int = SEED, tied: bool = False) -> Path:
+    """The tiny LLaMA of iclgd.models.tiny as an f32 GGUF, tokenizer in the metadata, as llama.cpp writes it
+    (``tied``: no output.weight, so the unembedding is the token embedding, as in SmolLM2's and Gemma's files)."""
     import gguf
 
     model, tokenizer = tiny_model("llama", seed=seed)
@@ -71,7 +72,8 @@ def write_tiny_gguf(path: Path, seed: int = SEED) -> Path:
     weights = {name: t.detach().numpy() for name, t in model.state_dict().items()}
     writer.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
     writer.add_tensor("output_norm.weight", weights["model.norm.weight"])
-    writer.add_tensor("output.weight", weights["lm_head.weight"])
+    if not tied:
+        writer.add_tensor("output.weight", weights["lm_head.weight"])
     names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
              "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
@@ -168,6 +170,17 @@ def test_gguf_file_loads_as_the_tiny_llama(tiny_gguf, cache):
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config  # the folder is a plain model
     assert sorted(p.name for p in cache.rglob("*") if p.name.startswith(".")) == []  # no partial left
+
+
+def test_tied_unembedding_is_saved_once_and_tied_on_load(tmp_path, cache):
+    from safetensors import safe_open
+
+    lm = load_model(str(write_tiny_gguf(tmp_path / "tied.gguf", tied=True)))
+    assert lm.model.lm_head.weight is lm.model.model.embed_tokens.weight
+    assert torch.equal(lm.model.lm_head.weight, _reference().model.model.embed_tokens.weight)
+    (folder,) = (cache / "gguf").iterdir()
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        assert "lm_head.weight" not in weights.keys()  # one copy of the 262k x 640 matrix for Gemma, not two
 
 
 def test_folder_with_one_gguf_and_bf16(tiny_gguf, tmp_path):

@@ -208,6 +208,7 @@ def convert_gguf(path: Path, target: Path, *, sha256: str | None = None, file_la
     with no_init_weights():  # every weight comes from the state dict: a random init of 268M parameters is wasted
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
+    model.tie_weights()  # no_init_weights also skips the tying: a tied unembedding would be saved twice
     del gguf_model
     tokenizer_note = {"bos_token": tokenizer.bos_token, "eos_token": tokenizer.eos_token,
                       "pad_token": tokenizer.pad_token, "unk_token": tokenizer.unk_token}
