@@ -141,6 +141,13 @@ def test_side_by_side_caption_names_the_columns_without_icl(con):
     assert "no ICL" in flagged.caption and "1" in flagged.caption
 
 
+def test_summary_caption_names_the_rows_without_icl(con):
+    assert "no ICL" not in summary_table(con, where="variant = 'trained' AND seed = 1").caption
+    flagged = summary_table(con, where="variant = 'trained' AND seed = 1 AND NOT (metric = 'accuracy' AND "
+                                       "method = 'icl' AND task = 'sst2')")
+    assert "no ICL" in flagged.caption and "sst2" in flagged.caption.split("no ICL")[1]
+
+
 def test_a_lone_unit_shows_its_interval_and_a_group_its_spread():
     assert cell([0.5], [(0.4, 0.6)]).text() == "0.500 [0.400, 0.600]"
     assert cell([0.5], [(0.4, 0.6)]).text(scale=100, digits=1) == "50.0 [40.0, 60.0]"

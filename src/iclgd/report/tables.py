@@ -193,7 +193,11 @@ def summary_table(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: S
     columns = [column for column in SUMMARY_COLUMNS if any(row[column.header] for row in rows)]
     over_text = f"mean ± std (ddof=1) over {', '.join(over)}; " if over else ""
     marked = any(row[c.header] and row[c.header].below_baseline for row in rows for c in columns)
-    caption = over_text + ("; ".join(constant) if constant else "") + (f"\n{BELOW_BASELINE_NOTE}" if marked else "")
+    labels = [key for key in varying if key != "unit"] or varying  # the unit id only when nothing else tells rows apart
+    no_icl = [" ".join(str(row[key]) for key in labels) or "every row" for row in rows if not shows_icl(row)]
+    caption = "\n".join([over_text + ("; ".join(constant) if constant else ""),
+                          *([BELOW_BASELINE_NOTE] if marked else []),
+                          *([NO_ICL_NOTE.format(", ".join(no_icl))] if no_icl else [])])
     table = Table(
         title=f"iclgd summary (FT = {ft_method}; similarity metrics are means over layers; "
               "[95% bootstrap CI over eval examples])",
