@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iclgd.errors import UserError
-from iclgd.runner.store import METRICS_SCHEMA, OPTIONAL_COLUMNS, PREDICTIONS_SCHEMA, RESULTS_FORMAT, UNIT_FILES
+from iclgd.runner.store import METRICS_SCHEMA, PREDICTIONS_SCHEMA, RESULTS_FORMAT, UNIT_FILES
 
-_REQUIRED_COLUMNS = {"metrics.parquet": [n for n in METRICS_SCHEMA.names if n not in OPTIONAL_COLUMNS],
-                     "predictions.parquet": PREDICTIONS_SCHEMA.names}
+# Every unit of this results format was written with all of them (check_unit_dir refuses other formats).
+_REQUIRED_COLUMNS = {"metrics.parquet": METRICS_SCHEMA.names, "predictions.parquet": PREDICTIONS_SCHEMA.names}
 
 
 def _damaged(unit_dir: Path, what: str) -> UserError:
@@ -92,11 +92,7 @@ def connect(units: dict[Path, dict[str, Any]]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     for view in ("metrics", "predictions"):
         files = _sql_paths([unit_dir / f"{view}.parquet" for unit_dir in units])
-        source = f"read_parquet({files}, union_by_name = true)"
-        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-        # units written before a column existed read it as null
-        absent = [f"NULL::DOUBLE AS {name}" for name in OPTIONAL_COLUMNS if view == "metrics" and name not in present]
-        con.execute(f"CREATE VIEW {view} AS SELECT *{''.join(', ' + a for a in absent)} FROM {source}")
+        con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({files}, union_by_name = true)")
     table = pa.table(
         {
             "unit": [unit_dir.name for unit_dir in units],
