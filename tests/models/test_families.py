@@ -18,6 +18,8 @@ from iclgd.models.families import (
     is_norm,
     kv_parameters,
     layer_window,
+    projection_parameters,
+    projection_weight,
 )
 from iclgd.models.loading import loaded
 from iclgd.models.tiny import tiny_model
@@ -146,6 +148,32 @@ def test_unfused_kv_parameters(family_name):
     names = [s.name for s in kv_parameters(model, family)]
     assert names and all((".k_proj." in n or ".v_proj." in n) and s.mask is None
                          for n, s in zip(names, kv_parameters(model, family), strict=True))
+
+
+@pytest.mark.parametrize("family_name", FAMILY_NAMES)
+def test_projection_weight_is_what_the_model_applies(family_name):
+    """W_Q, W_K, W_V cut out of each layout (fused or not) map x to the model's own q, k, v (bias aside), and
+    projection_parameters of one kind masks exactly that kind."""
+    model, _ = tiny_model(family_name)
+    family = family_of(model)
+    attention = attention_modules(model, family)[1]
+    x = torch.randn(1, 3, model.config.hidden_size)
+    with torch.no_grad():
+        for kind in "qkv":
+            w = projection_weight(model, family, kind, 1)
+            if family.fused_qkv is None:
+                module = get_module(attention, getattr(family, f"{kind}_proj"))
+                bias = module.bias if getattr(module, "bias", None) is not None else 0
+                expected = module(x) - bias
+            else:
+                fused = get_module(attention, family.fused_qkv)
+                bias = fused.bias if getattr(fused, "bias", None) is not None else torch.zeros(1)
+                (mask,) = [s.mask for s in projection_parameters(model, family, (kind,), [1]) if s.parameter.dim() == 2]
+                out = fused(x) - bias
+                keep = mask[0] if family.fused_layout == "columns" else mask[:, 0]
+                expected = out[..., keep]
+            assert w.shape[1] == model.config.hidden_size
+            torch.testing.assert_close(x @ w.T, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_unsupported_architecture():

@@ -10,7 +10,7 @@ the other paths are relative to one block.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -281,40 +281,75 @@ class TrainableSlice:
     mask: torch.Tensor | None = None
 
 
-def _fused_kv_mask(param: nn.Parameter, family: Family, n_heads: int, n_kv_heads: int) -> torch.Tensor:
+Projection = Literal["q", "k", "v"]
+
+
+def _fused_mask(param: nn.Parameter, family: Family, n_heads: int, n_kv_heads: int,
+                kinds: tuple[Projection, ...]) -> torch.Tensor:
+    """True on the entries of a fused q/k/v parameter that belong to ``kinds``."""
     mask = torch.zeros_like(param, dtype=torch.bool)
     if family.fused_layout == "columns":
         # Conv1D: weight (in, 3*d), bias (3*d); the last dim is [q | k | v].
         d = param.shape[-1] // 3
-        mask[..., d:] = True
+        for kind in kinds:
+            start = "qkv".index(kind) * d
+            mask[..., start:start + d] = True
     elif family.fused_layout == "per_head":
         # Linear: weight (3*d, in), bias (3*d); the first dim is per head [q | k | v].
-        three_d = param.shape[0]
-        head_dim = three_d // (3 * n_heads)
+        head_dim = param.shape[0] // (3 * n_heads)
         per_head = mask.view(n_heads, 3 * head_dim, *param.shape[1:])
-        per_head[:, head_dim:] = True
+        for kind in kinds:
+            start = "qkv".index(kind) * head_dim
+            per_head[:, start:start + head_dim] = True
     elif family.fused_layout == "rows":
-        # Linear: weight (H·D + 2·H_kv·D, in); the first H·D rows are q (head_dim from the rows: H·D + 2·H_kv·D).
+        # Linear: weight (H·D + 2·H_kv·D, in): rows [q (H·D) | k (H_kv·D) | v (H_kv·D)].
         head_dim = param.shape[0] // (n_heads + 2 * n_kv_heads)
-        mask[n_heads * head_dim:] = True
+        bounds = {"q": (0, n_heads * head_dim), "k": (n_heads * head_dim, (n_heads + n_kv_heads) * head_dim),
+                  "v": ((n_heads + n_kv_heads) * head_dim, param.shape[0])}
+        for kind in kinds:
+            mask[bounds[kind][0]:bounds[kind][1]] = True
     else:  # pragma: no cover - the table is closed
         raise ValueError(f"unknown fused layout {family.fused_layout!r}")
     return mask
 
 
-def kv_parameters(model: nn.Module, family: Family) -> list[TrainableSlice]:
-    """The attention key and value projections (weights and biases) of every layer."""
+def projection_parameters(model: nn.Module, family: Family, kinds: tuple[Projection, ...] = ("k", "v"),
+                          layers: Sequence[int] | None = None) -> list[TrainableSlice]:
+    """The attention projections of ``kinds`` (weights and biases) of ``layers`` (None: every layer); a fused q/k/v
+    parameter comes with the mask of the entries that belong to ``kinds``."""
     n_heads = model.config.num_attention_heads
     n_kv_heads = getattr(model.config, "num_key_value_heads", None) or n_heads
     names = {id(p): n for n, p in model.named_parameters()}
+    paths = {"q": family.q_proj, "k": family.k_proj, "v": family.v_proj}
+    modules = attention_modules(model, family)
     out: list[TrainableSlice] = []
-    for attention in attention_modules(model, family):
+    for layer in range(len(modules)) if layers is None else layers:
+        attention = modules[layer]
         if family.fused_qkv is not None:
             fused = get_module(attention, family.fused_qkv)
             for param in fused.parameters(recurse=False):
-                out.append(TrainableSlice(names[id(param)], param, _fused_kv_mask(param, family, n_heads, n_kv_heads)))
+                out.append(TrainableSlice(names[id(param)], param,
+                                          _fused_mask(param, family, n_heads, n_kv_heads, kinds)))
         else:
-            for path in (family.k_proj, family.v_proj):
-                for param in get_module(attention, path).parameters(recurse=False):
+            for kind in kinds:
+                for param in get_module(attention, paths[kind]).parameters(recurse=False):
                     out.append(TrainableSlice(names[id(param)], param, None))
     return out
+
+
+def kv_parameters(model: nn.Module, family: Family) -> list[TrainableSlice]:
+    """The attention key and value projections (weights and biases) of every layer."""
+    return projection_parameters(model, family, ("k", "v"))
+
+
+def projection_weight(model: nn.Module, family: Family, kind: Projection, layer: int) -> torch.Tensor:
+    """The weight matrix of one projection (W_Q, W_K or W_V) of one layer, cut out of a fused q/k/v weight, as
+    (out_features, in_features) whatever the module's own layout (GPT-2's Conv1D stores (in, out))."""
+    (weight,) = [s for s in projection_parameters(model, family, (kind,), [layer])
+                 if s.parameter.dim() == 2]
+    w = weight.parameter.detach()
+    if weight.mask is None:
+        return w
+    if family.fused_layout == "columns":  # Conv1D (in, 3*d): the kind's columns, transposed
+        return w[:, weight.mask[0]].T
+    return w[weight.mask[:, 0]]
