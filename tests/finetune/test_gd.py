@@ -7,9 +7,9 @@ from iclgd.finetune.gd import (
     finetune_gd,
     lm_loss,
     restore,
-    sgd,
     snapshot,
     swap_in,
+    train,
     trainable_slices,
 )
 from iclgd.models.loading import loaded
@@ -55,14 +55,14 @@ def test_only_kv_require_grad_during_training_and_flags_are_restored(gpt2):
     names = {s.name for s in trainable_slices(gpt2)}
     seen = []
 
-    def spy_loss(model, input_ids):
+    def spy_loss(model, input_ids, n_label):
         seen.append({n for n, p in model.named_parameters() if p.requires_grad})
         assert not model.training
         return lm_loss(model, input_ids)
 
     gpt2.train()
     gpt2.requires_grad_(True)
-    sgd(gpt2, [[s] for s in make_sequences(gpt2, n=2)], 0.1, spy_loss)
+    train(gpt2, make_sequences(gpt2, n=2), 0.1, loss_fn=spy_loss)
     assert seen == [names, names]
     assert gpt2.training and all(p.requires_grad and p.grad is None for p in gpt2.parameters())
 

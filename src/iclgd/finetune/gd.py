@@ -1,15 +1,19 @@
-"""Finetuning on the demonstrations (Dai et al.'s FT baseline): SGD on the attention K/V projections.
+"""Finetuning on the demonstrations: the one training loop (:func:`train`) every FT method runs.
 
+Dai et al.'s FT baseline, its default:
     for each demo, in the ICL order:                       (batch 1, one epoch, one step per demo)
         loss = mean_t −log p(x_t | x_<t), t = 1..T−1        ([BOS] input label: every token but the first)
         g = ∇ loss w.r.t. the K/V parameters (Q slice of a fused projection masked out)
         W ← W − η g                                         (plain SGD: no momentum, decay, clipping)
+Other methods (:mod:`iclgd.finetune.methods`) change the trained parameters, the loss, the optimizer, the batch
+and the epochs.
 
-Everything but the K/V parameters has requires_grad=False during training, so backward never computes
+Everything but the trained parameters has requires_grad=False during training, so backward never computes
 their gradients; dropout is off (eval mode). The trained tensors are kept in fp32 whatever the model's
 dtype (bf16 swallows updates of lr ~1e-4) and copied into the model after each step.
 
-No deep copies of the model: :func:`snapshot` keeps the original K/V tensors, the model is restored to
+No deep copies of the model: :func:`snapshot` keeps the original trained tensors (all of them for a whole-model
+method), the model is restored to
 them after training, and :func:`swap_in` / :func:`restore` load trained or original tensors in place.
 """
 
@@ -28,7 +32,7 @@ from iclgd.models.capture import CaptureRequest, recording
 from iclgd.models.families import TrainableSlice, blocks, family_of, kv_parameters
 from iclgd.models.loading import LoadedModel, loaded
 
-LossFn = Callable[[nn.Module, Tensor], Tensor]  # (model, input_ids [1, T]) -> scalar loss
+LossFn = Callable[[nn.Module, Tensor, int], Tensor]  # (model, input_ids [1, T], n_label) -> scalar loss
 Model = LoadedModel | nn.Module
 
 
@@ -55,13 +59,14 @@ class FinetuneResult:
 
 # ---- the trainable tensors: which, snapshot, swap ----
 
-def _module(lm: Model) -> nn.Module:
+def as_module(lm: Model) -> nn.Module:
+    """The torch module of a model or of a loaded one."""
     return lm.model if isinstance(lm, LoadedModel) else lm
 
 
 def trainable_slices(lm: Model) -> list[TrainableSlice]:
     """The attention K and V projections (weights and biases) of every layer, with fused-Q masks."""
-    model = _module(lm)
+    model = as_module(lm)
     return kv_parameters(model, family_of(model))
 
 
@@ -75,7 +80,7 @@ def snapshot(slices: Sequence[TrainableSlice] | Model) -> dict[str, Tensor]:
 @torch.no_grad()
 def swap_in(lm: Model, tensors: dict[str, Tensor]) -> None:
     """Load ``tensors`` (name -> tensor) into the model's parameters in place (``param.data.copy_``)."""
-    params = dict(_module(lm).named_parameters())
+    params = dict(as_module(lm).named_parameters())
     missing = [name for name in tensors if name not in params]
     if missing:
         raise KeyError(f"the model has no parameter(s) {missing[:3]}: these tensors belong to another model")
@@ -88,10 +93,10 @@ def restore(lm: Model, original: dict[str, Tensor]) -> None:
     swap_in(lm, original)
 
 
-def layer_of(model: nn.Module, slices: Sequence[TrainableSlice]) -> list[int]:
-    """The block index of each slice."""
+def layer_of(model: nn.Module, slices: Sequence[TrainableSlice]) -> list[int | None]:
+    """The block index of each slice (None for a parameter outside the blocks: embeddings, final norm)."""
     index = {id(p): layer for layer, block in enumerate(blocks(model, family_of(model))) for p in block.parameters()}
-    return [index[id(s.parameter)] for s in slices]
+    return [index.get(id(s.parameter)) for s in slices]
 
 
 @contextlib.contextmanager
@@ -117,6 +122,8 @@ def only_trainable(model: nn.Module, slices: Sequence[TrainableSlice]) -> Iterat
 
 
 # ---- losses ----
+# A loss is (model, input_ids [1, T], n_label) -> scalar; n_label is how many tokens at the end of the sequence are
+# its label word (the targets of the label-token loss; the other losses ignore it).
 
 def next_token_nll(logits: Tensor, input_ids: Tensor) -> Tensor:
     """mean_{t=1..T−1} −log p(x_t | x_<t): logits [1, T, V], input_ids [1, T]; position 0 has no context to be
@@ -124,9 +131,25 @@ def next_token_nll(logits: Tensor, input_ids: Tensor) -> Tensor:
     return F.cross_entropy(logits[0, :-1].float(), input_ids[0, 1:])
 
 
-def lm_loss(model: nn.Module, input_ids: Tensor) -> Tensor:
-    """GD's loss: the model's mean next-token NLL over every token but the first (after BOS, where there is one)."""
+def lm_loss(model: nn.Module, input_ids: Tensor, n_label: int = 0) -> Tensor:
+    """GD's loss (Dai): the mean next-token NLL over every token but the first (after BOS, where there is one)."""
     return next_token_nll(model(input_ids=input_ids, use_cache=False).logits, input_ids)
+
+
+def label_loss(model: nn.Module, input_ids: Tensor, n_label: int) -> Tensor:
+    """Shen et al.'s loss: the mean NLL of the label word's tokens only (the prompt tokens masked)."""
+    if not 1 <= n_label < input_ids.shape[1]:
+        raise ValueError(f"the label-token loss needs 1 <= n_label < {input_ids.shape[1]}, got {n_label}")
+    logits = model(input_ids=input_ids, use_cache=False).logits
+    return F.cross_entropy(logits[0, -n_label - 1:-1].float(), input_ids[0, -n_label:])
+
+
+# ---- optimizers: name -> constructor over the fp32 trained copies ----
+
+OPTIMIZERS: dict[str, Callable[[list[Tensor], float], torch.optim.Optimizer]] = {
+    "sgd": lambda tensors, lr: torch.optim.SGD(tensors, lr=lr, momentum=0.0, weight_decay=0.0),  # W ← W − η g
+    "adam": lambda tensors, lr: torch.optim.Adam(tensors, lr=lr),  # torch's defaults: β = (0.9, 0.999), ε = 1e-8
+}
 
 
 # ---- the training loop ----
@@ -138,82 +161,122 @@ def _as_input_ids(sequence: Tensor | Sequence[int], device: torch.device) -> Ten
     return ids[None]
 
 
-def _forward_recording_queries(lm: LoadedModel, loss_fn: LossFn, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+def _forward_recording_queries(lm: LoadedModel, loss: Callable[[nn.Module], Tensor],
+                               input_ids: Tensor) -> tuple[Tensor, Tensor]:
     """(loss, scaled queries [L, T, width] of every position) of one forward pass, gradients unchanged."""
     last = torch.tensor([input_ids.shape[1] - 1])
     request = CaptureRequest(analysis_index=last, test_start=last, all_queries=True)
     with recording(lm, request) as buffer:
-        loss = loss_fn(lm.model, input_ids)
-    return loss, buffer.capture.all_queries[0]
+        value = loss(lm.model)
+    return value, buffer.capture.all_queries[0]
 
 
-def sgd(
+def _token_list(sequence: Tensor | Sequence[int]) -> list[int]:
+    return torch.as_tensor(sequence).flatten().tolist()
+
+
+def step_batches(n: int, batch: int | None) -> list[list[int]]:
+    """One epoch's steps over n sequences in their order: batches of ``batch`` (None: one full batch)."""
+    size = n if batch is None else batch
+    return [list(range(start, min(start + size, n))) for start in range(0, n, size)]
+
+
+def train(
     lm: Model,
-    steps: Sequence[Sequence[Tensor | Sequence[int]]],
+    sequences: Sequence[Tensor | Sequence[int]],
     lr: float,
-    loss_fn: LossFn = lm_loss,
     *,
+    slices: Sequence[TrainableSlice] | None = None,
+    loss_fn: LossFn | None = None,
+    optimizer: str = "sgd",
+    batch: int | None = 1,
+    epochs: int = 1,
+    label_lengths: Sequence[int] | None = None,
     record_queries: bool = False,
     bos_length: int | None = None,
     on_step: Callable[[], None] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> FinetuneResult:
-    """Plain SGD on the K/V parameters, one step per entry of ``steps`` (a list of sequences).
+    """Train ``slices`` (default: the K/V projections) on ``sequences`` and leave the model as it was.
 
-    Step loss = mean over its sequences of ``loss_fn`` (batch 1: one sequence per step); each step sees
-    the weights left by the previous one. The model is left with its original weights.
-    ``record_queries``: keep every token's scaled query per layer, recorded through
-    :func:`iclgd.models.capture.recording`, except the first ``bos_length`` positions of each sequence (its
-    BOS, which is not a demo token; 0 for a model without BOS). Recording queries needs ``bos_length``: no default
-    guesses it.
+    Each epoch walks the sequences in their order in steps of ``batch`` sequences (None: all of them, i.e.
+    full-batch GD); a step's loss is the mean of its sequences' ``loss_fn`` (default: GD's next-token loss), its
+    gradient (fused Q slices masked out) goes to ``optimizer`` over fp32 copies of the trained tensors, which are
+    copied into the model after every step. ``on_epoch(e)`` runs after epoch e with the model holding the trained
+    weights (the per-epoch passes); the original weights are put back, bit for bit, at the end.
+    ``label_lengths``: label-word tokens at the end of each sequence (the label-token loss). ``record_queries``:
+    keep every token's scaled query per layer in the first epoch, recorded through
+    :func:`iclgd.models.capture.recording`, except the first ``bos_length`` positions of each sequence (its BOS,
+    which is not a demo token; 0 for a model without BOS); no default guesses it.
     """
     if not lr > 0:
         raise UserError(f"learning rate must be positive, got {lr}: set `lr` in the config")
+    if optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+    if batch is not None and batch < 1 or epochs < 1:
+        raise UserError(f"batch ({batch}) and epochs ({epochs}) must be at least 1")
     if record_queries and bos_length is None:
         raise ValueError("recording queries needs bos_length: how many BOS tokens start each sequence (0 for none)")
-    model = _module(lm)
+    loss_fn = loss_fn or lm_loss
+    model = as_module(lm)
     if record_queries and not isinstance(lm, LoadedModel):
         lm = loaded(model, None, name=type(model).__name__)
-    slices = trainable_slices(model)
+    slices = list(slices) if slices is not None else trainable_slices(model)
     original = snapshot(slices)
     layers = layer_of(model, slices)
     n_layers = len(blocks(model, family_of(model)))
     device = slices[0].parameter.device
     trained = {s.name: s.parameter.detach().float().clone() for s in slices}  # fp32 trained copies
+    step = OPTIMIZERS[optimizer](list(trained.values()), lr)
+    n_labels = list(label_lengths) if label_lengths is not None else [0] * len(sequences)
     grad_norms, losses, queries, tokens = [], [], [], []
     try:
         with only_trainable(model, slices):
             frozen = [p for p in model.parameters() if not p.requires_grad]
-            for batch in steps:
-                step_loss = 0.0
-                for sequence in batch:
-                    input_ids = _as_input_ids(sequence, device)
-                    if record_queries:
-                        loss, step_queries = _forward_recording_queries(lm, loss_fn, input_ids)
-                        queries.append(step_queries[:, bos_length:])
-                        tokens.append(input_ids[0, bos_length:].cpu())
-                    else:
-                        loss = loss_fn(model, input_ids)
-                    loss = loss / len(batch)
-                    loss.backward()  # gradients accumulate over the sequences of a batch
-                    step_loss += float(loss.detach())
-                assert all(p.grad is None for p in frozen), "a frozen parameter received a gradient"
-                squared = torch.zeros(n_layers, dtype=torch.float64, device=device)
-                with torch.no_grad():
-                    for s, layer in zip(slices, layers, strict=True):
-                        if s.parameter.grad is None:  # a parameter the loss does not reach (LCGD's `layers`)
-                            grad = torch.zeros_like(trained[s.name])
+            for epoch in range(1, epochs + 1):
+                for indices in step_batches(len(sequences), batch):
+                    step_loss = 0.0
+                    # A step's sequences in a canonical order (by their tokens): a batch is a set, so full-batch GD
+                    # comes out bit-identical under any order of the demos, not only in exact arithmetic.
+                    for i in sorted(indices, key=lambda i: _token_list(sequences[i])):
+                        input_ids = _as_input_ids(sequences[i], device)
+
+                        def loss_of(m: nn.Module, input_ids=input_ids, i=i) -> Tensor:
+                            return loss_fn(m, input_ids, n_labels[i])
+
+                        if record_queries and epoch == 1:
+                            loss, step_queries = _forward_recording_queries(lm, loss_of, input_ids)
+                            queries.append(step_queries[:, bos_length:])
+                            tokens.append(input_ids[0, bos_length:].cpu())
                         else:
-                            grad = s.parameter.grad.float()
-                        if s.mask is not None:
-                            grad = torch.where(s.mask, grad, torch.zeros_like(grad))  # Q slice untouched
-                        squared[layer] += grad.double().square().sum()
-                        trained[s.name].add_(grad, alpha=-lr)
-                        s.parameter.data.copy_(trained[s.name])
-                        s.parameter.grad = None
-                grad_norms.append(squared.sqrt().float().cpu())
-                losses.append(step_loss)
-                if on_step is not None:
-                    on_step()
+                            loss = loss_of(model)
+                        loss = loss / len(indices)
+                        loss.backward()  # gradients accumulate over the sequences of a batch
+                        step_loss += float(loss.detach())
+                    assert all(p.grad is None for p in frozen), "a frozen parameter received a gradient"
+                    squared = torch.zeros(n_layers, dtype=torch.float64, device=device)
+                    with torch.no_grad():
+                        for s, layer in zip(slices, layers, strict=True):
+                            if s.parameter.grad is None:  # a parameter the loss does not reach (LCGD's `layers`)
+                                grad = torch.zeros_like(trained[s.name])
+                            else:
+                                grad = s.parameter.grad.float()
+                            if s.mask is not None:
+                                grad = torch.where(s.mask, grad, torch.zeros_like(grad))  # Q slice untouched
+                            if layer is not None:
+                                squared[layer] += grad.double().square().sum()
+                            trained[s.name].grad = grad
+                            s.parameter.grad = None
+                        step.step()
+                        for s in slices:
+                            trained[s.name].grad = None
+                            s.parameter.data.copy_(trained[s.name])
+                    grad_norms.append(squared.sqrt().float().cpu())
+                    losses.append(step_loss)
+                    if on_step is not None:
+                        on_step()
+                if on_epoch is not None:
+                    on_epoch(epoch)
     finally:
         restore(model, original)
     return FinetuneResult(
@@ -235,10 +298,7 @@ def finetune_gd(
     on_step: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """Dai's FT: batch 1, one epoch, one SGD step per demo sequence ([BOS] input label) in the given order."""
-    return sgd(
-        lm, [[s] for s in demo_sequences], lr, lm_loss,
-        record_queries=record_queries, bos_length=bos_length, on_step=on_step,
-    )
+    return train(lm, demo_sequences, lr, record_queries=record_queries, bos_length=bos_length, on_step=on_step)
 
 
 def finetune_full_batch(
@@ -250,4 +310,4 @@ def finetune_full_batch(
     on_step: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """Full-batch GD: each step on the mean of the demos' losses, ``epochs`` steps; order-invariant."""
-    return sgd(lm, [list(demo_sequences)] * epochs, lr, lm_loss, on_step=on_step)
+    return train(lm, demo_sequences, lr, batch=None, epochs=epochs, on_step=on_step)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from iclgd.errors import UserError
-from iclgd.finetune.gd import FinetuneResult, Model, next_token_nll, sgd
+from iclgd.finetune.gd import FinetuneResult, Model, next_token_nll, train
 from iclgd.models.families import blocks, family_of, get_module, unembed
 
 Readout = Literal["block", "attention"]
@@ -40,12 +40,14 @@ def _keep_output(outputs: dict[int, Tensor], layer: int, module: nn.Module, args
 def layer_causal_loss(
     model: nn.Module,
     input_ids: Tensor,
+    n_label: int = 0,
     *,
     detach: bool = True,
     layers: Sequence[int] | None = None,
     readout: Readout = "block",
 ) -> Tensor:
-    """Σ_{l ∈ layers} next-token NLL of unembed(h_l), h_l read out at layer l (the model's own readout).
+    """Σ_{l ∈ layers} next-token NLL of unembed(h_l), h_l read out at layer l (the model's own readout); every token
+    but the first is a target (``n_label`` is ignored: Deutch et al.'s loss covers the whole demo).
 
     ``detach``: each block gets a detached copy of its input. ``layers``: whose terms to sum (None: all).
     Without detaching and with the last layer's term only, this is GD's loss with GD's gradient.
@@ -85,7 +87,5 @@ def finetune_lcgd(
 ) -> FinetuneResult:
     """LCGD: batch 1, one epoch, one SGD step per demo on the K/V parameters with the layer-causal loss."""
     loss_fn = functools.partial(layer_causal_loss, detach=detach, layers=layers, readout=readout)
-    return sgd(
-        lm, [[s] for s in demo_sequences], lr, loss_fn,
-        record_queries=record_queries, bos_length=bos_length, on_step=on_step,
-    )
+    return train(lm, demo_sequences, lr, loss_fn=loss_fn, record_queries=record_queries, bos_length=bos_length,
+                 on_step=on_step)
