@@ -4,10 +4,14 @@ import pytest
 import torch
 
 from iclgd.metrics.output_distribution import (
+    OUTPUT_METRICS,
+    RunningOrderSpread,
     js_divergence,
     kl_divergence,
     order_pair_reference,
+    order_pair_reference_per_example,
     order_sensitivity,
+    order_sensitivity_per_example,
     overlap_cosine,
     token_overlap,
 )
@@ -65,3 +69,35 @@ def test_order_pair_reference_averages_all_ordered_pairs():
     assert order_pair_reference(lambda a, b: token_overlap(a, b, 2), p) == pytest.approx((4 * 0.5 + 2 * 1) / 6)
     kl01, kl10 = float(kl_divergence(P1, P2)), float(kl_divergence(P2, P1))
     assert order_pair_reference(kl_divergence, p[:2]) == pytest.approx((kl01 + kl10) / 2)
+
+
+def test_running_spread_equals_the_batch_sen_and_is_exactly_zero_for_equal_orderings():
+    # the hand case above, accumulated one ordering at a time, in two batches of examples
+    spread = RunningOrderSpread(2, 2)
+    for p in ([[0.6, 0.4], [0.5, 0.5]], [[0.2, 0.8], [0.5, 0.5]]):
+        p = torch.tensor(p)
+        spread.add(torch.tensor([1]), p[1:])
+        spread.add(torch.tensor([0]), p[:1])
+    assert spread.per_example().tolist() == pytest.approx([0.4, 0.0])
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(5, 3, 50, generator=g), -1)  # 5 orderings, 3 examples
+    running = RunningOrderSpread(3, 50, dtype=torch.float64)
+    for ordering in p:
+        running.add(torch.arange(3), ordering)
+    torch.testing.assert_close(running.per_example(), order_sensitivity_per_example(p))
+    same = RunningOrderSpread(3, 50)
+    for _ in range(4):
+        same.add(torch.arange(3), p[0])
+    assert same.per_example().tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="at least two orderings"):
+        RunningOrderSpread(1, 2).per_example()
+
+
+def test_per_example_pair_reference_and_the_unit_metrics():
+    p = torch.stack([torch.stack([P1, P2]), torch.stack([P2, P2])])  # 2 orderings, 2 examples
+    per_example = order_pair_reference_per_example(kl_divergence, p)
+    kl12, kl21 = float(kl_divergence(P1, P2)), float(kl_divergence(P2, P1))
+    assert per_example.tolist() == pytest.approx([(kl12 + kl21) / 2, 0.0])
+    assert set(OUTPUT_METRICS) == {"to@10", "ocs@10", "kl", "js"}
+    q = torch.softmax(torch.arange(20.0), -1)[None]
+    assert float(OUTPUT_METRICS["to@10"](q, q)) == 1.0 and float(OUTPUT_METRICS["ocs@10"](q, q)) == pytest.approx(1.0)

@@ -29,7 +29,15 @@ def register(app: typer.Typer) -> None:
         template: Annotated[str | None, typer.Option(help="template index or template string")] = None,
         eval_size: Annotated[int | None, typer.Option(help="eval rows")] = None,
         position: Annotated[str | None, typer.Option(help="analysis position: label_token | prompt_end")] = None,
-        method: Annotated[list[str] | None, typer.Option("--method", help="gd and/or lcgd (repeat)")] = None,
+        method: Annotated[list[str] | None, typer.Option("--method", help=(
+            "FT method (repeat): gd, lcgd or <kv|whole|wv:layer>-<gd|sgd[b]|adam[b]>[-demo|label][@lr], "
+            "e.g. whole-adam-label@1e-4"))] = None,
+        epochs: Annotated[int | None, typer.Option(help="epochs every FT method runs")] = None,
+        record_epoch: Annotated[list[int] | None, typer.Option("--record-epoch", help=(
+            "epoch at which the methods are measured (repeat; default 1, 2, 5, 10, ... up to --epochs)"))] = None,
+        output_metrics: Annotated[bool | None, typer.Option("--output-metrics/--no-output-metrics", help=(
+            "TO@10, OCS@10, KL, JS of ICL vs each method, with the ICL-vs-ICL noise floor"))] = None,
+        orderings: Annotated[int | None, typer.Option(help="orderings of the demos (2+: order sensitivity)")] = None,
         lr: Annotated[float | None, typer.Option(help="learning rate (default: published or searched)")] = None,
         untrained: Annotated[
             str | None, typer.Option(help="untrained variant: all | keep_layernorm | trained_embeddings")
@@ -54,7 +62,9 @@ def register(app: typer.Typer) -> None:
 
         overrides = dict(
             model=model, task=task, shots=shots, seed=seed, order=order, template=_template(template),
-            eval_size=eval_size, position=position, methods=method or None, lr=lr, untrained=untrained,
+            eval_size=eval_size, position=position, methods=method or None, epochs=epochs,
+            record_epochs=record_epoch or None, output_metrics=output_metrics, orderings=orderings, lr=lr,
+            untrained=untrained,
             dtype=dtype, device=device, batch_size=batch_size, max_context=max_context, separator=separator,
             bos=bos, data_dir=data_dir, kendall_examples=kendall_examples, balanced=balanced,
             captures=captures, out=out,

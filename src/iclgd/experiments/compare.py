@@ -1,18 +1,26 @@
 """One comparison unit: ZS, ICL and every FT method on the same demonstrations, then the metrics.
 
-    task -> demos (seeded) -> prompts (true k, one prefix) -> finetune each method (K/V, SGD)
-    -> per batch of eval examples: ZS, ICL (shared prefix), FT (trained K/V swapped in), random direction
-    -> per-example, per-layer metric values -> means -> one results record
+    task -> demos (seeded) -> prompts (true k, one prefix per ordering)
+    -> reference passes, per batch of eval examples: ZS, ICL (shared prefix), ICL under the other orderings
+    -> per FT method (iclgd.finetune.methods), per ordering: train epoch by epoch; at each recorded epoch the FT pass
+       (trained weights in place) and, for gd, the random direction, compared with the references
+    -> per-example, per-layer metric values -> means with bootstrap intervals -> one results record
 
-The passes are interleaved per batch, so memory holds one batch of captures at a time.
+The references the FT passes need are what the unit keeps as its captures (per example and layer), plus ICL's
+next-token distributions in a memory-mapped scratch file: memory does not grow with the epochs, and with the eval
+set only as the results do. A whole-model method is never copied per epoch: its passes run inside training.
 """
 
 from __future__ import annotations
 
+import resource
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import transformers
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,13 +28,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from iclgd import finetune as finetuning
 from iclgd import metrics
 from iclgd.errors import UserError, warn
+from iclgd.experiments.accumulate import (
+    Accumulator,
+    PassOutputs,
+    accuracy_and_predictions,
+    compact_captures,
+    grad_norm_rows,
+)
 from iclgd.experiments.config import CompareConfig
-from iclgd.experiments.passes import interleaved_passes, label_accuracy
-from iclgd.models.capture import Capture, encode_prefix
+from iclgd.experiments.passes import label_accuracy
+from iclgd.finetune.methods import FTMethod
+from iclgd.models.capture import Capture, Prefix, encode_prefix
+from iclgd.models.families import blocks
 from iclgd.models.loading import LoadedModel, load_model
-from iclgd.prompts.scoring import BatchScores
+from iclgd.prompts.scoring import batches, score_batch
 from iclgd.prompts.sequences import Prompts, build_prompts
-from iclgd.runner.store import UnitResult, layer_rows, library_versions, metric_row
+from iclgd.runner.store import UnitResult, library_versions
 from iclgd.tasks import (
     eval_subset,
     load_splits,
@@ -46,6 +63,7 @@ class UnitPrompts:
     task: Any
     prompts: Prompts  # demos in the unit's order, eval queries
     tune: Prompts | None  # held-out training rows for the lr search (queries only)
+    training: Prompts | None  # with ft_shots: the FT demos (sampled order); None: FT trains on ICL's demos
     info: dict[str, Any]  # what the record keeps about the inputs
 
 
@@ -79,6 +97,7 @@ class UnitRows:
     task: Any
     template: str
     demo_rows: list[int]  # pool indices, sampled order
+    training_rows: list[int] | None  # with ft_shots: the FT demos' pool indices, sampled order
     pool: list
     eval_rows: list
     revision: str
@@ -88,14 +107,18 @@ def select_rows(cfg: CompareConfig) -> UnitRows:
     task = load_task(cfg.task)
     template = task.template(cfg.template)
     data = load_splits(task, data_dir=cfg.data_dir)
-    demo_rows = sample_demo_indices([ex.label for ex in data.pool], cfg.shots, cfg.seed, balanced=cfg.balanced)
+    # One seeded sample serves ICL (its first `shots`) and, with ft_shots, FT (its first ft_shots).
+    sampled = sample_demo_indices([ex.label for ex in data.pool], max(cfg.shots, cfg.ft_shots or 0), cfg.seed,
+                                  balanced=cfg.balanced)
+    demo_rows = sampled[:cfg.shots]
+    training_rows = [int(i) for i in sampled[:cfg.ft_shots]] if cfg.ft_shots else None
     eval_rows = eval_subset(data.eval, cfg.eval_size or task.eval_size, seed=1)
     if not eval_rows:
         raise UserError(f"task {task.name} has no eval rows: check its eval split")
     if cfg.eval_size and cfg.eval_size > len(eval_rows):
         warn(f"eval_size {cfg.eval_size} is more than the {len(eval_rows)} rows of {task.name}'s eval split: "
              f"evaluating on {len(eval_rows)} (recorded as eval_size)")
-    return UnitRows(task, template, [int(i) for i in demo_rows], data.pool, eval_rows, data.revision)
+    return UnitRows(task, template, [int(i) for i in demo_rows], training_rows, data.pool, eval_rows, data.revision)
 
 
 def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
@@ -110,7 +133,7 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
         raise UserError(f"max_context {max_context} is longer than the context of {cfg.model} "
                         f"({model_context(lm)} positions): lower --max-context or leave it out")
 
-    def prompts_for(examples):
+    def prompts_for(examples, demos=demos, max_context=max_context):
         return build_prompts(
             lm.tokenizer,
             demo_inputs=[render_input(template, ex) for ex in demos],
@@ -126,9 +149,13 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
     prompts = sampled.reordered(order)
     tune = None
     if cfg.lr is None and lr_search_rows:  # held-out training rows, disjoint from the demos, for a learning-rate search
-        used = set(rows.demo_rows)
+        used = set(rows.demo_rows) | set(rows.training_rows or [])
         rest = [rows.pool[int(i)] for i in permute(len(rows.pool), cfg.seed) if int(i) not in used]
         tune = prompts_for(rest[: cfg.lr_search_rows]) if rest else None
+    training = None
+    if rows.training_rows is not None:  # FT's own demos: no prefix holds them, so no context bounds them
+        training = prompts_for(rows.eval_rows[:1], demos=[rows.pool[i] for i in rows.training_rows],
+                               max_context=2**62)
     info = {
         "task": task.name, "template": template, "label_words": dict(task.label_words),
         "dataset_revision": rows.revision, "bos": bos, "separator": sep, "bos_ids": prompts.bos_ids,
@@ -136,21 +163,13 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
         "requested_k": prompts.requested_k, "true_k": prompts.true_k,
         "order_permutation": [int(i) for i in order], "demo_rows": [rows.demo_rows[i] for i in order],
         "eval_rows": [ex.row for ex in rows.eval_rows], "eval_size": len(rows.eval_rows),
+        "ft_demo_rows": rows.training_rows,
     }
-    return UnitPrompts(task, prompts, tune, info)
+    return UnitPrompts(task, prompts, tune, training, info)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Finetuning
-
-
-@dataclass
-class TrainedMethod:
-    name: str
-    tensors: dict[str, torch.Tensor]
-    random_direction: dict[str, torch.Tensor]  # GD only: the "better random" baseline's weights
-    train_queries: torch.Tensor | None  # [L, N_demo_tokens, D], for Kendall
-    grad_norms: torch.Tensor  # [steps, L]
+# The learning rate and the random-direction control
 
 
 def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPrompts) -> tuple[float, str]:
@@ -179,7 +198,7 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
         finally:
             finetuning.restore(lm, original)
 
-    search = finetuning.search_lr(lm, unit.prompts.training_sequences(), held_out_accuracy)
+    search = finetuning.search_lr(lm, (unit.training or unit.prompts).training_sequences(), held_out_accuracy)
     return search.lr, f"search on Dai's grid: FT accuracy on {len(tune.queries)} held-out training rows"
 
 
@@ -199,145 +218,240 @@ def random_direction(lm: LoadedModel, original: dict, trained: dict, seed: int) 
     return out
 
 
-def finetune_methods(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, lr: float, original: dict,
-                     progress: Progress) -> dict[str, TrainedMethod]:
-    """Every FT method on the same demos, in the ICL order; the model is left with its original weights."""
-    sequences = prompts.training_sequences()
-    trained = {}
-    for method in cfg.methods:
-        bar = progress.add_task(f"finetune ({method})", total=len(sequences))
-        record_queries = method == "gd" and cfg.kendall_examples > 0
-        result = finetuning.finetune(
-            lm, sequences, lr, method=method, record_queries=record_queries, bos_length=len(prompts.bos_ids),
-            on_step=lambda *_, bar=bar: progress.advance(bar),
-        )
-        if result.train_tokens is not None:
-            # Kendall pairs the j-th ICL demo token with the j-th FT training token: one and the same token.
-            metrics.check_same_demo_tokens(torch.tensor(prompts.prefix_ids)[prompts.demo_positions],
-                                           result.train_tokens)
-        direction = random_direction(lm, original, result.tensors, cfg.seed) if method == "gd" else {}
-        trained[method] = TrainedMethod(method, result.tensors, direction, result.train_queries, result.grad_norms)
-        progress.remove_task(bar)
-    return trained
+# ----------------------------------------------------------------------------------------------------------
+# Reference passes: ZS and ICL, once per unit
+
+
+@dataclass
+class Reference:
+    """One batch of eval examples as the reference passes left it: what every FT pass is compared with."""
+
+    indices: list[int]
+    zs: Capture
+    icl: Capture
+    kendall_rows: torch.Tensor  # rows of the batch among the first kendall_examples
+
+
+class IclDistributions:
+    """ICL's next-token log-probabilities at the answer position, [N, V] float32, in a memory-mapped scratch file:
+    the output metrics of every method and epoch read them back, and memory stays flat in the eval set."""
+
+    def __init__(self, folder: Path, n_examples: int, vocab: int) -> None:
+        self.array = np.lib.format.open_memmap(folder / "icl_logprobs.npy", mode="w+", dtype=np.float32,
+                                               shape=(n_examples, vocab))
+
+    def put(self, indices: list[int], logprobs: torch.Tensor) -> None:
+        self.array[indices[0]:indices[-1] + 1] = logprobs.float().cpu().numpy()
+
+    def probabilities(self, indices: list[int]) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.array[indices[0]:indices[-1] + 1])).double().exp()
+
+
+@dataclass
+class UnitState:
+    """What a unit gathers while it runs."""
+
+    acc: Accumulator = field(default_factory=Accumulator)
+    outputs: PassOutputs = field(default_factory=PassOutputs)
+    references: list[Reference] = field(default_factory=list)
+    final_captures: dict[str, list[Capture]] = field(default_factory=dict)  # FT passes at the last epoch
+    presoftmax: dict[tuple[str, int], list[torch.Tensor]] = field(default_factory=dict)  # for α (GD vs LCGD)
+    kendall_queries: dict[tuple[str, int], list[torch.Tensor]] = field(default_factory=dict)
+    grad_norms: dict[str, torch.Tensor] = field(default_factory=dict)
+    train_queries: dict[str, torch.Tensor] = field(default_factory=dict)  # gd's, kept with captures "full"
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompts], prefixes: list[Prefix],
+                     state: UnitState, icl_store: IclDistributions | None, progress: Progress) -> None:
+    """ZS and ICL per batch (captured), ICL under the other orderings (distributions only), and what depends on them
+    alone: the random baselines, SimAM before FT, the ICL-vs-ICL noise floor of the output metrics, ICL's Sen."""
+    prompts, acc = orderings[0], state.acc
+    bar = progress.add_task("ZS / ICL passes", total=len(prompts.queries))
+    for indices in batches(len(prompts.queries), cfg.batch_size):
+        kendall_rows = torch.tensor([i for i, row in enumerate(indices) if row < cfg.kendall_examples],
+                                    dtype=torch.long)
+        zs = score_batch(lm, prompts, indices, prefix=None, position=cfg.position)
+        icl = score_batch(lm, prompts, indices, prefix=prefixes[0], position=cfg.position,
+                          demo_logits=cfg.captures == "full" or len(kendall_rows) > 0)
+        state.references.append(Reference(indices, zs.capture, icl.capture, kendall_rows))
+        for name, scores in (("zs", zs), ("icl", icl)):
+            acc.add_masked_keys(name, scores.capture)
+            state.outputs.add(name, None, scores)
+        h_zs, h_icl = zs.capture.attention_output, icl.capture.attention_output
+        u = metrics.uniform_per_example(cfg.seed, indices, h_icl.shape[1:], "simaou_random")
+        acc.add("icl", "simaou_norm_random", metrics.simaou_random(h_icl, h_zs, u, normalised=True))
+        acc.add("icl", "simaou_random", metrics.simaou_random(h_icl, h_zs, u, normalised=False))
+        acc.add("icl", "simam_before", metrics.simam_before_ft(icl.capture.presoftmax_logits,
+                                                               zs.capture.presoftmax_logits, zs.capture.test_length),
+                icl.capture.presoftmax_logits.shape[2])
+        if len(orderings) > 1:
+            others = [score_batch(lm, p, indices, prefix=prefix, capture=False).next_token_logprobs
+                      for p, prefix in zip(orderings[1:], prefixes[1:], strict=True)]
+            p = torch.stack([icl.next_token_logprobs, *others]).double().exp()  # [orderings, B, V]
+            if cfg.orderings > 1:
+                acc.add_scalar("icl", "order_sensitivity", metrics.order_sensitivity_per_example(p[:cfg.orderings]))
+            if cfg.output_metrics:
+                for name, metric in metrics.OUTPUT_METRICS.items():
+                    acc.add_scalar("icl", name, metrics.order_pair_reference_per_example(metric, p))
+        if icl_store is not None:
+            icl_store.put(indices, icl.next_token_logprobs)
+        progress.advance(bar, len(indices))
+    progress.remove_task(bar)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Per-batch metric values
+# FT methods: train, and measure at each recorded epoch
 
 
-class Accumulator:
-    """Per-example values of each (method, metric), [N, L], gathered batch by batch, with zero-Δ counts, and
-    per-pass counts of the test-token keys a window hid (spec: excluded and counted)."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], list[torch.Tensor]] = {}
-        self.zeros: dict[tuple[str, str], list[torch.Tensor]] = {}
-        self.cases_per_example: dict[tuple[str, str], int] = {}
-        self.masked_keys: dict[str, torch.Tensor] = {}  # pass -> [L] keys hidden
-        self.test_keys: dict[str, int] = {}  # pass -> test-token keys seen per layer
-
-    def add_masked_keys(self, name: str, capture: Capture) -> None:
-        hidden = capture.masked_keys.sum(0)
-        self.masked_keys[name] = self.masked_keys.get(name, torch.zeros_like(hidden)) + hidden
-        self.test_keys[name] = self.test_keys.get(name, 0) + int(capture.test_length.sum())
-
-    def add(self, method: str, metric: str, result: metrics.LayerAverage, cases_per_example: int = 1) -> None:
-        """``cases_per_example``: cosines behind one example's value (heads for SimAM), for the zero counts."""
-        key = (method, metric)
-        self.values.setdefault(key, []).append(result.per_example.double())
-        self.zeros.setdefault(key, []).append(result.zero_per_example.long())
-        self.cases_per_example[key] = cases_per_example
-
-    def rows(self, keys: dict[str, Any]) -> list[dict[str, Any]]:
-        """Per-layer rows and the layer-null mean, plus a `*_zero_count` companion for every metric
-        (value: cases counted as zero; count: cases tested)."""
-        rows = []
-        for (method, metric), chunks in self.values.items():
-            per_example = torch.cat(chunks)
-            zeros = torch.cat(self.zeros[(method, metric)]).sum(0)
-            n = per_example.shape[0]
-            tested = n * self.cases_per_example[(method, metric)]
-            stream = f"{method}/{metric}"
-            low, high = metrics.bootstrap_ci(per_example, keys["seed"], stream)
-            mean_low, mean_high = metrics.bootstrap_ci(per_example.mean(1), keys["seed"], stream)
-            rows += layer_rows(metric, per_example.mean(0).tolist(), n, method=method,
-                               cis=list(zip(low.tolist(), high.tolist(), strict=True)),
-                               mean_ci=(float(mean_low), float(mean_high)), **keys)
-            rows += layer_rows(f"{metric}_zero_count", zeros.double().tolist(), tested, method=method, **keys)
-        for name, hidden in self.masked_keys.items():
-            rows += layer_rows("masked_key_count", hidden.double().tolist(), self.test_keys[name], method=name,
-                               **keys)
-        return rows + self.baseline_rows(keys)
-
-    def baseline_rows(self, keys: dict[str, Any]) -> list[dict[str, Any]]:
-        """Paired comparisons of a score with each baseline computed on the same examples: the per-example
-        difference of their layer means, its mean and its 95% bootstrap interval, as metric ``<score>_vs_<name>``
-        (method: the FT method). A score beats its baseline where the interval lies above 0."""
-        rows = []
-        for (method, metric), chunks in self.values.items():
-            for name, (baseline_method, baseline_metric) in BASELINES.get(metric, {}).items():
-                baseline = self.values.get((baseline_method or method, baseline_metric))
-                if baseline is None:
-                    continue
-                difference = torch.cat(chunks).mean(1) - torch.cat(baseline).mean(1)
-                ci = metrics.bootstrap_ci(difference, keys["seed"], f"{method}/{metric}_vs_{name}")
-                rows.append(metric_row(f"{metric}_vs_{name}", float(difference.mean()), difference.numel(),
-                                       method=method, ci=(float(ci[0]), float(ci[1])), **keys))
-        return rows
+def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMethod, epoch: int, state: UnitState,
+            icl_store: IclDistributions | None, direction: dict[str, torch.Tensor] | None,
+            trained: dict[str, torch.Tensor] | None, *, final: bool, alpha: bool, kendall: bool) -> None:
+    """The FT pass of one method at one epoch (ordering 0, trained weights in the model) against the references."""
+    acc, name = state.acc, spec.name
+    for ref in state.references:
+        scores = score_batch(lm, prompts, ref.indices, prefix=None, position=cfg.position)
+        ft, lengths = scores.capture, ref.zs.test_length
+        h_icl, h_zs, m_icl = ref.icl.attention_output, ref.zs.attention_output, ref.icl.presoftmax_logits
+        heads = m_icl.shape[2]
+        acc.add(name, "simaou_norm", metrics.simaou_norm(h_icl, h_zs, ft.attention_output), epoch=epoch)
+        acc.add(name, "simaou", metrics.simaou(h_icl, h_zs, ft.attention_output), epoch=epoch)
+        acc.add(name, "simam", metrics.simam(m_icl, ft.presoftmax_logits, lengths), heads, epoch=epoch)
+        acc.add(name, "simam_delta", metrics.simam_delta(m_icl, ref.zs.presoftmax_logits, ft.presoftmax_logits,
+                                                         lengths), heads, epoch=epoch)
+        state.outputs.add(name, epoch, scores)
+        if icl_store is not None:
+            p_icl, p_ft = icl_store.probabilities(ref.indices), scores.next_token_logprobs.double().exp()
+            for metric_name, metric in metrics.OUTPUT_METRICS.items():
+                acc.add_scalar(name, metric_name, metric(p_icl, p_ft), epoch=epoch)
+        if kendall and len(ref.kendall_rows):
+            state.kendall_queries.setdefault((name, epoch), []).append(ft.analysis_query[ref.kendall_rows])
+        if alpha:
+            state.presoftmax.setdefault((name, epoch), []).append(ft.presoftmax_logits)
+        if final:
+            acc.add_masked_keys(name, ft)
+            state.final_captures.setdefault(name, []).append(ft)
+        if direction is not None:  # the "better random" control: the same change norm, a random direction
+            finetuning.swap_in(lm, direction)
+            try:
+                h_rand = score_batch(lm, prompts, ref.indices, prefix=None,
+                                     position=cfg.position).capture
+            finally:
+                finetuning.swap_in(lm, trained)
+            acc.add(name, "simaou_norm_random_direction",
+                    metrics.simaou_better_random(h_icl, h_zs, h_rand.attention_output, normalised=True), epoch=epoch)
+            acc.add(name, "simaou_random_direction",
+                    metrics.simaou_better_random(h_icl, h_zs, h_rand.attention_output, normalised=False), epoch=epoch)
+            if final:
+                state.final_captures.setdefault(f"{name}:random_direction", []).append(h_rand)
 
 
-# Each similarity score's within-unit baselines: name -> (method, metric), method None = the score's own FT method.
-BASELINES: dict[str, dict[str, tuple[str | None, str]]] = {
-    "simaou_norm": {"random": ("icl", "simaou_norm_random"),
-                    "random_direction": (None, "simaou_norm_random_direction")},
-    "simaou": {"random": ("icl", "simaou_random"), "random_direction": (None, "simaou_random_direction")},
-    "simam": {"before": ("icl", "simam_before")},
-    "kendall": {"random": (None, "kendall_random")},
-}
+def spread_pass(lm: LoadedModel, prompts: Prompts, spread: metrics.RunningOrderSpread, batch_size: int) -> None:
+    """One ordering's FT distributions into a method's order-sensitivity accumulator."""
+    for indices in batches(len(prompts.queries), batch_size):
+        p = score_batch(lm, prompts, indices, prefix=None, capture=False).next_token_logprobs.double().exp()
+        spread.add(torch.tensor(indices), p)
 
 
-def batch_metrics(acc: Accumulator, captures: dict[str, Capture], trained: dict[str, TrainedMethod],
-                  examples: list[int], kendall_rows: torch.Tensor, seed: int) -> None:
-    """Every similarity metric of one batch, per example and layer (spec/metrics.md).
+def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, orderings: list[Prompts],
+               training: Prompts | None, original: dict[str, torch.Tensor], state: UnitState,
+               icl_store: IclDistributions | None, progress: Progress, alpha: bool) -> None:
+    """Train one method under each ordering (on ``training``'s demos where given, else on ICL's); measure it at every
+    recorded epoch (all metrics under the unit's ordering, Sen over the orderings). The model ends with its original
+    weights."""
+    recorded = cfg.epochs_recorded()
+    prompts = orderings[0]
+    n_examples, vocab = len(prompts.queries), lm.model.get_output_embeddings().weight.shape[0]
+    spreads = {e: metrics.RunningOrderSpread(n_examples, vocab) for e in recorded} if cfg.orderings > 1 else {}
+    record_queries = spec.name == "gd" and cfg.kendall_examples > 0 and cfg.epochs == 1 and training is None
+    measuring = 0.0
+    for o, ordered in enumerate([training] if training is not None else orderings[:cfg.orderings]):
+        sequences = ordered.training_sequences()
+        bar = progress.add_task(f"finetune ({spec.name}{f', ordering {o + 1}' if cfg.orderings > 1 else ''})",
+                                total=cfg.epochs * len(finetuning.step_batches(len(sequences), spec.batch)))
 
-    ``examples``: the eval indices of the batch's rows; the random baselines draw per example from
-    (seed, example index), so no value depends on the batch size.
-    """
-    zs, icl = captures["zs"], captures["icl"]
-    h_zs, h_icl = zs.attention_output, icl.attention_output
-    m_zs, m_icl, lengths = zs.presoftmax_logits, icl.presoftmax_logits, zs.test_length
-    u = metrics.uniform_per_example(seed, examples, h_icl.shape[1:], "simaou_random")
-    acc.add("icl", "simaou_norm_random", metrics.simaou_random(h_icl, h_zs, u, normalised=True))
-    acc.add("icl", "simaou_random", metrics.simaou_random(h_icl, h_zs, u, normalised=False))
-    heads = m_icl.shape[2]
-    acc.add("icl", "simam_before", metrics.simam_before_ft(m_icl, m_zs, lengths), heads)
-    for method in trained:
-        ft = captures[method]
-        acc.add(method, "simaou_norm", metrics.simaou_norm(h_icl, h_zs, ft.attention_output))
-        acc.add(method, "simaou", metrics.simaou(h_icl, h_zs, ft.attention_output))
-        acc.add(method, "simam", metrics.simam(m_icl, ft.presoftmax_logits, lengths), heads)
-        acc.add(method, "simam_delta", metrics.simam_delta(m_icl, m_zs, ft.presoftmax_logits, lengths), heads)
-        queries = trained[method].train_queries
-        if queries is not None and len(kendall_rows):
-            m_icl_demo = icl.demo_logits[kendall_rows]
-            m_ft_demo = metrics.ft_demo_logits(ft.analysis_query[kendall_rows], queries)
-            u_demo = metrics.uniform_per_example(seed, [examples[int(r)] for r in kendall_rows], m_icl_demo.shape[1:],
-                                                 "kendall_random")
-            acc.add(method, "kendall", metrics.kendall(m_icl_demo, m_ft_demo))
-            acc.add(method, "kendall_random", metrics.kendall_random(m_icl_demo, u_demo))
-        if f"{method}:random_direction" in captures:
-            h_rand = captures[f"{method}:random_direction"].attention_output
-            acc.add(method, "simaou_norm_random_direction",
-                    metrics.simaou_better_random(h_icl, h_zs, h_rand, normalised=True))
-            acc.add(method, "simaou_random_direction",
-                    metrics.simaou_better_random(h_icl, h_zs, h_rand, normalised=False))
-    if "gd" in trained and "lcgd" in trained:
-        acc.add("lcgd_vs_gd", "alpha", metrics.alpha(captures["lcgd"].presoftmax_logits,
-                                                     captures["gd"].presoftmax_logits, m_zs, lengths), heads)
+        def on_epoch(epoch: int, o: int = o, ordered: Prompts = ordered) -> None:
+            nonlocal measuring
+            if epoch not in recorded:
+                return
+            mark = time.time()
+            if o == 0:
+                trained = direction = None
+                if spec.name == "gd":
+                    trained = finetuning.snapshot(lm)
+                    direction = random_direction(lm, original, trained, cfg.seed)
+                ft_pass(cfg, lm, prompts, spec, epoch, state, icl_store, direction, trained,
+                        final=epoch == cfg.epochs, alpha=alpha, kendall=record_queries)
+            if spreads:
+                spread_pass(lm, ordered, spreads[epoch], cfg.batch_size)
+            measuring += time.time() - mark
+
+        mark = time.time()
+        result = finetuning.finetune(
+            lm, sequences, lr, method=spec, epochs=cfg.epochs, label_lengths=ordered.training_label_lengths(),
+            record_queries=record_queries and o == 0, bos_length=len(prompts.bos_ids),
+            on_step=lambda bar=bar: progress.advance(bar), on_epoch=on_epoch,
+        )
+        progress.remove_task(bar)
+        state.timings[f"{spec.name}_s"] = state.timings.get(f"{spec.name}_s", 0.0) + time.time() - mark
+        if o == 0:
+            state.grad_norms[spec.name] = result.grad_norms
+            if result.train_queries is not None:
+                kendall(cfg, state, spec.name, prompts, result, recorded)
+                if cfg.captures == "full":
+                    state.train_queries[spec.name] = result.train_queries
+    state.timings[f"{spec.name}_measure_s"] = measuring
+    state.timings[f"{spec.name}_train_s_per_epoch"] = (
+        (state.timings[f"{spec.name}_s"] - measuring) / (cfg.epochs * cfg.orderings))
+    for epoch, spread in spreads.items():
+        state.acc.add_scalar(spec.name, "order_sensitivity", spread.per_example(), epoch=epoch)
+
+
+def kendall(cfg: CompareConfig, state: UnitState, name: str, prompts: Prompts, result: finetuning.FinetuneResult,
+            recorded: list[int]) -> None:
+    """Kendall's τ between ICL's and FT's attention to the demo tokens (Dai), with its random baseline."""
+    # Kendall pairs the j-th ICL demo token with the j-th FT training token: one and the same token.
+    metrics.check_same_demo_tokens(torch.tensor(prompts.prefix_ids)[prompts.demo_positions], result.train_tokens)
+    for epoch in recorded:
+        queries = iter(state.kendall_queries.pop((name, epoch), []))
+        for ref in state.references:
+            if not len(ref.kendall_rows):
+                continue
+            m_icl_demo = ref.icl.demo_logits[ref.kendall_rows]
+            m_ft_demo = metrics.ft_demo_logits(next(queries), result.train_queries)
+            u_demo = metrics.uniform_per_example(cfg.seed, [ref.indices[int(r)] for r in ref.kendall_rows],
+                                                 m_icl_demo.shape[1:], "kendall_random")
+            state.acc.add(name, "kendall", metrics.kendall(m_icl_demo, m_ft_demo), epoch=epoch)
+            state.acc.add(name, "kendall_random", metrics.kendall_random(m_icl_demo, u_demo), epoch=epoch)
+
+
+def alpha_rows(state: UnitState, recorded: list[int]) -> None:
+    """Deutch et al.'s α between LCGD's and GD's attention maps, at each recorded epoch."""
+    for epoch in recorded:
+        lcgd, gd = state.presoftmax.pop(("lcgd", epoch)), state.presoftmax.pop(("gd", epoch))
+        for ref, m_lcgd, m_gd in zip(state.references, lcgd, gd, strict=True):
+            state.acc.add("lcgd_vs_gd", "alpha", metrics.alpha(m_lcgd, m_gd, ref.zs.presoftmax_logits,
+                                                               ref.zs.test_length), m_gd.shape[2], epoch=epoch)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The unit
+
+
+def ordered_prompts(cfg: CompareConfig, prompts: Prompts) -> list[Prompts]:
+    """The unit's prompts, then the same demos under orders order+1, order+2, ...: ``orderings`` in all, and at
+    least two when the output metrics need their ICL-vs-ICL noise floor."""
+    count = max(cfg.orderings, 2 if cfg.output_metrics else 1)
+    sampled = prompts.reordered(np.argsort(order_permutation(cfg.seed, cfg.order, prompts.true_k)))
+    return [prompts] + [sampled.reordered(order_permutation(cfg.seed, cfg.order + i, prompts.true_k))
+                        for i in range(1, count)]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The process's peak resident memory (CPU) or the peak CUDA allocation, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult:
@@ -348,54 +462,45 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     lm = load_model(cfg.model, dtype=cfg.dtype, untrained=cfg.untrained, seed=cfg.seed, device=cfg.device)
     unit = prepare_unit(cfg, lm, rows)
     prompts = unit.prompts
-    timings: dict[str, float] = {}
+    methods = {name: finetuning.parse_method(name) for name in cfg.methods}
+    for spec in methods.values():
+        spec.resolve_layer(len(blocks(lm.model, lm.family)))  # a layer out of range fails before any pass
+    orderings = ordered_prompts(cfg, prompts)
+    recorded = cfg.epochs_recorded()
+    alpha = "gd" in methods and "lcgd" in methods
+    state = UnitState()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         disable=not show_progress, transient=True)
-    with progress:
-        mark = time.time()
+    with progress, tempfile.TemporaryDirectory(prefix="iclgd-unit-") as scratch:
         original = finetuning.snapshot(lm)
-        lr, lr_source = choose_lr(cfg, lm, unit.task.name, unit)
-        trained = finetune_methods(cfg, lm, prompts, lr, original, progress)
-        timings["finetune_s"] = time.time() - mark
+        mark = time.time()
+        needs_unit_lr = any(spec.lr is None for spec in methods.values())
+        lr, lr_source = choose_lr(cfg, lm, unit.task.name, unit) if needs_unit_lr else (None, "per method")
+        state.timings["lr_s"] = time.time() - mark
 
         mark = time.time()
-        prefix = encode_prefix(lm, torch.tensor(prompts.prefix_ids, dtype=torch.long))
-        weights = {}  # each FT method and its random-direction control, swapped in for their passes
-        for method, t in trained.items():
-            weights[method] = t.tensors
-            if t.random_direction:
-                weights[f"{method}:random_direction"] = t.random_direction
-        acc = Accumulator()
-        outputs: dict[str, list[torch.Tensor]] = {}
-        captures: list[dict[str, torch.Tensor]] = []
-        bar = progress.add_task("ZS / ICL / FT passes", total=len(prompts.queries))
-        passes = interleaved_passes(
-            lm, prompts, prefix=prefix, weights=weights, original=original, batch_size=cfg.batch_size,
-            position=cfg.position,
-            demo_logits=lambda indices: cfg.captures == "full" or indices[0] < cfg.kendall_examples,
-        )
-        for indices, scores in passes:
-            kendall_rows = torch.tensor([i for i, row in enumerate(indices) if row < cfg.kendall_examples],
-                                        dtype=torch.long)
-            batch_metrics(acc, {name: s.capture for name, s in scores.items()}, trained, indices, kendall_rows,
-                          cfg.seed)
-            for name, s in scores.items():
-                if ":" not in name:  # ZS, ICL and each FT method (the random direction masks as FT does)
-                    acc.add_masked_keys(name, s.capture)
-                outputs.setdefault(name, []).append(s.candidate_logprobs)
-                outputs.setdefault(f"{name}:fullvocab", []).append(s.next_token_logprobs.argmax(-1))
-            if cfg.captures != "none":
-                captures.append(compact_captures(indices, scores, full=cfg.captures == "full"))
-            progress.advance(bar, len(indices))
-        timings["passes_s"] = time.time() - mark
+        prefixes = [encode_prefix(lm, torch.tensor(p.prefix_ids, dtype=torch.long)) for p in orderings]
+        vocab = lm.model.get_output_embeddings().weight.shape[0]
+        icl_store = IclDistributions(Path(scratch), len(prompts.queries), vocab) if cfg.output_metrics else None
+        reference_passes(cfg, lm, orderings, prefixes, state, icl_store, progress)
+        del prefixes
+        state.timings["reference_passes_s"] = time.time() - mark
+        for spec in methods.values():
+            run_method(cfg, lm, spec, spec.lr or lr, orderings, unit.training, original, state, icl_store, progress,
+                       alpha)
+        if alpha:
+            alpha_rows(state, recorded)
 
     keys = unit_keys(cfg, unit.info)
-    accuracy_rows, predictions = accuracy_and_predictions(prompts, outputs, list(trained), keys)
-    table = accuracy_rows + acc.rows(keys) + grad_norm_rows(trained, keys)
-    if cfg.captures == "full":
-        for method, t in trained.items():
-            if t.train_queries is not None:
-                captures.append({f"{method}.blocks.{layer}.train_q": q for layer, q in enumerate(t.train_queries)})
+    accuracy_rows, predictions = accuracy_and_predictions(prompts, state.outputs, list(methods), cfg.epochs, keys)
+    table = accuracy_rows + state.acc.rows(keys) + grad_norm_rows(state.grad_norms, keys)
+    captures = []
+    if cfg.captures != "none":
+        for b, ref in enumerate(state.references):
+            passes = {"zs": ref.zs, "icl": ref.icl, **{name: c[b] for name, c in state.final_captures.items()}}
+            captures.append(compact_captures(ref.indices, passes, full=cfg.captures == "full"))
+        for name, queries in state.train_queries.items():
+            captures.append({f"{name}.blocks.{layer}.train_q": q for layer, q in enumerate(queries)})
     record = {
         "config": cfg.model_dump(),
         "versions": library_versions(),
@@ -405,8 +510,13 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
                   "untrained": cfg.untrained, "provenance": lm.provenance},
         "lr": lr,
         "lr_source": lr_source,
+        "methods": {name: {**vars(spec), "lr": spec.lr or lr} for name, spec in methods.items()},
+        "epochs_recorded": recorded,
+        "orderings": [[int(i) for i in order_permutation(cfg.seed, cfg.order + o, prompts.true_k)]
+                      for o in range(len(orderings))],
         **unit.info,
-        "timings": {**{k: round(v, 3) for k, v in timings.items()}, "total_s": round(time.time() - started, 3)},
+        "timings": {**{k: round(v, 3) for k, v in state.timings.items()}, "total_s": round(time.time() - started, 3)},
+        "peak_memory_mb": round(peak_memory_mb(next(lm.model.parameters()).device), 1),
     }
     return UnitResult(metrics=table, predictions=predictions, record=record, captures=captures, captures_dtype=None)
 
@@ -422,69 +532,3 @@ def unit_keys(cfg: CompareConfig, info: dict) -> dict[str, Any]:
         "k": cfg.shots,
         "true_k": info["true_k"],
     }
-
-
-def grad_norm_rows(trained: dict[str, TrainedMethod], keys: dict[str, Any]) -> list[dict[str, Any]]:
-    """Deutch et al. Fig. 4: the per-layer gradient norm before step j, as metric `grad_norm_step{j}`."""
-    rows = []
-    for method, t in trained.items():
-        for step, per_layer in enumerate(t.grad_norms.tolist()):
-            rows += [metric_row(f"grad_norm_step{step}", v, 1, method=method, layer=layer, **keys)
-                     for layer, v in enumerate(per_layer)]
-    return rows
-
-
-def accuracy_and_predictions(prompts: Prompts, outputs: dict[str, list[torch.Tensor]], methods: list[str],
-                             keys: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """Label-word and full-vocabulary accuracy per pass (and of always predicting the most frequent label, under
-    method "majority"), Rec2FTP per method, per-example predictions."""
-    gold = torch.tensor([q.gold for q in prompts.queries])
-    gold_first = torch.tensor([prompts.label_ids[q.gold][0] for q in prompts.queries])
-    correct: dict[str, torch.Tensor] = {}
-    n = len(gold)
-    rows = [metric_row("accuracy", metrics.majority_accuracy(gold), n, method="majority", **keys)]
-    predictions = []
-    for name in ["zs", "icl", *methods]:
-        candidate = torch.cat(outputs[name])
-        fullvocab = torch.cat(outputs[f"{name}:fullvocab"])
-        predicted = metrics.label_predictions(candidate)
-        correct[name] = predicted == gold
-        fullvocab_correct = fullvocab == gold_first
-        for metric, value, hits in (("accuracy", metrics.accuracy(predicted, gold), correct[name]),
-                                    ("fullvocab_accuracy", metrics.accuracy(fullvocab, gold_first), fullvocab_correct)):
-            ci = metrics.bootstrap_ci(hits.double(), keys["seed"], f"{name}/{metric}")
-            rows.append(metric_row(metric, value, n, method=name, ci=ci, **keys))
-        predictions += [{
-            "example": i, "method": name, "gold": int(gold[i]), "prediction": int(predicted[i]),
-            "correct": bool(correct[name][i]), "candidate_logprobs": candidate[i].tolist(),
-            "fullvocab_token": int(fullvocab[i]), "fullvocab_correct": bool(fullvocab_correct[i]),
-        } for i in range(n)]
-    zs_wrong, icl_fixes = ~correct["zs"], ~correct["zs"] & correct["icl"]
-    chance_ci = metrics.bootstrap_ratio_ci(icl_fixes * 100.0, zs_wrong, keys["seed"], "rec2ftp_chance")
-    for method in methods:
-        r = metrics.rec2ftp(correct["zs"], correct["icl"], correct[method])
-        ft_fixes = zs_wrong & correct[method]
-        ci = metrics.bootstrap_ratio_ci((ft_fixes & icl_fixes) * 100.0, ft_fixes, keys["seed"], f"{method}/rec2ftp")
-        rows.append(metric_row("rec2ftp", r.value, r.count, method=method, ci=ci, **keys))
-        rows.append(metric_row("rec2ftp_chance", r.chance, r.chance_count, method=method, ci=chance_ci, **keys))
-    return rows, predictions
-
-
-def compact_captures(indices: list[int], scores: dict[str, BatchScores], full: bool) -> dict[str, torch.Tensor]:
-    """One batch's captures, named like TransformerLens hooks: ``{pass}.blocks.{l}.attn_out`` [B, d_model],
-    ``{pass}.blocks.{l}.attn_scores`` [B, H, T] (pre-softmax, analysis row, test tokens; ``{pass}.test_length``
-    says how many are real); with ``full`` also ``{pass}.blocks.{l}.q`` and ``icl.blocks.{l}.demo_attn_scores``.
-    Kept in float32, the precision the metrics were computed from, so that they recompute exactly."""
-    out = {"example": torch.tensor(indices)}
-    for name, s in scores.items():
-        c, name = s.capture, name.replace(":", ".")
-        out[f"{name}.test_length"] = c.test_length
-        for layer in range(c.attention_output.shape[1]):
-            block = f"{name}.blocks.{layer}"
-            out[f"{block}.attn_out"] = c.attention_output[:, layer]
-            out[f"{block}.attn_scores"] = c.presoftmax_logits[:, layer]
-            if full:
-                out[f"{block}.q"] = c.analysis_query[:, layer]
-                if c.demo_logits is not None:
-                    out[f"{block}.demo_attn_scores"] = c.demo_logits[:, layer]
-    return out

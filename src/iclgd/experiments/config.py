@@ -8,14 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from iclgd.checks import DeviceName
 from iclgd.config_files import build_config
+from iclgd.errors import UserError
+from iclgd.finetune.methods import BUILT_IN, parse_method
 from iclgd.runner.units import unit_id
 
 Untrained = Literal["all", "keep_layernorm", "trained_embeddings"]
-Method = Literal["gd", "lcgd"]
+# Epochs at which a multi-epoch method is measured by default (those up to the unit's epochs, and the last one).
+CURVE_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
 Position = Literal["label_token", "prompt_end"]
 Captures = Literal["compact", "full", "none"]
 
@@ -34,8 +37,20 @@ class CompareConfig(BaseModel):
     balanced: bool = Field(False, description="class-balanced demonstration sampling")
     eval_size: int | None = Field(None, ge=1, description="eval rows (default: the task's eval_size)")
     position: Position = Field("label_token", description="analysis position")
-    methods: list[Method] = Field(default_factory=lambda: ["gd"], description="finetuning methods compared")
-    lr: float | None = Field(None, gt=0, description="learning rate; default: published value or a search")
+    methods: list[str] = Field(default_factory=lambda: ["gd"], description="FT methods compared: gd, lcgd or "
+                               "<kv|whole|wv:layer>-<gd|sgd[b]|adam[b]>[-demo|label][@lr] (iclgd.finetune.methods)")
+    epochs: int = Field(1, ge=1, description="epochs every FT method runs (Dai, Deutch: 1; Shen: up to 200)")
+    record_epochs: list[int] | None = Field(None, description="epochs at which each method is measured (default: "
+                                            "1, 2, 5, 10, 20, 50, 100, 200 up to epochs, and the last)")
+    output_metrics: bool = Field(False, description="TO@10, OCS@10, KL and JS between ICL's next-token distribution "
+                                 "and each method's, with the ICL-vs-ICL noise floor over the orderings (at least 2)")
+    ft_shots: int | None = Field(None, ge=1, description="demonstrations the FT methods train on, when not ICL's: "
+                                 "the first ft_shots of the same seeded sample, not bound by the context (Shen's GD "
+                                 "with more data); ICL keeps the first `shots`")
+    orderings: int = Field(1, ge=1, description="orderings of the same demos (the unit's order, then order+1, ...): "
+                           "with 2 or more, order sensitivity (Sen) of ICL and of every method at each recorded epoch")
+    lr: float | None = Field(None, gt=0, description="learning rate; default: published value or a search (gd, lcgd "
+                             "with 1 epoch only)")
     lr_search_rows: int = Field(200, ge=1, description="held-out training rows scoring the lr search")
     untrained: Untrained | None = Field(None, description="Deutch et al.'s untrained model variants")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -54,10 +69,36 @@ class CompareConfig(BaseModel):
 
     @field_validator("methods")
     @classmethod
-    def _unique_methods(cls, value: list[str]) -> list[str]:
+    def _known_methods(cls, value: list[str]) -> list[str]:
         if not value:
-            raise ValueError("at least one finetuning method is needed (gd, lcgd)")
+            raise ValueError("at least one finetuning method is needed (gd, lcgd, whole-gd-label, ...)")
+        for name in value:
+            try:
+                parse_method(name)
+            except UserError as err:
+                raise ValueError(str(err)) from None
         return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _epochs_and_lr(self) -> CompareConfig:
+        beyond = [e for e in self.record_epochs or [] if not 1 <= e <= self.epochs]
+        if beyond:
+            raise ValueError(f"record_epochs {beyond} lie outside the {self.epochs} epoch(s) run: list epochs in "
+                             f"1..{self.epochs} or raise epochs")
+        if self.ft_shots is not None and self.orderings > 1:
+            raise ValueError("ft_shots and orderings > 1 do not combine: order sensitivity reorders ICL's demos, which "
+                             "FT then trains on; run them as separate units")
+        if self.lr is None:
+            unset = [m for m in self.methods if parse_method(m).lr is None and (m not in BUILT_IN or self.epochs > 1)]
+            if unset:
+                raise ValueError(f"methods {unset} have no learning rate: the published values and the search cover "
+                                 f"only gd and lcgd for one epoch; set lr, or name a method's own as {unset[0]}@<lr>")
+        return self
+
+    def epochs_recorded(self) -> list[int]:
+        """The epochs at which every method is measured, ascending (the last epoch always)."""
+        chosen = self.record_epochs or [e for e in CURVE_EPOCHS if e <= self.epochs]
+        return sorted({*chosen, self.epochs})
 
     def unit_fields(self) -> dict[str, Any]:
         """The fields that define what is computed (not where it is written)."""

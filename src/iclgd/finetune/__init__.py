@@ -18,6 +18,7 @@ from iclgd.finetune.gd import (
     lm_loss,
     restore,
     snapshot,
+    step_batches,
     swap_in,
     train,
     trainable_slices,
@@ -37,7 +38,7 @@ from iclgd.finetune.methods import BUILT_IN, LOSSES, PARAMETERS, FTMethod, finet
 
 __all__ = [
     "BUILT_IN", "DAI_LR_GRID", "LOSSES", "OPTIMIZERS", "PARAMETERS", "FTMethod", "Model", "label_loss", "lm_loss",
-    "parse_method", "train", "PUBLISHED_LR", "PUBLISHED_SEED", "FinetuneResult", "LrSearch", "finetune",
+    "parse_method", "step_batches", "train", "PUBLISHED_LR", "PUBLISHED_SEED", "FinetuneResult", "LrSearch", "finetune",
     "finetune_full_batch", "finetune_gd", "finetune_lcgd", "layer_causal_loss", "published_lr", "published_seed",
     "restore", "search_grid", "search_lr", "snapshot", "swap_in", "trainable_slices",
 ]

@@ -26,10 +26,14 @@ from iclgd.metrics.cosine import Cosines, LayerAverage, average_cosines, cosine,
 from iclgd.metrics.draws import example_seed, uniform_per_example
 from iclgd.metrics.kendall import check_same_demo_tokens, ft_demo_logits, kendall, kendall_random
 from iclgd.metrics.output_distribution import (
+    OUTPUT_METRICS,
+    RunningOrderSpread,
     js_divergence,
     kl_divergence,
     order_pair_reference,
+    order_pair_reference_per_example,
     order_sensitivity,
+    order_sensitivity_per_example,
     overlap_cosine,
     token_overlap,
 )
@@ -71,8 +75,12 @@ __all__ = [
     "layer_average",
     "layer_sparsity",
     "majority_accuracy",
+    "OUTPUT_METRICS",
+    "RunningOrderSpread",
     "order_pair_reference",
+    "order_pair_reference_per_example",
     "order_sensitivity",
+    "order_sensitivity_per_example",
     "overlap_cosine",
     "rec2ftp",
     "relative_weight_change",

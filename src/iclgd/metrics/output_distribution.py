@@ -55,14 +55,58 @@ def js_divergence(p1: Tensor, p2: Tensor) -> Tensor:
     return 0.5 * kl_divergence(p1, m) + 0.5 * kl_divergence(p2, m)
 
 
+def order_sensitivity_per_example(p: Tensor) -> Tensor:
+    """Σ_v std_{π ∈ Π} p^π(v | x) per example x, population std (ddof=0); p: [Π orderings, N examples, V]."""
+    if p.dim() != 3:
+        raise ValueError(f"expected p of shape [orderings, examples, vocab], got {tuple(p.shape)}")
+    return p.double().std(dim=0, correction=0).sum(-1)
+
+
 def order_sensitivity(p: Tensor) -> float:
     """Sen = mean_x Σ_v std_{π ∈ Π} p^π(v | x), population std (ddof=0).
 
     p: [Π orderings, N examples, V] the distributions of one method under each ordering of the same demos.
     """
-    if p.dim() != 3:
-        raise ValueError(f"expected p of shape [orderings, examples, vocab], got {tuple(p.shape)}")
-    return float(p.double().std(dim=0, correction=0).sum(-1).mean())
+    return float(order_sensitivity_per_example(p).mean())
+
+
+class RunningOrderSpread:
+    """Sen accumulated one ordering at a time (Welford's mean and sum of squared deviations per example and token),
+    for methods that train once per ordering, so that no ordering's distributions need to be kept.
+
+    Identical distributions leave the deviations exactly 0 (Sen = 0, not rounding noise). float32 by default:
+    [N, V] twice per accumulator.
+    """
+
+    def __init__(self, n_examples: int, vocab: int, dtype: torch.dtype = torch.float32) -> None:
+        self.count = torch.zeros(n_examples, dtype=torch.long)
+        self.mean = torch.zeros(n_examples, vocab, dtype=dtype)
+        self.m2 = torch.zeros(n_examples, vocab, dtype=dtype)
+
+    def add(self, examples: Tensor, p: Tensor) -> None:
+        """One ordering's distributions ``p`` [B, V] of the eval examples ``examples`` [B] (indices)."""
+        self.count[examples] += 1
+        n = self.count[examples].to(self.mean.dtype)[:, None]
+        p = p.to(self.mean.dtype)
+        delta = p - self.mean[examples]
+        mean = self.mean[examples] + delta / n
+        self.m2[examples] += delta * (p - mean)
+        self.mean[examples] = mean
+
+    def per_example(self) -> Tensor:
+        """Σ_v std_π p^π(v | x) per example, float64 [N]."""
+        if int(self.count.min()) < 2:
+            raise ValueError("order sensitivity needs every example under at least two orderings")
+        variance = (self.m2.double() / self.count.double()[:, None]).clamp_min(0)
+        return variance.sqrt().sum(-1)
+
+
+def order_pair_reference_per_example(metric: Callable[[Tensor, Tensor], Tensor], p: Tensor) -> Tensor:
+    """Per example: the mean over ordered pairs (π, π'), π ≠ π', of metric(p^π, p^π'); p: [Π, N, V]."""
+    if p.shape[0] < 2:
+        raise ValueError("the order reference needs at least two orderings")
+    pairs = [metric(p[i], p[j]).double() for i, j in itertools.permutations(range(p.shape[0]), 2)]
+    return torch.stack(pairs).mean(0)
 
 
 def order_pair_reference(metric: Callable[[Tensor, Tensor], Tensor], p: Tensor) -> float:
@@ -71,7 +115,13 @@ def order_pair_reference(metric: Callable[[Tensor, Tensor], Tensor], p: Tensor) 
     p: [Π, N, V], e.g. ICL under |Π| orderings of the same demos. Ordered pairs make asymmetric
     metrics (KL) well defined; for symmetric ones the mean equals that over unordered pairs.
     """
-    if p.shape[0] < 2:
-        raise ValueError("the order reference needs at least two orderings")
-    values = [float(metric(p[i], p[j]).double().mean()) for i, j in itertools.permutations(range(p.shape[0]), 2)]
-    return sum(values) / len(values)
+    return float(order_pair_reference_per_example(metric, p).mean())
+
+
+# The output-distribution metrics a unit reports, name -> metric(p_icl, p_other) per row (spec: K = 10).
+OUTPUT_METRICS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "to@10": lambda p1, p2: token_overlap(p1, p2, 10),
+    "ocs@10": lambda p1, p2: overlap_cosine(p1, p2, 10),
+    "kl": kl_divergence,
+    "js": js_divergence,
+}

@@ -124,6 +124,10 @@ class Prompts:
         """FT training sequences, in ICL order: [BOS] input label."""
         return [self.bos_ids + demo for demo in self.demo_ids]
 
+    def training_label_lengths(self) -> list[int]:
+        """How many tokens end each training sequence as its label word (the label-token loss's targets)."""
+        return [len(self.label_ids[label]) for label in self.demo_labels]
+
 
 def true_k(demo_lengths: Sequence[int], prefix_start: int, max_eval_len: int, max_context: int) -> int:
     """How many demos fit: append in order while len(prefix) + len(next demo + SEP) + max_eval_len < max_context.

@@ -87,12 +87,16 @@ def _sql_paths(paths: list[Path]) -> str:
 
 
 def connect(units: dict[Path, dict[str, Any]]) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views ``metrics``, ``predictions`` and ``units`` over ``units``
-    (checked unit folders -> records)."""
+    """An in-memory DuckDB connection with the views ``metrics`` (each FT method at its last epoch),
+    ``metrics_by_epoch`` (every recorded epoch), ``predictions`` and ``units`` over ``units`` (checked unit folders
+    -> records)."""
     con = duckdb.connect()
-    for view in ("metrics", "predictions"):
-        files = _sql_paths([unit_dir / f"{view}.parquet" for unit_dir in units])
+    for view in ("metrics_by_epoch", "predictions"):
+        files = _sql_paths([unit_dir / f"{view.removesuffix('_by_epoch')}.parquet" for unit_dir in units])
         con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({files}, union_by_name = true)")
+    # What tables read: every value at its method's last epoch (a method's final state); the curves read every epoch.
+    con.execute("CREATE VIEW metrics AS SELECT * FROM metrics_by_epoch "
+                "QUALIFY epoch IS NULL OR epoch = max(epoch) OVER (PARTITION BY unit, method)")
     table = pa.table(
         {
             "unit": [unit_dir.name for unit_dir in units],

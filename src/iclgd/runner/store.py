@@ -16,7 +16,8 @@ The ``metrics`` table, one row per value:
     method ("zs" | "icl" | "gd" | "lcgd" | ...: the pass, or the FT method ICL is compared with),
     metric ("accuracy", "simaou", ...), layer (int32; null = the mean over layers, or a layer-less metric),
     value (float64), count (int64), ci_low and ci_high (float64: the 95% percentile bootstrap interval of value
-    over the unit's eval examples; null where a value has none, e.g. counts and Rec2FTP).
+    over the unit's eval examples; null where a value has none, e.g. counts and Rec2FTP), epoch (int64: the FT
+    epoch a value was measured at; null for passes without training, zs and icl).
 ``count`` is the number of examples behind ``value`` (for the layer-null row of a per-layer metric, the
 largest per-layer count). For a ``*_zero_count`` metric, ``value`` is the number of cases whose Δ counted
 as zero and ``count`` the number of cases tested (examples x heads for SimAM); its layer-null row holds the
@@ -52,8 +53,9 @@ from iclgd.runs import atomic_folder
 
 UNIT_FILES = ("record.json", "metrics.parquet", "predictions.parquet")
 # The layout of a unit folder and the meaning of its ids and values; a reader refuses units of another format
-# rather than mix them (format 2: unit ids from runner.units.unit_id, per-example baseline draws, bootstrap CIs).
-RESULTS_FORMAT = 2
+# rather than mix them (format 2: unit ids from runner.units.unit_id, per-example baseline draws, bootstrap CIs;
+# format 3: FT methods by name, an epoch per FT value).
+RESULTS_FORMAT = 3
 LOCK_PREFIX = ".lock-"
 
 METRICS_SCHEMA = pa.schema(
@@ -74,10 +76,12 @@ METRICS_SCHEMA = pa.schema(
         ("count", pa.int64()),
         ("ci_low", pa.float64()),
         ("ci_high", pa.float64()),
+        ("epoch", pa.int64()),
     ]
 )
-# Columns a producer may leave out (null): the bootstrap interval of a value that has none.
-OPTIONAL_COLUMNS = ("ci_low", "ci_high")
+# Columns a producer may leave out (null): the bootstrap interval of a value that has none, the epoch of a value
+# measured without training.
+OPTIONAL_COLUMNS = ("ci_low", "ci_high", "epoch")
 
 PREDICTIONS_SCHEMA = pa.schema(
     [
@@ -114,17 +118,18 @@ class UnitResult:
 
 
 def metric_row(metric: str, value: float, count: int, *, method: str, layer: int | None = None,
-               ci: tuple[float, float] | None = None, **keys: Any) -> dict:
+               ci: tuple[float, float] | None = None, epoch: int | None = None, **keys: Any) -> dict:
     """One metrics row; ``keys`` are the KEY_COLUMNS (model, variant, task, template, seed, order, k, true_k);
     ``ci`` the 95% bootstrap interval over examples, where the value has one."""
     low, high = (None, None) if ci is None else (float(ci[0]), float(ci[1]))
     return {**keys, "method": method, "metric": metric, "layer": layer, "value": float(value), "count": int(count),
-            "ci_low": low, "ci_high": high}
+            "ci_low": low, "ci_high": high, "epoch": epoch}
 
 
 def layer_rows(
     metric: str, per_layer: Sequence[float], counts: Sequence[int] | int, *, method: str,
-    cis: Sequence[tuple[float, float]] | None = None, mean_ci: tuple[float, float] | None = None, **keys: Any
+    cis: Sequence[tuple[float, float]] | None = None, mean_ci: tuple[float, float] | None = None,
+    epoch: int | None = None, **keys: Any
 ) -> list[dict]:
     """One row per layer plus the layer-null row: the uniform mean over the layers that are not NaN
     (NaN if all are), or for ``*_count`` metrics (cases counted) the sum over layers (value and count).
@@ -134,14 +139,14 @@ def layer_rows(
     if len(counts) != len(per_layer):
         raise ValueError(f"{metric}: {len(per_layer)} layer values but {len(counts)} counts")
     pairs = enumerate(zip(per_layer, counts, strict=True))
-    rows = [metric_row(metric, v, c, method=method, layer=i, ci=cis[i] if cis else None, **keys)
+    rows = [metric_row(metric, v, c, method=method, layer=i, ci=cis[i] if cis else None, epoch=epoch, **keys)
             for i, (v, c) in pairs]
     if metric.endswith("_count"):
         mean, total = float(sum(per_layer)), sum(counts)
     else:
         finite = [v for v in per_layer if not math.isnan(v)]
         mean, total = (sum(finite) / len(finite) if finite else math.nan), max(counts, default=0)
-    return rows + [metric_row(metric, mean, total, method=method, layer=None, ci=mean_ci, **keys)]
+    return rows + [metric_row(metric, mean, total, method=method, layer=None, ci=mean_ci, epoch=epoch, **keys)]
 
 
 def _as_table(rows: pa.Table | list[dict[str, Any]], schema: pa.Schema, unit: str, what: str) -> pa.Table:
