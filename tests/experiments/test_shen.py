@@ -154,3 +154,12 @@ def test_gd_with_more_data_trains_on_ft_shots_demos(llama_dir, tmp_path):
     assert ("gd", "kendall", None, 1) not in values  # FT's tokens are not ICL's demo tokens: no Kendall
     with pytest.raises(Exception, match="ft_shots and orderings"):
         _cfg(llama_dir, tmp_path, ft_shots=7, orderings=2)
+
+
+def test_orderings_are_distinct_permutations(llama_dir, tmp_path):
+    from iclgd.experiments.compare import demo_orders
+    cfg = _cfg(llama_dir, tmp_path, orderings=6)
+    orders = [tuple(o) for o in demo_orders(cfg, 3)]
+    assert len(set(orders)) == 6 and orders[0] == (0, 1, 2)  # order 0: the sampled order; all 3! orderings
+    with pytest.raises(UserError, match="6 distinct orderings asked for, but 2 demos have only 2"):
+        demo_orders(cfg, 2)

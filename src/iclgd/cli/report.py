@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 PLOTS = ("per-layer", "accuracy")
+SHEN = "shen2024"  # tables and figures of its own (iclgd.report.shen), not a Paper of published.py
 
 
 def _names(text: str) -> list[str]:
@@ -36,24 +37,28 @@ def register(app: typer.Typer) -> None:
     def report(
         out: Annotated[Path, typer.Argument(help="results folder of a sweep")],
         paper: Annotated[str | None, typer.Option(help="print a paper's tables beside its numbers: dai2023 | "
-                                                       "deutch2024")] = None,
+                                                       "deutch2024 | shen2024 (also draws its figures 4 and 5 "
+                                                       "into <out>/_plots/shen2024_*)")] = None,
         method: Annotated[str, typer.Option(help="FT method compared with ICL (gd, lcgd)")] = "gd",
         over: Annotated[str, typer.Option(help="average over these columns, e.g. seed (mean ± std)")] = "",
         where: Annotated[str | None, typer.Option(help="SQL filter on metrics, e.g. \"k = 32\"")] = None,
         plot: Annotated[str | None, typer.Option(help="also draw: per-layer | accuracy")] = None,
         metrics: Annotated[str, typer.Option(help="metrics of the per-layer plot")] = "simaou,simam_delta",
         by: Annotated[str, typer.Option(help="one curve (per-layer) or bar group (accuracy) per value")] = "",
-        plot_out: Annotated[Path | None, typer.Option(help="plot file stem (default <out>/_plots/<plot>)")] = None,
+        plot_out: Annotated[Path | None, typer.Option(help="plot file stem (default <out>/_plots/<plot>; for "
+                                                                  "shen2024 the prefix of its figures)")] = None,
     ) -> None:
         """Print the summary table (or a paper's tables) of a results folder; optionally draw plots."""
         from iclgd.checks import check_output_file
         from iclgd.errors import UserError
-        from iclgd.report import paper_table, plot_accuracy_bars, plot_per_layer, summary_table
+        from iclgd.report import PAPERS, paper_table, plot_accuracy_bars, plot_per_layer, summary_table
         from iclgd.report.console import console
         from iclgd.runner import open_results
 
         if plot is not None and plot not in PLOTS:
             raise UserError(f"unknown plot {plot!r}: choose one of {', '.join(PLOTS)}")
+        if paper and paper not in (*PAPERS, SHEN):
+            raise UserError(f"unknown paper {paper!r}: choose one of {', '.join((*PAPERS, SHEN))}")
         con = open_results(out)
         if not paper or plot:
             check_method(con, method, out)
@@ -61,7 +66,12 @@ def register(app: typer.Typer) -> None:
         if stem is not None:  # before the table: a plot that cannot be written fails first
             check_output_file(stem, flag="--plot-out")
         terminal = console()
-        if paper:
+        shen_paths = []
+        if paper == SHEN:
+            from iclgd.report.shen import report_shen
+
+            shen_paths = report_shen(con, terminal, plot_out or out / "_plots" / SHEN, where=where, source=out)
+        elif paper:
             terminal.print(paper_table(con, paper, where=where))
         else:
             terminal.print(summary_table(con, ft_method=method, over=_names(over), where=where))
@@ -71,7 +81,7 @@ def register(app: typer.Typer) -> None:
             paths = plot_accuracy_bars(con, stem, by=by or "task", methods=("zs", "icl", method), where=where)
         else:
             paths = []
-        for path in paths:
+        for path in shen_paths + paths:
             terminal.print(f"wrote {path}")
 
     @app.command()

@@ -13,6 +13,7 @@ set only as the results do. A whole-model method is never copied per epoch: its 
 
 from __future__ import annotations
 
+import math
 import resource
 import tempfile
 import time
@@ -438,13 +439,28 @@ def alpha_rows(state: UnitState, recorded: list[int]) -> None:
 # The unit
 
 
-def ordered_prompts(cfg: CompareConfig, prompts: Prompts) -> list[Prompts]:
-    """The unit's prompts, then the same demos under orders order+1, order+2, ...: ``orderings`` in all, and at
-    least two when the output metrics need their ICL-vs-ICL noise floor."""
+def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
+    """The unit's demo order, then distinct others (orders order+1, order+2, ... with repeats skipped): ``orderings``
+    in all, and at least two when the output metrics need their ICL-vs-ICL noise floor. Each is a permutation of
+    the sampled order."""
     count = max(cfg.orderings, 2 if cfg.output_metrics else 1)
-    sampled = prompts.reordered(np.argsort(order_permutation(cfg.seed, cfg.order, prompts.true_k)))
-    return [prompts] + [sampled.reordered(order_permutation(cfg.seed, cfg.order + i, prompts.true_k))
-                        for i in range(1, count)]
+    if count > math.factorial(true_k):
+        raise UserError(f"{count} distinct orderings asked for, but {true_k} demos have only {math.factorial(true_k)}: "
+                        "lower orderings or raise shots")
+    orders, seen, order = [], set(), cfg.order
+    while len(orders) < count:
+        permutation = order_permutation(cfg.seed, order, true_k)
+        if tuple(permutation) not in seen:
+            seen.add(tuple(permutation))
+            orders.append(permutation)
+        order += 1
+    return orders
+
+
+def ordered_prompts(prompts: Prompts, orders: list[np.ndarray]) -> list[Prompts]:
+    """The unit's prompts (in orders[0]) and the same demos in each other order."""
+    sampled = prompts.reordered(np.argsort(orders[0]))  # back to the sampled order
+    return [prompts] + [sampled.reordered(order) for order in orders[1:]]
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -465,7 +481,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     methods = {name: finetuning.parse_method(name) for name in cfg.methods}
     for spec in methods.values():
         spec.resolve_layer(len(blocks(lm.model, lm.family)))  # a layer out of range fails before any pass
-    orderings = ordered_prompts(cfg, prompts)
+    orders = demo_orders(cfg, prompts.true_k)
+    orderings = ordered_prompts(prompts, orders)
     recorded = cfg.epochs_recorded()
     alpha = "gd" in methods and "lcgd" in methods
     state = UnitState()
@@ -512,8 +529,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         "lr_source": lr_source,
         "methods": {name: {**vars(spec), "lr": spec.lr or lr} for name, spec in methods.items()},
         "epochs_recorded": recorded,
-        "orderings": [[int(i) for i in order_permutation(cfg.seed, cfg.order + o, prompts.true_k)]
-                      for o in range(len(orderings))],
+        "orderings": [[int(i) for i in order] for order in orders],
         **unit.info,
         "timings": {**{k: round(v, 3) for k, v in state.timings.items()}, "total_s": round(time.time() - started, 3)},
         "peak_memory_mb": round(peak_memory_mb(next(lm.model.parameters()).device), 1),

@@ -144,3 +144,28 @@ DEUTCH2024 = Paper(
 )
 
 PAPERS: dict[str, Paper] = {"dai2023": DAI2023, "deutch2024": DEUTCH2024}
+
+
+@dataclass(frozen=True)
+class PublishedRange:
+    """An approximate published value: the range [low, high] read off a figure, for ``label`` on ``task`` with
+    ``k`` demos under ``orderings`` orderings."""
+
+    label: str
+    model: str
+    task: str
+    k: int
+    orderings: int
+    low: float
+    high: float
+
+
+# Shen et al. 2024 (LLaMA-7B): from secondary summaries of the paper, read off its figures, so approximate. They do
+# not fit Paper/Published (values per task of a table): Figure 4 gives ranges, Table 1 a finding in words.
+SHEN2024_TITLE = "Shen et al. 2024 (LLaMA-7B)"
+SHEN2024_SEN = (
+    PublishedRange("GD / SGD / Adam", "LLaMA-7B", "agnews", 8, 10, 0.01, 0.05),  # at every epoch
+    PublishedRange("ICL", "LLaMA-7B", "agnews", 8, 10, 0.10, 0.15),
+)
+SHEN2024_MORE_DATA = "GD needs ~512 demos to approach 8-shot ICL accuracy (LLaMA-7B; approximate)"
+
