@@ -4,10 +4,12 @@
     console.print(summary_table(con, over=("seed",)))
     console.print(paper_table(con, "deutch2024"))
     plot_per_layer(con, ["simaou", "simam_delta"], "figures/per_layer", by="variant")
+    report_shen(con, console, "figures/shen2024")  # Shen et al.: Sen summary, Table 1, Figures 4 and 5
 """
 
 from iclgd.report.plots import plot_accuracy_bars, plot_per_layer
 from iclgd.report.published import PAPERS
+from iclgd.report.shen import report_shen
 from iclgd.report.tables import paper_lines, paper_table, summary_rows, summary_table
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "paper_table",
     "plot_accuracy_bars",
     "plot_per_layer",
+    "report_shen",
     "summary_rows",
     "summary_table",
 ]
