@@ -24,6 +24,10 @@ UNIT = ["--model", "{model}", "--task", "icc-heldout", "--eval-size", "8", "--sh
 CURVE = ["icl-curve", "--model", "{model}", "--task", "icc-heldout", "--eval-size", "8", "--k", "1", "--seeds", "1",
          "--no-progress"]
 PRETRAIN = ["pretrain", "--steps", "2", "--no-progress"]
+SPARSITY = ["weights", "sparsity", "--model", "{model}"]
+PERTURB = ["weights", "perturb", "--model", "{model}", "--task", "icc-heldout", "-k", "2", "--eval-size", "4",
+           "--sigma", "0", "--no-progress"]
+CHECKPOINTS = ["weights", "checkpoints", "--task", "icc-heldout", "-k", "2", "--eval-size", "4", "--no-progress"]
 SWEEP_BASE = "base: {{model: {model}, task: icc-heldout, eval_size: 8, shots: 4, lr: 0.01}}\n"
 
 
@@ -172,6 +176,13 @@ CASES = [
     (["compare", *UNIT, "--dtype", "float64"], "'dtype'"),
     (["compare", *UNIT, "--untrained", "half"], "'untrained'"),
     (["compare", *UNIT, "--method", "sgd"], "'methods"),
+    (["compare", *UNIT, "--method", "whole-gd-labels"], "unknown loss 'labels'"),
+    (["compare", *UNIT, "--method", "whole-rmsprop"], "unknown optimizer 'rmsprop'"),
+    (["compare", *UNIT, "--method", "wv:top-gd"], "wv needs a layer"),
+    (["compare", *UNIT, "--method", "wv:40-gd"], "trains layer 40, but the model has"),
+    (["compare", *UNIT, "--epochs", "0"], "'epochs'"),
+    (["compare", *UNIT, "--epochs", "3", "--record-epoch", "5"], "record_epochs [5] lie outside the 3 epoch"),
+    (["compare", *UNIT, "--orderings", "0"], "'orderings'"),
     (["compare", *UNIT, "--batch-size", "0"], "'batch_size'"),
     (["compare", *UNIT, "--kendall-examples", "-1"], "'kendall_examples'"),
     (["compare", *UNIT, "--model", "{assets}/missing"], "not a model folder"),
@@ -224,6 +235,7 @@ CASES = [
     ([*PRETRAIN, "--steps", "0"], "'steps'"),
     ([*PRETRAIN, "--seed", "-1"], "'seed'"),
     ([*PRETRAIN, "--threads", "0"], "'threads'"),
+    ([*PRETRAIN, "--keep-every", "0"], "'keep_every'"),
     ([*PRETRAIN, "--device", "cuda", "--out", "p"], "CUDA is not available"),
     ([*PRETRAIN, "--device", "nonsense"], "unknown device"),
     ([*PRETRAIN, "--config", "{assets}/lr-inf.yaml"], "finite number"),
@@ -263,15 +275,48 @@ CASES = [
     (["report", "{results}", "--plot", "per-layer", "--plot-out", "{assets}/file.txt/plot"], "which is a file"),
     (["report", "{results}", "--plot", "per-layer", "--plot-out", "{ro}/plot"], "cannot be written"),
     (["report", "{results}", "--where", "nonsense ((("], "query failed"),
+    (["report", "{results}", "--paper", "nosuch"], "choose one of dai2023, deutch2024, shen2024"),
+    (["report", "{results}", "--paper", "shen2024"], "no Shen et al. results in"),
     (["sql", "{results}", "SELEC 1"], "query failed"),
     (["sql", "{assets}/missing", "SELECT 1"], "does not exist"),
     (["tasks", "{assets}/missing.yaml"], "missing.yaml"),
     (["prepare-data", "--task", "icc-heldout"], "needs --out"),
+    # --- weights -------------------------------------------------------------------------------------------
+    (["weights", "nosuch"], "No such command 'nosuch'"),
+    (["weights", "sparsity"], "Missing option '--model'"),
+    ([*SPARSITY, "--model", "{assets}/missing"], "not a model folder"),
+    ([*SPARSITY, "--model", "{assets}/not-a-model"], "no config.json"),
+    ([*SPARSITY, "--model", "{nan_model}"], "NaN or infinite weights"),
+    ([*SPARSITY, "--threshold", "0"], "must be finite and > 0"),
+    ([*SPARSITY, "--threshold=-1e-3"], "must be finite and > 0"),
+    ([*SPARSITY, "--threshold", "inf"], "must be finite and > 0"),
+    ([*SPARSITY, "--out", "{assets}/file.txt"], "is a file, not a folder"),
+    ([*SPARSITY, "--out", "{assets}/file.txt/w"], "which is a file"),
+    ([*SPARSITY, "--out", "{ro}/w"], "cannot be written"),
+    ([*PERTURB, "--sigma=-0.01"], "must be finite and >= 0"),
+    ([*PERTURB, "--sigma", "nan"], "must be finite and >= 0"),
+    ([*PERTURB, "--model", "{assets}/missing"], "not a model folder"),
+    ([*PERTURB, "--task", "no-such-task"], "unknown task"),
+    ([*PERTURB, "-k", "0"], "k = 0"),
+    ([*PERTURB, "-k", "9999"], "pool has only"),
+    ([*PERTURB, "--weights", "mlp"], "unknown weight set"),
+    ([*PERTURB, "--seed=-1"], "must be >= 0"),
+    ([*PERTURB, "--device", "cuda"], "CUDA is not available"),
+    ([*PERTURB, "--out", "{assets}/file.txt"], "is a file, not a folder"),
+    ([*PERTURB, "--out", "{ro}/p"], "cannot be written"),
+    ([*CHECKPOINTS, "--run", "{assets}/missing"], "does not exist"),
+    ([*CHECKPOINTS, "--run", "{assets}/empty-dir"], "holds no checkpoints"),
+    ([*CHECKPOINTS, "--run", "{assets}/pretrain-run"], "holds no checkpoints"),
+    ([*CHECKPOINTS, "--run", "{assets}/empty-dir", "--out", "{ro}/c"], "cannot be written"),
+    ([*CHECKPOINTS, "--run", "{assets}/empty-dir", "--reference", "middle"], "unknown reference checkpoint"),
+    ([*CHECKPOINTS, "--run", "{assets}/empty-dir", "--threshold", "0"], "must be finite and > 0"),
 ]
 
 
 def _command(argv: list[str]) -> str:
-    return next((a for a in argv if not a.startswith("-")), "iclgd") if argv[0] != "linreg" else f"linreg {argv[1]}"
+    if argv[0] in ("linreg", "weights"):
+        return f"{argv[0]} {argv[1]}"
+    return next((a for a in argv if not a.startswith("-")), "iclgd")
 
 
 def _tree(folder: Path) -> dict[str, float | None]:
@@ -300,7 +345,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, assets,
 def test_the_table_covers_every_command():
     covered = {_command(argv) for argv, _ in CASES}
     commands = {"compare", "demo", "sweep", "icl-curve", "pretrain", "report", "sql", "tasks", "prepare-data",
-                "linreg train", "linreg compare", "linreg ood", "linreg critique"}
+                "linreg train", "linreg compare", "linreg ood", "linreg critique", "weights sparsity",
+                "weights perturb", "weights checkpoints"}
     assert commands <= covered, commands - covered
 
 

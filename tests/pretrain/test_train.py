@@ -177,3 +177,31 @@ def test_resume_only_at_the_thread_count_of_the_run(tmp_path):
     pretrain(config, tmp_path, progress=False)
     done = pretrain(load_config(None, **{**TINY, "threads": 2}), tmp_path, progress=False)  # nothing to train
     assert done.steps == 0 and not done.saved
+
+
+def test_kept_checkpoints_survive_a_resume_and_leave_training_alone(tmp_path, capsys):
+    """keep_every writes loadable model folders at step 0, every N steps and the last step; a run killed after a kept
+    folder but before its checkpoint rewrites that folder identically, and the weights equal a run that keeps none."""
+    from transformers import AutoModelForCausalLM
+
+    from iclgd.synthetic.pretrain.train import kept_folder
+
+    config = load_config(None, **{**TINY, "keep_every": 15})
+    pretrain(load_config(None, **TINY), tmp_path / "plain", progress=False)
+    pretrain(config, tmp_path / "straight", progress=False)
+    pretrain(config, tmp_path / "resumed", progress=False, stop_after=15)  # kept 15, last checkpoint at 10
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT_FILE, weights_only=False)["step"] == 10
+    pretrain(config, tmp_path / "resumed", progress=False)
+    steps = [0, 15, 30, 40]
+    for run in ("straight", "resumed"):
+        assert sorted(p.name for p in (tmp_path / run / "checkpoints").iterdir()) == [f"step-{s:06d}" for s in steps]
+    for step in steps:
+        a, b = _weights(kept_folder(tmp_path / "straight", step)), _weights(kept_folder(tmp_path / "resumed", step))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    last, plain = _weights(kept_folder(tmp_path / "resumed", 40)), _weights(tmp_path / "plain")
+    assert all(torch.equal(last[k], plain[k]) for k in plain)
+    assert _weights(kept_folder(tmp_path / "straight", 0)).keys() == plain.keys()
+    assert AutoModelForCausalLM.from_pretrained(kept_folder(tmp_path / "straight", 15)).config.n_layer == 2
+    assert load_config(None, **TINY).identity() == config.identity()  # keep_every does not change the run
+    pretrain(config, tmp_path / "plain", progress=False)  # complete, trained without keeping: said on stderr
+    assert "checkpoints are kept only while training" in capsys.readouterr().err

@@ -1,9 +1,9 @@
 """The command line: a thin layer that parses arguments and calls the Python API.
 
 Each concern registers its commands from its own module (``cli/compare.py``, ``cli/data.py``,
-``cli/linreg.py``, ``cli/models.py``, ``cli/pretrain.py``). A :class:`~iclgd.errors.UserError` anywhere, and any
-usage error (unknown option or command, a value of the wrong type, a missing argument), becomes one line on stderr
-and exit status 2; nothing has been written by then.
+``cli/linreg.py``, ``cli/models.py``, ``cli/pretrain.py``, ``cli/weights.py``). A :class:`~iclgd.errors.UserError`
+anywhere, and any usage error (unknown option or command, a value of the wrong type, a missing argument), becomes
+one line on stderr and exit status 2; nothing has been written by then.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Modules that add commands to `app`, each through its register(app).
-_COMMAND_MODULES = ("compare", "data", "linreg", "models", "pretrain", "report")
+_COMMAND_MODULES = ("compare", "data", "linreg", "models", "pretrain", "report", "weights")
 _registered = False
 
 

@@ -20,6 +20,9 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int | None, typer.Option(help="fixes the initialisation and the data")] = None,
         device: Annotated[str | None, typer.Option(help="cpu (default) | cuda")] = None,
         threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+        keep_every: Annotated[
+            int | None, typer.Option(help="keep a loadable model folder every N steps (checkpoints/step-NNNNNN)")
+        ] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     ) -> None:
         """Pretrain a small GPT-2 on a synthetic corpus where in-context learning emerges (resumable)."""
@@ -27,7 +30,8 @@ def register(app: typer.Typer) -> None:
         from iclgd.synthetic.pretrain.config import load_config
         from iclgd.synthetic.pretrain.train import pretrain as run_pretrain
 
-        cfg = load_config(config, corpus=corpus, steps=steps, seed=seed, device=device, threads=threads)
+        cfg = load_config(config, corpus=corpus, steps=steps, seed=seed, device=device, threads=threads,
+                          keep_every=keep_every)
         target = out if out is not None else Path("models") / cfg.corpus
         result = run_pretrain(cfg, target, progress=progress)
         console = wide_console()

@@ -51,6 +51,8 @@ class PretrainConfig(BaseModel):
     # bookkeeping
     checkpoint_every: int = Field(500, ge=1, description="steps between resumable checkpoints")
     log_every: int = Field(250, ge=1, description="steps between log lines (loss, ICL probe)")
+    keep_every: int | None = Field(None, ge=1, description="steps between kept checkpoints: loadable model folders "
+                                   "checkpoints/step-NNNNNN (step 0 and the last step too); None: none kept")
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None: torch's choice); the float sums, "
                                 "hence the weights, depend on it: a run resumes only at its own thread count")
     device: DeviceName = Field("cpu", description="cpu | cuda | cuda:N")
@@ -87,7 +89,7 @@ class PretrainConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """The fields that fix the weights: a run may only be resumed under the same identity."""
-        return self.model_dump(exclude={"checkpoint_every", "log_every", "threads", "device"})
+        return self.model_dump(exclude={"checkpoint_every", "log_every", "keep_every", "threads", "device"})
 
 
 RECIPES = Path(__file__).resolve().parent / "recipes"

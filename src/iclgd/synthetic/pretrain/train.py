@@ -5,6 +5,9 @@ The run folder ``out`` holds, while training:
     checkpoint.pt      model + optimizer + RNG states + step, replaced atomically every checkpoint_every steps
     log.csv            step, loss, lr, seconds, icl_accuracy (corpora with held-out mappings: ICL accuracy
                        at k = probe_k on the first one, so the sudden onset of ICL shows in the log)
+    checkpoints/       with ``keep_every``: step-NNNNNN/ every keep_every steps, at step 0 and at the last step,
+                       each a loadable model folder (model + tokenizer, written atomically), for analyses over
+                       training (``iclgd weights checkpoints``); not used to resume
 and at the end the Hugging Face model and tokenizer (``save_pretrained``), loadable like any hub model.
 Killed and rerun, training continues from the last checkpoint and ends with the same weights as an
 uninterrupted run: the batch of step s is a pure function of (seed, s) and the lr a pure function of s.
@@ -31,8 +34,8 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from iclgd.checks import check_device, check_output_dir
-from iclgd.errors import UserError
-from iclgd.runs import atomic_file
+from iclgd.errors import UserError, warn
+from iclgd.runs import atomic_file, atomic_folder
 from iclgd.synthetic.pretrain.config import PretrainConfig
 from iclgd.synthetic.pretrain.corpora import Corpus, make_corpus
 from iclgd.synthetic.pretrain.tokenizer import BOS_ID, build_tokenizer, vocabulary
@@ -43,6 +46,7 @@ LOG_FILE = "log.csv"
 FINAL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json")
 FINAL_STAGING = ".final.tmp"
+KEPT_DIR = "checkpoints"
 PROBE_K, PROBE_PROMPTS = 16, 256
 
 
@@ -196,6 +200,20 @@ def load_checkpoint(out: Path, model, optimizer) -> int:
     return int(state["step"])
 
 
+def kept_folder(out: Path, step: int) -> Path:
+    """Where the kept checkpoint of ``step`` goes: ``<out>/checkpoints/step-NNNNNN``."""
+    return out / KEPT_DIR / f"step-{step:06d}"
+
+
+def save_kept(out: Path, step: int, model, tokenizer) -> Path:
+    """The model at ``step`` as a loadable folder, written atomically. A resumed run recomputes the steps after its
+    last checkpoint bit for bit, so a folder it writes again replaces an identical one."""
+    with atomic_folder(kept_folder(out, step), replace=True) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    return kept_folder(out, step)
+
+
 def is_complete(out: Path) -> bool:
     """Every file of the finished run is there: model, tokenizer and the last checkpoint."""
     return all((out / name).is_file() for name in (*FINAL_FILES, CHECKPOINT_FILE))
@@ -266,8 +284,17 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
     if not (out / CHECKPOINT_FILE).is_file():  # a new run, or one killed before its first checkpoint
         (out / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
     if is_complete(out):
+        if config.keep_every and not (out / KEPT_DIR).is_dir():
+            warn(f"{out} was trained already without keep_every: checkpoints are kept only while training; "
+                 "pretrain into a new folder to keep them")
         return PretrainResult(out, 0, 0.0, math.nan, saved=False)
     start_step = load_checkpoint(out, model, optimizer)  # loads into the parameters, already on the device
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = build_tokenizer(corpus.words)
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar, once per kept checkpoint and at the end
+    if config.keep_every and start_step == 0:
+        save_kept(out, 0, model, tokenizer)  # the initialisation: the reference of "weights moved by training"
     log: list[tuple[int, float, float, float, float | str]] = []
     last_step = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
     start = time.perf_counter()
@@ -293,14 +320,13 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
                 running, seen = 0.0, 0
                 shown = "" if probe is None else f", ICL@{probe_k(config)} {probe:.2f}"
                 bar.update(task, completed=step, info=f"loss {loss_value:.4f}{shown}")
+            if config.keep_every and (step % config.keep_every == 0 or step == config.steps):
+                save_kept(out, step, model, tokenizer)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 _log_rows(out, log, start_step)
                 save_checkpoint(out, step, model, optimizer)
     seconds = time.perf_counter() - start
     if last_step == config.steps:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
         model.to("cpu").eval()
-        save_final(out, model, build_tokenizer(corpus.words))
+        save_final(out, model, tokenizer)
     return PretrainResult(out, last_step - start_step, seconds, loss_value, saved=last_step == config.steps)
