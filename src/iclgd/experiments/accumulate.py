@@ -57,13 +57,13 @@ class Accumulator:
             epoch: int | None = None) -> None:
         """``cases_per_example``: cosines behind one example's value (heads for SimAM), for the zero counts."""
         key = (method, metric, epoch)
-        self.values.setdefault(key, []).append(result.per_example.double())
-        self.zeros.setdefault(key, []).append(result.zero_per_example.long())
+        self.values.setdefault(key, []).append(result.per_example.detach().double().cpu())
+        self.zeros.setdefault(key, []).append(result.zero_per_example.long().cpu())
         self.cases_per_example[key] = cases_per_example
 
     def add_scalar(self, method: str, metric: str, per_example: torch.Tensor, epoch: int | None = None) -> None:
         """A metric without layers (output distributions, order sensitivity): one value per example, [B]."""
-        self.values.setdefault((method, metric, epoch), []).append(per_example.double().flatten())
+        self.values.setdefault((method, metric, epoch), []).append(per_example.detach().double().flatten().cpu())
 
     def rows(self, keys: dict[str, Any]) -> list[dict[str, Any]]:
         """Per-layer rows and the layer-null mean, plus a `*_zero_count` companion for every per-layer metric

@@ -210,7 +210,7 @@ def random_direction(lm: LoadedModel, original: dict, trained: dict, seed: int) 
     out = {}
     for name, before in original.items():
         change = trained[name].float() - before.float()
-        noise = torch.randn(before.shape, generator=generator, dtype=torch.float32)
+        noise = torch.randn(before.shape, generator=generator, dtype=torch.float32).to(before.device)  # CPU draw
         if masks.get(name) is not None:
             noise = noise * masks[name].to(noise.dtype)
         norm = noise.norm()
@@ -289,7 +289,7 @@ def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompt
         if len(orderings) > 1:
             others = [score_batch(lm, p, indices, prefix=prefix, capture=False).next_token_logprobs
                       for p, prefix in zip(orderings[1:], prefixes[1:], strict=True)]
-            p = torch.stack([icl.next_token_logprobs, *others]).double().exp()  # [orderings, B, V]
+            p = torch.stack([icl.next_token_logprobs, *others]).cpu().double().exp()  # [orderings, B, V]
             if cfg.orderings > 1:
                 acc.add_scalar("icl", "order_sensitivity", metrics.order_sensitivity_per_example(p[:cfg.orderings]))
             if cfg.output_metrics:
@@ -322,7 +322,7 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
                                                          lengths), heads, epoch=epoch)
         state.outputs.add(name, epoch, scores)
         if icl_store is not None:
-            p_icl, p_ft = icl_store.probabilities(ref.indices), scores.next_token_logprobs.double().exp()
+            p_icl, p_ft = icl_store.probabilities(ref.indices), scores.next_token_logprobs.cpu().double().exp()
             for metric_name, metric in metrics.OUTPUT_METRICS.items():
                 acc.add_scalar(name, metric_name, metric(p_icl, p_ft), epoch=epoch)
         if kendall and len(ref.kendall_rows):
@@ -350,7 +350,7 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
 def spread_pass(lm: LoadedModel, prompts: Prompts, spread: metrics.RunningOrderSpread, batch_size: int) -> None:
     """One ordering's FT distributions into a method's order-sensitivity accumulator."""
     for indices in batches(len(prompts.queries), batch_size):
-        p = score_batch(lm, prompts, indices, prefix=None, capture=False).next_token_logprobs.double().exp()
+        p = score_batch(lm, prompts, indices, prefix=None, capture=False).next_token_logprobs.cpu().double().exp()
         spread.add(torch.tensor(indices), p)
 
 

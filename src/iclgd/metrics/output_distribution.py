@@ -87,7 +87,7 @@ class RunningOrderSpread:
         """One ordering's distributions ``p`` [B, V] of the eval examples ``examples`` [B] (indices)."""
         self.count[examples] += 1
         n = self.count[examples].to(self.mean.dtype)[:, None]
-        p = p.to(self.mean.dtype)
+        p = p.to(device=self.mean.device, dtype=self.mean.dtype)
         delta = p - self.mean[examples]
         mean = self.mean[examples] + delta / n
         self.m2[examples] += delta * (p - mean)
