@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> dict:
         cpu = unit_values(model_dir, "cpu", Path(tmp) / "cpu")
         cuda = unit_values(model_dir, "cuda", Path(tmp) / "cuda")
     assert cpu.keys() == cuda.keys(), sorted(set(cpu) ^ set(cuda))[:5]
+    unlike = [key for key in cpu if math.isfinite(cpu[key]) != math.isfinite(cuda[key])]
+    if unlike:
+        raise SystemExit(f"finite on one device only: {unlike[:5]}")
     differences = {key: abs(cpu[key] - cuda[key]) for key in cpu if math.isfinite(cpu[key])}
     worst = sorted(differences, key=differences.get, reverse=True)[:10]
     figures = {"values": len(cpu), "max_abs_difference": max(differences.values()),

@@ -52,9 +52,13 @@ def test_every_method_is_measured_at_every_recorded_epoch(unit):
                            "order_sensitivity", "to@10_vs_order_floor"):
                 assert (method, metric, None, epoch) in values, (method, metric, epoch)
         assert (method, "accuracy", None, 2) not in values  # epoch 2 was not asked for
-    for metric in ("accuracy", "order_sensitivity", "to@10", "ocs@10", "kl", "js"):
-        assert ("icl", metric, None, None) in values  # ICL: no epoch; its output metrics are the noise floor
-    last_step = 3 * result.record["true_k"] - 1  # gd: 3 epochs of one step per demo
+    for metric in ("accuracy", "order_sensitivity"):
+        assert ("icl", metric, None, None) in values  # ICL: no epoch
+    for metric in ("to@10", "ocs@10", "kl", "js"):
+        assert ("icl_vs_icl", metric, None, None) in values  # the noise floor: ICL under two orderings
+        assert ("icl", metric, None, None) not in values
+    assert ("whole-gd-label", "masked_key_count", None, 3) in values  # counted in the last epoch's pass
+    last_step = result.record["true_k"] - 1  # gd: one step per demo; the first epoch's steps are kept
     assert ("gd", f"grad_norm_step{last_step}", 0, None) in values
     assert ("gd", f"grad_norm_step{last_step + 1}", 0, None) not in values
     assert ("gd", "kendall", None, 1) not in values  # Kendall is Dai's one-epoch measurement
@@ -125,6 +129,8 @@ def test_model_is_left_unchanged_by_a_whole_model_unit(llama_dir, tmp_path):
     (dict(methods=["gd", "whole-lbfgs"]), "unknown optimizer 'lbfgs'"),
     (dict(methods=["whole-gd-label"], lr=None), "have no learning rate"),
     (dict(methods=["gd"], lr=None), "have no learning rate"),  # gd for 3 epochs: no published or searched lr
+    (dict(methods=["gd", "kv-sgd-demo"]), "'gd' and 'kv-sgd-demo' train alike"),
+    (dict(ft_shots=7, orderings=1, balanced=True), "ft_shots and balanced do not combine"),
 ])
 def test_bad_settings(llama_dir, tmp_path, fields, message):
     from pydantic import ValidationError
@@ -148,9 +154,9 @@ def test_gd_with_more_data_trains_on_ft_shots_demos(llama_dir, tmp_path):
     assert len(record["ft_demo_rows"]) == 7 and record["true_k"] <= 2
     assert record["ft_demo_rows"][:record["true_k"]] == sorted(record["demo_rows"], key=record["ft_demo_rows"].index)
     values = _values(result)
-    assert ("gd", "grad_norm_step13", 0, None) in values and ("gd", "grad_norm_step14", 0, None) not in values
-    assert ("whole-gd-label", "grad_norm_step1", 0, None) in values  # full batch: one step per epoch
-    assert ("whole-gd-label", "grad_norm_step2", 0, None) not in values
+    assert ("gd", "grad_norm_step6", 0, None) in values and ("gd", "grad_norm_step7", 0, None) not in values
+    assert ("whole-gd-label", "grad_norm_step0", 0, None) in values  # full batch: one step per epoch
+    assert ("whole-gd-label", "grad_norm_step1", 0, None) not in values
     assert ("gd", "kendall", None, 1) not in values  # FT's tokens are not ICL's demo tokens: no Kendall
     with pytest.raises(Exception, match="ft_shots and orderings"):
         _cfg(llama_dir, tmp_path, ft_shots=7, orderings=2)

@@ -79,6 +79,9 @@ def test_sen_rows_equal_direct_queries(con):
 
 def test_more_data_rows_equal_direct_queries(con):
     rows = shen.more_data_rows(con, shen.shen_units(con))
+    assert [(row["N"], row["lr"]) for row in rows] == [(7, 0.5)]  # Table 1 reads the ft_shots units alone
+    other = {u: info for u, info in shen.shen_units(con).items() if info.ft_shots is None}
+    rows += shen.more_data_rows(con, other)  # without any, every unit is a row (N = its true k)
     assert sorted((row["N"], row["lr"]) for row in rows) == sorted([(3, 0.1), (3, 0.5), (7, 0.5)])
     for row in rows:
         more = "IS NOT NULL" if row["N"] == 7 else "IS NULL"
@@ -107,10 +110,11 @@ def test_curves_and_icl_lines_equal_direct_queries(con):
                                 f"{UNIT_LR} = ? AND {FT_SHOTS} IS NULL",
                                 [metric, method, epoch, lr])
                 assert value.mean == pytest.approx(expected)
-        # ICL's line: the mean over the units; for TO@10 and OCS@10 the ICL-vs-ICL floor stored under "icl"
+        # ICL's line: the mean over the units; for TO@10 and OCS@10 the ICL-vs-ICL floor, stored as "icl_vs_icl"
         floor = shen.icl_reference(con, metric, units)[panel]
-        expected = _one(con, "SELECT avg(value) FROM metrics WHERE metric = ? AND layer IS NULL AND method = 'icl' "
-                        f"AND unit IN ({', '.join('?' for _ in units)})", [metric, *units])
+        icl = "icl_vs_icl" if metric in ("to@10", "ocs@10") else "icl"
+        expected = _one(con, "SELECT avg(value) FROM metrics WHERE metric = ? AND layer IS NULL AND method = ? "
+                        f"AND unit IN ({', '.join('?' for _ in units)})", [metric, icl, *units])
         assert floor.mean == pytest.approx(expected) and floor.n == 2 and floor.std is not None
 
 

@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         output_metrics: Annotated[bool | None, typer.Option("--output-metrics/--no-output-metrics", help=(
             "TO@10, OCS@10, KL, JS of ICL vs each method, with the ICL-vs-ICL noise floor"))] = None,
         orderings: Annotated[int | None, typer.Option(help="orderings of the demos (2+: order sensitivity)")] = None,
+        ft_shots: Annotated[int | None, typer.Option(help="demos FT trains on (default: ICL's)")] = None,
         lr: Annotated[float | None, typer.Option(help="learning rate (default: published or searched)")] = None,
         untrained: Annotated[
             str | None, typer.Option(help="untrained variant: all | keep_layernorm | trained_embeddings")
@@ -63,7 +64,8 @@ def register(app: typer.Typer) -> None:
         overrides = dict(
             model=model, task=task, shots=shots, seed=seed, order=order, template=_template(template),
             eval_size=eval_size, position=position, methods=method or None, epochs=epochs,
-            record_epochs=record_epoch or None, output_metrics=output_metrics, orderings=orderings, lr=lr,
+            record_epochs=record_epoch or None, output_metrics=output_metrics, orderings=orderings,
+            ft_shots=ft_shots, lr=lr,
             untrained=untrained,
             dtype=dtype, device=device, batch_size=batch_size, max_context=max_context, separator=separator,
             bos=bos, data_dir=data_dir, kendall_examples=kendall_examples, balanced=balanced,

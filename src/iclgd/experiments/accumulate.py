@@ -20,14 +20,14 @@ from iclgd.runner.store import layer_rows, metric_row
 Key = tuple[str, str, int | None]  # (method, metric, epoch)
 
 # Each score's within-unit baselines: name -> (method, metric), method None = the score's own FT method. The output
-# metrics' baseline is the noise floor: the same metric between ICL under two orderings (method "icl").
+# metrics' baseline is the noise floor: the same metric between ICL under two orderings (method "icl_vs_icl").
 BASELINES: dict[str, dict[str, tuple[str | None, str]]] = {
     "simaou_norm": {"random": ("icl", "simaou_norm_random"),
                     "random_direction": (None, "simaou_norm_random_direction")},
     "simaou": {"random": ("icl", "simaou_random"), "random_direction": (None, "simaou_random_direction")},
     "simam": {"before": ("icl", "simam_before")},
     "kendall": {"random": (None, "kendall_random")},
-    **{name: {"order_floor": ("icl", name)} for name in metrics.OUTPUT_METRICS},
+    **{name: {"order_floor": ("icl_vs_icl", name)} for name in metrics.OUTPUT_METRICS},
 }
 
 
@@ -47,11 +47,14 @@ class Accumulator:
         self.cases_per_example: dict[Key, int] = {}
         self.masked_keys: dict[str, torch.Tensor] = {}  # pass -> [L] keys hidden
         self.test_keys: dict[str, int] = {}  # pass -> test-token keys seen per layer
+        self.masked_key_epochs: dict[str, int | None] = {}
 
-    def add_masked_keys(self, name: str, capture: Capture) -> None:
+    def add_masked_keys(self, name: str, capture: Capture, epoch: int | None = None) -> None:
+        """``epoch``: the FT epoch of the pass (an FT method's keys are counted at its last epoch)."""
         hidden = capture.masked_keys.sum(0)
         self.masked_keys[name] = self.masked_keys.get(name, torch.zeros_like(hidden)) + hidden
         self.test_keys[name] = self.test_keys.get(name, 0) + int(capture.test_length.sum())
+        self.masked_key_epochs[name] = epoch
 
     def add(self, method: str, metric: str, result: metrics.LayerAverage, cases_per_example: int = 1,
             epoch: int | None = None) -> None:
@@ -89,7 +92,7 @@ class Accumulator:
                                **keys)
         for name, hidden in self.masked_keys.items():
             rows += layer_rows("masked_key_count", hidden.double().tolist(), self.test_keys[name], method=name,
-                               epoch=None, **keys)
+                               epoch=self.masked_key_epochs[name], **keys)
         return rows + self.baseline_rows(keys)
 
     def _example_means(self, key: Key) -> torch.Tensor | None:
@@ -177,7 +180,8 @@ def accuracy_and_predictions(prompts: Prompts, outputs: PassOutputs, methods: li
 
 
 def grad_norm_rows(grad_norms: dict[str, torch.Tensor], keys: dict[str, Any]) -> list[dict[str, Any]]:
-    """Deutch et al. Fig. 4: the per-layer gradient norm before step j, as metric `grad_norm_step{j}`."""
+    """Deutch et al. Fig. 4: the per-layer gradient norm before step j, as metric `grad_norm_step{j}` (epoch null:
+    the steps of the first epoch)."""
     rows = []
     for method, norms in grad_norms.items():
         for step, per_layer in enumerate(norms.tolist()):

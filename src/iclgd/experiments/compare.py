@@ -7,8 +7,9 @@
     -> per-example, per-layer metric values -> means with bootstrap intervals -> one results record
 
 The references the FT passes need are what the unit keeps as its captures (per example and layer), plus ICL's
-next-token distributions in a memory-mapped scratch file: memory does not grow with the epochs, and with the eval
-set only as the results do. A whole-model method is never copied per epoch: its passes run inside training.
+next-token distributions in a memory-mapped scratch file. A whole-model method is never copied per epoch: its
+passes run inside training. Order sensitivity holds a running mean and variance over orderings, [N, V] float32
+twice per recorded epoch of the method being trained (e.g. 0.3 GB for SmolLM2 at N = 100 and 8 epochs).
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def select_rows(cfg: CompareConfig) -> UnitRows:
     template = task.template(cfg.template)
     data = load_splits(task, data_dir=cfg.data_dir)
     # One seeded sample serves ICL (its first `shots`) and, with ft_shots, FT (its first ft_shots).
+    if cfg.ft_shots is not None and cfg.ft_shots > len(data.pool):
+        raise UserError(f"ft_shots = {cfg.ft_shots} demonstrations for FT, but the pool of {task.name} has only "
+                        f"{len(data.pool)} rows: lower ft_shots")
     sampled = sample_demo_indices([ex.label for ex in data.pool], max(cfg.shots, cfg.ft_shots or 0), cfg.seed,
                                   balanced=cfg.balanced)
     demo_rows = sampled[:cfg.shots]
@@ -294,7 +298,7 @@ def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompt
                 acc.add_scalar("icl", "order_sensitivity", metrics.order_sensitivity_per_example(p[:cfg.orderings]))
             if cfg.output_metrics:
                 for name, metric in metrics.OUTPUT_METRICS.items():
-                    acc.add_scalar("icl", name, metrics.order_pair_reference_per_example(metric, p))
+                    acc.add_scalar("icl_vs_icl", name, metrics.order_pair_reference_per_example(metric, p))
         if icl_store is not None:
             icl_store.put(indices, icl.next_token_logprobs)
         progress.advance(bar, len(indices))
@@ -307,8 +311,10 @@ def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompt
 
 def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMethod, epoch: int, state: UnitState,
             icl_store: IclDistributions | None, direction: dict[str, torch.Tensor] | None,
-            trained: dict[str, torch.Tensor] | None, *, final: bool, alpha: bool, kendall: bool) -> None:
-    """The FT pass of one method at one epoch (ordering 0, trained weights in the model) against the references."""
+            trained: dict[str, torch.Tensor] | None, *, final: bool, alpha: bool, keep_kendall_queries: bool,
+            spread: metrics.RunningOrderSpread | None) -> None:
+    """The FT pass of one method at one epoch (ordering 0, trained weights in the model) against the references,
+    feeding its distributions to the method's order-sensitivity accumulator where there is one."""
     acc, name = state.acc, spec.name
     for ref in state.references:
         scores = score_batch(lm, prompts, ref.indices, prefix=None, position=cfg.position)
@@ -325,12 +331,14 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
             p_icl, p_ft = icl_store.probabilities(ref.indices), scores.next_token_logprobs.cpu().double().exp()
             for metric_name, metric in metrics.OUTPUT_METRICS.items():
                 acc.add_scalar(name, metric_name, metric(p_icl, p_ft), epoch=epoch)
-        if kendall and len(ref.kendall_rows):
+        if spread is not None:
+            spread.add(torch.tensor(ref.indices), scores.next_token_logprobs.cpu().double().exp())
+        if keep_kendall_queries and len(ref.kendall_rows):
             state.kendall_queries.setdefault((name, epoch), []).append(ft.analysis_query[ref.kendall_rows])
         if alpha:
             state.presoftmax.setdefault((name, epoch), []).append(ft.presoftmax_logits)
         if final:
-            acc.add_masked_keys(name, ft)
+            acc.add_masked_keys(name, ft, epoch)
             state.final_captures.setdefault(name, []).append(ft)
         if direction is not None:  # the "better random" control: the same change norm, a random direction
             finetuning.swap_in(lm, direction)
@@ -364,7 +372,10 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
     prompts = orderings[0]
     n_examples, vocab = len(prompts.queries), lm.model.get_output_embeddings().weight.shape[0]
     spreads = {e: metrics.RunningOrderSpread(n_examples, vocab) for e in recorded} if cfg.orderings > 1 else {}
-    record_queries = spec.name == "gd" and cfg.kendall_examples > 0 and cfg.epochs == 1 and training is None
+    # Kendall and the random direction are Dai's measurements of Dai's FT (K/V, every demo token, SGD, batch 1);
+    # Kendall pairs each demo token's query, recorded in its one training step, with ICL's demo tokens.
+    dai = spec.is_dai
+    record_queries = dai and cfg.kendall_examples > 0 and cfg.epochs == 1 and training is None
     measuring = 0.0
     for o, ordered in enumerate([training] if training is not None else orderings[:cfg.orderings]):
         sequences = ordered.training_sequences()
@@ -378,12 +389,13 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
             mark = time.time()
             if o == 0:
                 trained = direction = None
-                if spec.name == "gd":
+                if dai:
                     trained = finetuning.snapshot(lm)
                     direction = random_direction(lm, original, trained, cfg.seed)
                 ft_pass(cfg, lm, prompts, spec, epoch, state, icl_store, direction, trained,
-                        final=epoch == cfg.epochs, alpha=alpha, kendall=record_queries)
-            if spreads:
+                        final=epoch == cfg.epochs, alpha=alpha, keep_kendall_queries=record_queries,
+                        spread=spreads.get(epoch))
+            elif spreads:
                 spread_pass(lm, ordered, spreads[epoch], cfg.batch_size)
             measuring += time.time() - mark
 
@@ -396,11 +408,13 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
         progress.remove_task(bar)
         state.timings[f"{spec.name}_s"] = state.timings.get(f"{spec.name}_s", 0.0) + time.time() - mark
         if o == 0:
-            state.grad_norms[spec.name] = result.grad_norms
+            # Deutch et al.'s Fig. 4 is per step of one pass over the demos: the first epoch's steps
+            state.grad_norms[spec.name] = result.grad_norms[:len(finetuning.step_batches(len(sequences), spec.batch))]
             if result.train_queries is not None:
                 kendall(cfg, state, spec.name, prompts, result, recorded)
                 if cfg.captures == "full":
                     state.train_queries[spec.name] = result.train_queries
+        del result  # a whole-model method's trained copies: gone before the next ordering trains
     state.timings[f"{spec.name}_measure_s"] = measuring
     state.timings[f"{spec.name}_train_s_per_epoch"] = (
         (state.timings[f"{spec.name}_s"] - measuring) / (cfg.epochs * cfg.orderings))
@@ -443,7 +457,12 @@ def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
     """The unit's demo order, then distinct others (orders order+1, order+2, ... with repeats skipped): ``orderings``
     in all, and at least two when the output metrics need their ICL-vs-ICL noise floor. Each is a permutation of
     the sampled order."""
-    count = max(cfg.orderings, 2 if cfg.output_metrics else 1)
+    count = cfg.orderings
+    if cfg.output_metrics and count < 2:
+        if true_k >= 2:
+            count = 2
+        else:
+            warn("one demonstration has one order: the output metrics' ICL-vs-ICL noise floor is not computed")
     if count > math.factorial(true_k):
         raise UserError(f"{count} distinct orderings asked for, but {true_k} demos have only {math.factorial(true_k)}: "
                         "lower orderings or raise shots")
@@ -457,6 +476,12 @@ def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
     return orders
 
 
+def record_kendall(cfg: CompareConfig, methods: dict[str, FTMethod]) -> bool:
+    """Whether the unit measures Kendall τ, when it was asked for (kendall_examples > 0)."""
+    wanted = cfg.kendall_examples > 0 and any(spec.is_dai for spec in methods.values())
+    return not wanted or (cfg.epochs == 1 and cfg.ft_shots is None)
+
+
 def ordered_prompts(prompts: Prompts, orders: list[np.ndarray]) -> list[Prompts]:
     """The unit's prompts (in orders[0]) and the same demos in each other order."""
     sampled = prompts.reordered(np.argsort(orders[0]))  # back to the sampled order
@@ -464,7 +489,8 @@ def ordered_prompts(prompts: Prompts, orders: list[np.ndarray]) -> list[Prompts]
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """The process's peak resident memory (CPU) or the peak CUDA allocation, in MiB."""
+    """The peak CUDA allocation since the unit started, or on CPU the process's peak resident memory (in a sweep that
+    runs several units in one process: the largest so far), in MiB."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -476,9 +502,13 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     transformers.utils.logging.disable_progress_bar()
     rows = select_rows(cfg)
     lm = load_model(cfg.model, dtype=cfg.dtype, untrained=cfg.untrained, seed=cfg.seed, device=cfg.device)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     unit = prepare_unit(cfg, lm, rows)
     prompts = unit.prompts
     methods = {name: finetuning.parse_method(name) for name in cfg.methods}
+    if not record_kendall(cfg, methods):
+        warn("no Kendall τ in this unit: it is measured for Dai's gd over one epoch on ICL's own demos")
     for spec in methods.values():
         spec.resolve_layer(len(blocks(lm.model, lm.family)))  # a layer out of range fails before any pass
     orders = demo_orders(cfg, prompts.true_k)

@@ -72,12 +72,17 @@ class CompareConfig(BaseModel):
     def _known_methods(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one finetuning method is needed (gd, lcgd, whole-gd-label, ...)")
-        for name in value:
+        specs = {}
+        for name in dict.fromkeys(value):
             try:
-                parse_method(name)
+                spec = parse_method(name)
             except UserError as err:
                 raise ValueError(str(err)) from None
-        return list(dict.fromkeys(value))
+            twin = next((other for other in specs.values() if other.same_training(spec) and other.lr == spec.lr), None)
+            if twin is not None:
+                raise ValueError(f"methods {twin.name!r} and {name!r} train alike: list one of them")
+            specs[name] = spec
+        return list(specs)
 
     @model_validator(mode="after")
     def _epochs_and_lr(self) -> CompareConfig:
@@ -85,6 +90,9 @@ class CompareConfig(BaseModel):
         if beyond:
             raise ValueError(f"record_epochs {beyond} lie outside the {self.epochs} epoch(s) run: list epochs in "
                              f"1..{self.epochs} or raise epochs")
+        if self.ft_shots is not None and self.balanced:
+            raise ValueError("ft_shots and balanced do not combine: ICL's demos are the first `shots` of FT's sample, "
+                             "which a balanced sample of ft_shots does not balance; sample without balancing")
         if self.ft_shots is not None and self.orderings > 1:
             raise ValueError("ft_shots and orderings > 1 do not combine: order sensitivity reorders ICL's demos, which "
                              "FT then trains on; run them as separate units")

@@ -1,9 +1,10 @@
 """Finetuning on the demonstrations: FT methods as data (:mod:`iclgd.finetune.methods`), one training loop.
 
-    original = snapshot(lm)                          # the K/V tensors, no deep copy of the model
-    result = finetune(lm, demo_sequences, lr, method="gd" | "lcgd" | "whole-adam-label" | ..., epochs=1,
-                      record_queries=True, bos_length=1)
+    spec = parse_method("gd" | "lcgd" | "whole-adam-label" | ...)
+    original = snapshot(spec.slices(lm))            # exactly the tensors the method trains, no deep copy otherwise
+    result = finetune(lm, demo_sequences, lr, method=spec, epochs=1, label_lengths=..., on_epoch=...)
     swap_in(lm, result.tensors); ...FT pass...; restore(lm, original)
+(or measure inside training: ``on_epoch(e)`` runs with the trained weights in the model)
 """
 
 from __future__ import annotations

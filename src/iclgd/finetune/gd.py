@@ -13,8 +13,8 @@ their gradients; dropout is off (eval mode). The trained tensors are kept in fp3
 dtype (bf16 swallows updates of lr ~1e-4) and copied into the model after each step.
 
 No deep copies of the model: :func:`snapshot` keeps the original trained tensors (all of them for a whole-model
-method), the model is restored to
-them after training, and :func:`swap_in` / :func:`restore` load trained or original tensors in place.
+method), the model is restored to them after training, and :func:`swap_in` / :func:`restore` load trained or
+original tensors in place.
 """
 
 from __future__ import annotations
@@ -217,6 +217,10 @@ def train(
         raise UserError(f"batch ({batch}) and epochs ({epochs}) must be at least 1")
     if record_queries and bos_length is None:
         raise ValueError("recording queries needs bos_length: how many BOS tokens start each sequence (0 for none)")
+    if record_queries and batch != 1:
+        raise ValueError("recording queries needs batch 1: each demo token's query is recorded in its own step")
+    if label_lengths is not None and len(label_lengths) != len(sequences):
+        raise ValueError(f"{len(label_lengths)} label lengths for {len(sequences)} sequences")
     loss_fn = loss_fn or lm_loss
     model = as_module(lm)
     if record_queries and not isinstance(lm, LoadedModel):

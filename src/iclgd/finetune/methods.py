@@ -65,6 +65,16 @@ class FTMethod:
                             f"(0..{n_layers - 1}): use an index in range, middle or deep")
         return index
 
+    @property
+    def is_dai(self) -> bool:
+        """Dai et al.'s FT (gd): K/V, every demo token, SGD, batch 1 (its random-direction control and Kendall)."""
+        return (self.params, self.loss, self.optimizer, self.batch) == ("kv", "demo", "sgd", 1)
+
+    def same_training(self, other: FTMethod) -> bool:
+        """Whether two names train alike (gd and kv-sgd; a method's own lr aside)."""
+        return (self.params, self.layer, self.loss, self.optimizer, self.batch) == (
+            other.params, other.layer, other.loss, other.optimizer, other.batch)
+
     def slices(self, lm: Model) -> list[TrainableSlice]:
         model = as_module(lm)
         return PARAMETERS[self.params](model, self.resolve_layer(len(blocks(model, family_of(model)))))

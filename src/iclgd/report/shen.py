@@ -26,6 +26,7 @@ from rich.table import Table
 
 from iclgd.checks import check_output_file
 from iclgd.errors import UserError
+from iclgd.metrics import OUTPUT_METRICS
 from iclgd.report.plots import LABELS
 from iclgd.report.published import SHEN2024_MORE_DATA, SHEN2024_SEN, SHEN2024_TITLE
 from iclgd.report.tables import Cell, cell, task_key
@@ -74,8 +75,9 @@ class UnitInfo:
 
     @property
     def on_curves(self) -> bool:
-        """Figure 5 material: FT on ICL's own demos, measured over several epochs or against ICL's distribution."""
-        return self.ft_shots is None and (self.has_output or (self.last_epoch or 0) > 1)
+        """Figure 5 material: FT on ICL's own demos, measured against ICL's distribution, or over several epochs
+        in a unit that is not an order-sensitivity one (those are Figure 4's)."""
+        return self.ft_shots is None and (self.has_output or ((self.last_epoch or 0) > 1 and not self.has_sen))
 
 
 def shen_units(con: duckdb.DuckDBPyConnection, where: str | None = None) -> dict[str, UnitInfo]:
@@ -155,8 +157,9 @@ def icl_reference(con: duckdb.DuckDBPyConnection, metric: str, units: dict[str, 
                   where: str | None = None) -> dict[Panel, Cell]:
     """(model, task) -> Cell over ``units`` of ``metric`` stored under ICL (for TO@10, OCS@10, KL, JS: the floor)."""
     groups: dict[Panel, list] = {}
+    icl = "icl_vs_icl" if metric in OUTPUT_METRICS else "icl"  # the output metrics' ICL line is their noise floor
     for unit, method, _, _, value, low, high in _rows(con, "metrics", [metric], units, where):
-        if method == "icl":
+        if method == icl:
             groups.setdefault(units[unit].panel, []).append((value, _ci(low, high)))
     return _cells(groups)
 
@@ -234,6 +237,7 @@ def more_data_rows(con: duckdb.DuckDBPyConnection, units: dict[str, UnitInfo], w
     epoch and of k-shot ICL, each a Cell over the units; ``k`` and ``epochs`` are the sets seen."""
     groups: dict[tuple, dict[str, list]] = {}
     seen: dict[tuple, dict[str, set]] = {}
+    units = {u: info for u, info in units.items() if info.ft_shots is not None} or units  # Table 1's own units
     for unit, method, _, epoch, value, low, high in _rows(con, "metrics", ["accuracy"], units, where):
         if method in ("zs", "majority") or "_vs_" in method:
             continue
@@ -367,10 +371,10 @@ def plot_order_sensitivity(con: duckdb.DuckDBPyConnection, units: dict[str, Unit
 
 
 def plot_curves_by_lr(con: duckdb.DuckDBPyConnection, units: dict[str, UnitInfo], stem: str | Path,
-                      panel: Panel, where: str | None = None) -> list[Path]:
-    """Figure 5 for one (model, task): rows = full-vocabulary accuracy, TO@10, OCS@10; columns = learning rate;
+                      panel: Panel, k: int, where: str | None = None) -> list[Path]:
+    """Figure 5 for one (model, task, k): rows = full-vocabulary accuracy, TO@10, OCS@10; columns = learning rate;
     one line per FT method over epochs (log x); ICL's accuracy (dashed) and the ICL-vs-ICL floor (dotted)."""
-    chosen = {unit: info for unit, info in units.items() if info.on_curves and info.panel == panel}
+    chosen = {unit: info for unit, info in units.items() if info.on_curves and info.panel == panel and info.k == k}
     curves = {metric: epoch_curves(con, metric, chosen, where).get(panel, {}) for metric in FIG5_METRICS}
     lrs = sorted({lr for lines in curves.values() for _, lr in lines}, key=lambda lr: _sort_key((lr,)))
     methods = sorted({method for lines in curves.values() for method, _ in lines})
@@ -396,9 +400,8 @@ def plot_curves_by_lr(con: duckdb.DuckDBPyConnection, units: dict[str, UnitInfo]
             axes.set_ylim(*Y_LIMITS[metric])
             if column == 0:
                 axes.set_ylabel(SHEN_LABELS.get(metric, metric))
-    k = sorted({info.k for info in chosen.values()})
     figure.suptitle(f"{_panel_title(panel, len({i.model for i in units.values()}) > 1)}: FT vs ICL over epochs "
-                    f"(mean over units, k = {_set_text(k)})", fontsize="medium")
+                    f"(mean over units, k = {k})", fontsize="medium")
     _legend(figure, {method: colors[method] for method in methods}, FIG5_METRICS)
     return _save(figure, Path(stem))
 
@@ -416,11 +419,12 @@ def report_shen(con: duckdb.DuckDBPyConnection, terminal: Console, stem: str | P
                         f"ran more than one epoch, several orderings, output metrics or ft_shots; {RUN_HINT}")
     stem = Path(stem)
     fig4 = Path(f"{stem}_fig4") if any(info.has_sen for info in units.values()) else None
-    panels = sorted({info.panel for info in units.values() if info.on_curves})
-    several_models = len({model for model, _ in panels}) > 1
+    panels = sorted({(*info.panel, info.k) for info in units.values() if info.on_curves})  # (model, task, k)
+    several_models = len({model for model, _, _ in panels}) > 1
+    several_k = len({k for _, _, k in panels}) > 1
     fig5 = {panel: Path(f"{stem}_fig5" if len(panels) == 1 else
                         f"{stem}_fig5_{task_key(_model_name(panel[0])) + '_' if several_models else ''}"
-                        f"{task_key(panel[1])}") for panel in panels}
+                        f"{task_key(panel[1])}{f'_k{panel[2]}' if several_k else ''}") for panel in panels}
     for path in [fig4, *fig5.values()]:  # before the tables: a figure that cannot be written fails first
         if path is not None:
             check_output_file(path, flag="--plot-out")
@@ -434,8 +438,8 @@ def report_shen(con: duckdb.DuckDBPyConnection, terminal: Console, stem: str | P
     else:
         terminal.print("Figure 4 not drawn: no order sensitivity stored (units with orderings >= 2); run "
                        "`iclgd sweep configs/shen2024/fig4.yaml`")
-    for panel, path in fig5.items():
-        paths += plot_curves_by_lr(con, units, path, panel, where)
+    for (model, task, k), path in fig5.items():
+        paths += plot_curves_by_lr(con, units, path, (model, task), k, where)
     if not fig5:
         terminal.print("Figure 5 not drawn: no FT curves on ICL's own demos (epochs > 1 or output_metrics); run "
                        "`iclgd sweep configs/shen2024/fig5.yaml`")
