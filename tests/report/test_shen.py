@@ -146,7 +146,7 @@ def test_cli_end_to_end(out):
     open_results(out)  # the plot folder is not mistaken for a unit
 
 
-@pytest.mark.parametrize("name, units", [("fig4", 1), ("fig5", 64), ("table1", 16)])
+@pytest.mark.parametrize("name, units", [("fig4", 1), ("fig5", 64), ("table1", 12)])
 def test_configs_expand_to_valid_units(name, units):
     configs = expand(load_sweep(os.path.join(CONFIGS, f"{name}.yaml")))
     assert len({c.unit_id() for c in configs}) == units
