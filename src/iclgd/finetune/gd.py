@@ -226,7 +226,8 @@ def train(
     if record_queries and not isinstance(lm, LoadedModel):
         lm = loaded(model, None, name=type(model).__name__)
     slices = list(slices) if slices is not None else trainable_slices(model)
-    original = snapshot(slices)
+    # The originals wait on the CPU: for a whole-model method on a GPU they are a full copy of the weights.
+    original = {s.name: s.parameter.detach().to("cpu", copy=True) for s in slices}
     layers = layer_of(model, slices)
     n_layers = len(blocks(model, family_of(model)))
     device = slices[0].parameter.device
