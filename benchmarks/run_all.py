@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("bench_compare", "bench_linreg")
+BENCHMARKS = ("bench_compare", "bench_linreg", "bench_finetune")
 
 
 def main() -> None:
