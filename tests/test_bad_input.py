@@ -184,7 +184,7 @@ CASES = [
     (["compare", *UNIT, "--epochs", "3", "--record-epoch", "5"], "record_epochs [5] lie outside the 3 epoch"),
     (["compare", *UNIT, "--orderings", "0"], "'orderings'"),
     (["compare", *UNIT, "--ft-shots", "0"], "'ft_shots'"),
-    (["compare", *UNIT, "--ft-shots", "9999"], "pool has only"),
+    (["compare", *UNIT, "--ft-shots", "9999"], "lower ft_shots"),
     (["compare", *UNIT, "--batch-size", "0"], "'batch_size'"),
     (["compare", *UNIT, "--kendall-examples", "-1"], "'kendall_examples'"),
     (["compare", *UNIT, "--model", "{assets}/missing"], "not a model folder"),
