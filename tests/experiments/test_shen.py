@@ -101,6 +101,24 @@ def test_output_metrics_equal_a_direct_computation(unit, llama_dir):
     assert float(metrics.token_overlap(p_icl[:1], p_ft[3][:1])) == len(top_icl & top_ft) / 10
 
 
+def test_summary_table_shows_the_output_metrics_and_sen(llama_dir, tmp_path):
+    from rich.console import Console
+
+    from iclgd.report.tables import summary_table
+    cfg = _cfg(llama_dir, tmp_path, methods=["whole-gd-label"], epochs=2, record_epochs=None, orderings=2,
+               captures="none")
+    run_and_store(cfg, show_progress=False)
+    con = open_results(tmp_path / "out")
+    console = Console(record=True, width=400)
+    console.print(summary_table(con, ft_method="whole-gd-label"))
+    text = console.export_text()
+    for header in ("TO@10", "TO@10 ICL-ICL", "OCS@10 ICL-ICL", "Sen ICL", "Sen FT"):
+        assert header in text
+    sen = con.execute("SELECT value FROM metrics WHERE method = 'whole-gd-label' AND metric = 'order_sensitivity'"
+                      ).fetchone()[0]
+    assert sen == 0.0 and "0.0000" in text  # full-batch GD, read at its last epoch
+
+
 def test_store_views_final_epoch_and_curves(llama_dir, tmp_path):
     cfg = _cfg(llama_dir, tmp_path, methods=["whole-adam-label@1e-3"], orderings=1, output_metrics=False,
                captures="none")

@@ -61,6 +61,14 @@ SUMMARY_COLUMNS = (
     Column("Kendall", "kendall", (FT,)),
     Column("Kendall rand", "kendall_random", (FT, "icl")),
     Column("α", "alpha", ()),  # any method: LCGD vs GD
+    # Shen et al.'s output metrics beside their noise floor (ICL vs ICL under another order), and order sensitivity.
+    # († on TO@10 / OCS@10: not above the floor. KL and JS, where more means further apart, stay in the Parquet.)
+    Column("TO@10", "to@10", (FT,)),
+    Column("TO@10 ICL-ICL", "to@10", ("icl_vs_icl",)),
+    Column("OCS@10", "ocs@10", (FT,)),
+    Column("OCS@10 ICL-ICL", "ocs@10", ("icl_vs_icl",)),
+    Column("Sen ICL", "order_sensitivity", ("icl",), 1, 4),
+    Column("Sen FT", "order_sensitivity", (FT,), 1, 4),
 )
 
 UNIT_KEYS = ("model", "variant", "task", "template", "k", "seed", "order", "unit")
