@@ -174,14 +174,19 @@ def plot_accuracy_vs_change(points: Sequence[Any], out_prefix: str | Path, chanc
     for p in points:
         if p.method == "zs":
             ax.axhline(p.accuracy, color="tab:red", linestyle="--", linewidth=1, label="zero-shot")
+    _accuracy_axes(ax, "relative weight change |ΔW|_F / |W|_F", title, chance, majority)
+    fig.tight_layout()
+    return save_figure(fig, out_prefix)
+
+
+def _accuracy_axes(ax, xlabel: str, title: str, chance: float | None, majority: float | None) -> None:
+    """An accuracy-vs-weight-change panel: chance and majority lines, labels, the [0, 1] range, the legend."""
     _reference_lines(ax, chance, majority)
-    ax.set_xlabel("relative weight change |ΔW|_F / |W|_F")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, out_prefix)
 
 
 def plot_checkpoints(points: Sequence[Any], sparsity_rows: Sequence[dict[str, Any]], out_prefix: str | Path,
@@ -201,12 +206,7 @@ def plot_checkpoints(points: Sequence[Any], sparsity_rows: Sequence[dict[str, An
             for i, (step, (xi, yi, _, _)) in enumerate(curve.items()):
                 if i % every == 0 or i == len(curve) - 1:
                     ax.annotate(str(step), (xi, yi), textcoords="offset points", xytext=(3, 4), fontsize=6)
-    _reference_lines(ax, chance, majority)
-    ax.set_xlabel("relative weight change to the reference |ΔW|_F / |W|_F")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    _accuracy_axes(ax, "relative weight change to the reference |ΔW|_F / |W|_F", title, chance, majority)
     steps = sorted({r["step"] for r in sparsity_rows})
     thresholds = sorted({r["threshold"] for r in sparsity_rows}, reverse=True)
     means = {step: mean_sparsity([r for r in sparsity_rows if r["step"] == step]) for step in steps}
