@@ -178,7 +178,7 @@ CASES = [
     (["compare", *UNIT, "--method", "sgd"], "'methods"),
     (["compare", *UNIT, "--method", "whole-gd-labels"], "unknown loss 'labels'"),
     (["compare", *UNIT, "--method", "whole-rmsprop"], "unknown optimizer 'rmsprop'"),
-    (["compare", *UNIT, "--method", "wv:top-gd"], "wv needs a layer"),
+    (["compare", *UNIT, "--method", "wv:top-gd"], "unknown layer 'top'"),
     (["compare", *UNIT, "--method", "wv:40-gd"], "trains layer 40, but the model has"),
     (["compare", *UNIT, "--epochs", "0"], "'epochs'"),
     (["compare", *UNIT, "--epochs", "3", "--record-epoch", "5"], "record_epochs [5] lie outside the 3 epoch"),

@@ -32,7 +32,7 @@ def test_parse_method(name, expected):
     ("all-gd", "unknown parameter set 'all'"),
     ("wv-gd", "wv needs a layer"),
     ("whole:3-gd", "whole takes no layer"),
-    ("wv:top-gd", "wv needs a layer"),
+    ("wv:top-gd", "unknown layer 'top'"),
     ("kv-rmsprop", "unknown optimizer 'rmsprop'"),
     ("kv-gd2", "gd is full batch"),
     ("kv-sgd0", "at least 1"),

@@ -157,3 +157,11 @@ def _render(table) -> str:
     terminal = Console(record=True, width=240)
     terminal.print(table)
     return terminal.export_text()
+
+
+def test_table1_is_printed_only_with_ft_shots_units(con, tmp_path):
+    ft_units = [unit for unit, info in shen.shen_units(con).items() if info.ft_shots is not None]
+    terminal = Console(record=True, width=240)
+    shen.report_shen(con, terminal, tmp_path / "figs" / "shen", where=f"unit <> '{ft_units[0]}'")
+    text = terminal.export_text()
+    assert "Table 1 not printed" in text and "Table 1: GD with more data" not in text

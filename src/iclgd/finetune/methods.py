@@ -100,9 +100,11 @@ def parse_method(name: str) -> FTMethod:
     params, _, layer = parts[0].partition(":")
     if params not in PARAMETERS:
         raise UserError(f"unknown parameter set {params!r} in method {name!r}: {usage}")
-    if (params in LAYERED) != bool(layer) or layer and not (layer in NAMED_LAYERS or layer.isdigit()):
+    if (params in LAYERED) != bool(layer):
         raise UserError(f"method {name!r}: {params} {'needs a layer' if params in LAYERED else 'takes no layer'}; "
                         f"{usage}")
+    if layer and not (layer in NAMED_LAYERS or layer.isdigit()):
+        raise UserError(f"unknown layer {layer!r} in method {name!r}: use middle, deep or a layer index")
     steps = _STEPS.fullmatch(parts[1])
     optimizer = steps["optimizer"] if steps else parts[1]
     if optimizer == "gd":

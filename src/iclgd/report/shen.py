@@ -431,7 +431,11 @@ def report_shen(con: duckdb.DuckDBPyConnection, terminal: Console, stem: str | P
     terminal.print(f"[bold]{SHEN2024_TITLE}: ours vs published[/bold]")
     if fig4 is not None:
         terminal.print(sen_table(sen_rows(con, units, where)))
-    terminal.print(more_data_table(more_data_rows(con, units, where)))
+    if any(info.ft_shots is not None for info in units.values()):
+        terminal.print(more_data_table(more_data_rows(con, units, where)))
+    else:
+        terminal.print("Table 1 not printed: no unit trained FT on more demos than ICL (ft_shots); run "
+                       "`iclgd sweep configs/shen2024/table1.yaml`")
     paths = []
     if fig4 is not None:
         paths += plot_order_sensitivity(con, units, fig4, where)

@@ -102,7 +102,7 @@ class Cell:
 
 BELOW_BASELINE_MARK = "†"
 BELOW_BASELINE_NOTE = ("† not above a within-unit baseline: the paired 95% bootstrap CI of (score − baseline) over "
-                       "examples reaches 0")
+                       "examples does not lie above 0 (for TO@10 and OCS@10 the baseline is the ICL-vs-ICL floor)")
 
 
 def cell(values: Sequence[float], cis: Sequence[tuple | None] = ()) -> Cell | None:

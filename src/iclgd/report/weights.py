@@ -60,7 +60,7 @@ def sparsity_table(rows: Sequence[Any], title: str = "", caption: str = "") -> T
             per_layer = [_get(r, "sparsity") for r in rows if _get(r, "matrix") == name
                          and _get(r, "threshold") == delta and _get(r, "layer") is not None]
             mean = mean_sparsity(rows)[(name, delta)]
-            cells.append(f"{100 * mean:.2f}% ({100 * min(per_layer):.1f}–{100 * max(per_layer):.1f})")
+            cells.append(f"{100 * mean:.2f}% ({100 * min(per_layer):.2f}–{100 * max(per_layer):.2f})")
         table.add_row(f"{delta:.0e}", *cells)
     construction = {_get(r, "matrix"): _get(r, "construction") for r in rows}
     table.add_row("construction", *(f"{100 * construction[name]:.4f}%" for name in MATRIX_NAMES), style="bold")
