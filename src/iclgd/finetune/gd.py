@@ -70,11 +70,13 @@ def trainable_slices(lm: Model) -> list[TrainableSlice]:
     return kv_parameters(model, family_of(model))
 
 
-def snapshot(slices: Sequence[TrainableSlice] | Model) -> dict[str, Tensor]:
-    """Copies of the trainable tensors (name -> tensor, the model's dtype): what :func:`restore` puts back."""
+def snapshot(slices: Sequence[TrainableSlice] | Model, device: str | torch.device | None = None) -> dict[str, Tensor]:
+    """Copies of the trainable tensors (name -> tensor, the model's dtype), on ``device`` (default: the tensors'
+    own): what :func:`restore` puts back."""
     if isinstance(slices, (nn.Module, LoadedModel)):
         slices = trainable_slices(slices)
-    return {s.name: s.parameter.detach().clone() for s in slices}
+    return {s.name: s.parameter.detach().to(device, copy=True) if device is not None else s.parameter.detach().clone()
+            for s in slices}
 
 
 @torch.no_grad()
@@ -171,8 +173,28 @@ def _forward_recording_queries(lm: LoadedModel, loss: Callable[[nn.Module], Tens
     return value, buffer.capture.all_queries[0]
 
 
-def _token_list(sequence: Tensor | Sequence[int]) -> list[int]:
-    return torch.as_tensor(sequence).flatten().tolist()
+@torch.no_grad()
+def _optimizer_step(slices: Sequence[TrainableSlice], layers: Sequence[int | None], trained: dict[str, Tensor],
+                    optimizer: torch.optim.Optimizer, n_layers: int) -> Tensor:
+    """Hand the model's gradients (fp32, fused Q slices masked out) to ``optimizer`` over the fp32 ``trained`` copies,
+    step, and copy the result into the model; return each layer's gradient norm before the step, [n_layers]."""
+    squared = torch.zeros(n_layers, dtype=torch.float64, device=slices[0].parameter.device)
+    for s, layer in zip(slices, layers, strict=True):
+        if s.parameter.grad is None:  # a parameter the loss does not reach (LCGD's `layers`)
+            grad = torch.zeros_like(trained[s.name])
+        else:
+            grad = s.parameter.grad.float()
+        if s.mask is not None:
+            grad = torch.where(s.mask, grad, torch.zeros_like(grad))  # Q slice untouched
+        if layer is not None:
+            squared[layer] += grad.double().square().sum()
+        trained[s.name].grad = grad
+        s.parameter.grad = None
+    optimizer.step()
+    for s in slices:
+        trained[s.name].grad = None
+        s.parameter.data.copy_(trained[s.name])
+    return squared.sqrt().float().cpu()
 
 
 def step_batches(n: int, batch: int | None) -> list[list[int]]:
@@ -226,11 +248,15 @@ def train(
     if record_queries and not isinstance(lm, LoadedModel):
         lm = loaded(model, None, name=type(model).__name__)
     slices = list(slices) if slices is not None else trainable_slices(model)
+    device = slices[0].parameter.device
+    inputs = [_as_input_ids(sequence, device) for sequence in sequences]
+    # A step's sequences run in a canonical order (by their tokens): a batch is a set, so full-batch GD comes out
+    # bit-identical under any order of the demos, not only in exact arithmetic.
+    canonical = [ids[0].tolist() for ids in inputs]
     # The originals wait on the CPU: for a whole-model method on a GPU they are a full copy of the weights.
-    original = {s.name: s.parameter.detach().to("cpu", copy=True) for s in slices}
+    original = snapshot(slices, device="cpu")
     layers = layer_of(model, slices)
     n_layers = len(blocks(model, family_of(model)))
-    device = slices[0].parameter.device
     trained = {s.name: s.parameter.detach().float().clone() for s in slices}  # fp32 trained copies
     step = OPTIMIZERS[optimizer](list(trained.values()), lr)
     n_labels = list(label_lengths) if label_lengths is not None else [0] * len(sequences)
@@ -241,10 +267,8 @@ def train(
             for epoch in range(1, epochs + 1):
                 for indices in step_batches(len(sequences), batch):
                     step_loss = 0.0
-                    # A step's sequences in a canonical order (by their tokens): a batch is a set, so full-batch GD
-                    # comes out bit-identical under any order of the demos, not only in exact arithmetic.
-                    for i in sorted(indices, key=lambda i: _token_list(sequences[i])):
-                        input_ids = _as_input_ids(sequences[i], device)
+                    for i in sorted(indices, key=canonical.__getitem__):
+                        input_ids = inputs[i]
 
                         def loss_of(m: nn.Module, input_ids=input_ids, i=i) -> Tensor:
                             return loss_fn(m, input_ids, n_labels[i])
@@ -259,24 +283,7 @@ def train(
                         loss.backward()  # gradients accumulate over the sequences of a batch
                         step_loss += float(loss.detach())
                     assert all(p.grad is None for p in frozen), "a frozen parameter received a gradient"
-                    squared = torch.zeros(n_layers, dtype=torch.float64, device=device)
-                    with torch.no_grad():
-                        for s, layer in zip(slices, layers, strict=True):
-                            if s.parameter.grad is None:  # a parameter the loss does not reach (LCGD's `layers`)
-                                grad = torch.zeros_like(trained[s.name])
-                            else:
-                                grad = s.parameter.grad.float()
-                            if s.mask is not None:
-                                grad = torch.where(s.mask, grad, torch.zeros_like(grad))  # Q slice untouched
-                            if layer is not None:
-                                squared[layer] += grad.double().square().sum()
-                            trained[s.name].grad = grad
-                            s.parameter.grad = None
-                        step.step()
-                        for s in slices:
-                            trained[s.name].grad = None
-                            s.parameter.data.copy_(trained[s.name])
-                    grad_norms.append(squared.sqrt().float().cpu())
+                    grad_norms.append(_optimizer_step(slices, layers, trained, step, n_layers))
                     losses.append(step_loss)
                     if on_step is not None:
                         on_step()
