@@ -21,8 +21,9 @@ import contextlib
 import os
 import shutil
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 TMP_PREFIX = ".tmp-"
 
@@ -104,6 +105,22 @@ def atomic_folder(path: str | Path, *, replace: bool = False,
                 raise FileExistsError(f"{path} exists and is not a finished result: move it away and rerun") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_parquet(rows: Sequence[dict[str, Any]], path: str | Path, record: dict[str, Any]) -> Path:
+    """``rows`` as one Parquet table with ``record`` (JSON) under the schema metadata key ``iclgd``, written
+    atomically: how a command whose result is one table records what produced it (icl-curve, weights)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    table = pa.Table.from_pylist(list(rows))
+    table = table.replace_schema_metadata({"iclgd": json.dumps(record, sort_keys=True, default=str)})
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
 
 
 def save_figure(figure, stem: str | Path, *, dpi: int = 200) -> list[Path]:

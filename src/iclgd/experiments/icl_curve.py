@@ -80,19 +80,9 @@ def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: S
 
 def write_points(points: Sequence[CurvePoint], path: str | Path, record: dict) -> Path:
     """The points as Parquet (one row per variant, k, seed), with ``record`` in the file's metadata."""
-    import json
+    from iclgd.runs import write_parquet
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from iclgd.runs import atomic_file
-
-    path = Path(path)
-    table = pa.Table.from_pylist([asdict(p) for p in points])
-    table = table.replace_schema_metadata({"iclgd": json.dumps(record, sort_keys=True, default=str)})
-    with atomic_file(path) as tmp:
-        pq.write_table(table, tmp)
-    return path
+    return write_parquet([asdict(p) for p in points], path, record)
 
 
 def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] = DEFAULT_KS,

@@ -39,6 +39,7 @@ from iclgd.checks import check_device, check_output_dir
 from iclgd.errors import UserError, warn
 from iclgd.metrics.weights import THRESHOLDS, construction_sparsity, layer_sparsity, relative_weight_change
 from iclgd.models.families import attention_modules, family_of, projection_parameters, projection_weight
+from iclgd.runs import write_parquet
 
 MATRICES = {"q": "W_Q", "k": "W_K", "v": "W_V"}
 WEIGHT_SETS = {
@@ -372,20 +373,6 @@ def _record(command: str, fields: dict[str, Any]) -> dict[str, Any]:
             "versions": library_versions()}
 
 
-def write_table(rows: Sequence[dict[str, Any]], path: Path, record: dict[str, Any]) -> Path:
-    """Parquet with ``record`` in its metadata (as icl-curve's curve.parquet), written atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from iclgd.runs import atomic_file
-
-    table = pa.Table.from_pylist(list(rows))
-    table = table.replace_schema_metadata({"iclgd": json.dumps(record, sort_keys=True, default=str)})
-    with atomic_file(path) as tmp:
-        pq.write_table(table, tmp)
-    return path
-
-
 def write_record(record: dict[str, Any], path: Path) -> Path:
     from iclgd.runs import atomic_file
 
@@ -408,7 +395,7 @@ def run_sparsity(model: str, out: str | Path, *, thresholds: Sequence[float] = T
         "model": model, "family": lm.family.name, "hidden_size": lm.config.hidden_size, "n_layers": lm.n_layers,
         "thresholds": list(thresholds), "construction": construction_sparsity(lm.config.hidden_size),
         "dtype": str(lm.dtype), "provenance": lm.provenance})
-    paths = [write_table([asdict(r) for r in rows], out / "sparsity.parquet", record),
+    paths = [write_parquet([asdict(r) for r in rows], out / "sparsity.parquet", record),
              write_record(record, out / "record.json")]
     paths += plot_sparsity(rows, out / "sparsity", title=f"{Path(model).name} (d = {lm.config.hidden_size})")
     return rows, record, paths
@@ -430,7 +417,7 @@ def run_perturbation(model: str, task: str, out: str | Path, *, k: int = 8, sigm
                                      progress=advance)
     record = _record("weights perturb", {"model": model, "task": task, "k": k, "sigmas": list(sigmas),
                                          "seeds": list(seeds), "template": template, **facts})
-    paths = [write_table([asdict(p) for p in points], out / "perturb.parquet", record),
+    paths = [write_parquet([asdict(p) for p in points], out / "perturb.parquet", record),
              write_record(record, out / "record.json")]
     paths += plot_accuracy_vs_change(points, out / "perturb", chance=facts["chance"], majority=facts["majority"],
                                      title=f"{Path(task).stem}, k = {k}: {Path(model).name}, noise on {weights}")
@@ -457,8 +444,8 @@ def run_checkpoints(checkpoints: str | Path, task: str, out: str | Path, *, k: i
             eval_size=eval_size, template=template, batch_size=batch_size, device=device, progress=advance)
     record = _record("weights checkpoints", {"task": task, "k": k, "seeds": list(seeds), "template": template,
                                              "thresholds": list(thresholds), **facts})
-    paths = [write_table([asdict(p) for p in points], out / "checkpoints.parquet", record),
-             write_table(sparsity_rows, out / "checkpoint-sparsity.parquet", record),
+    paths = [write_parquet([asdict(p) for p in points], out / "checkpoints.parquet", record),
+             write_parquet(sparsity_rows, out / "checkpoint-sparsity.parquet", record),
              write_record(record, out / "record.json")]
     paths += plot_checkpoints(points, sparsity_rows, out / "checkpoints", chance=facts["chance"],
                               majority=facts["majority"],
