@@ -327,12 +327,14 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
         acc.add(name, "simam_delta", metrics.simam_delta(m_icl, ref.zs.presoftmax_logits, ft.presoftmax_logits,
                                                          lengths), heads, epoch=epoch)
         state.outputs.add(name, epoch, scores)
+        if icl_store is not None or spread is not None:
+            p_ft = scores.next_token_logprobs.cpu().double().exp()
         if icl_store is not None:
-            p_icl, p_ft = icl_store.probabilities(ref.indices), scores.next_token_logprobs.cpu().double().exp()
+            p_icl = icl_store.probabilities(ref.indices)
             for metric_name, metric in metrics.OUTPUT_METRICS.items():
                 acc.add_scalar(name, metric_name, metric(p_icl, p_ft), epoch=epoch)
         if spread is not None:
-            spread.add(torch.tensor(ref.indices), scores.next_token_logprobs.cpu().double().exp())
+            spread.add(torch.tensor(ref.indices), p_ft)
         if keep_kendall_queries and len(ref.kendall_rows):
             state.kendall_queries.setdefault((name, epoch), []).append(ft.analysis_query[ref.kendall_rows])
         if alpha:
@@ -379,8 +381,9 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
     measuring = 0.0
     for o, ordered in enumerate([training] if training is not None else orderings[:cfg.orderings]):
         sequences = ordered.training_sequences()
+        steps_per_epoch = len(finetuning.step_batches(len(sequences), spec.batch))
         bar = progress.add_task(f"finetune ({spec.name}{f', ordering {o + 1}' if cfg.orderings > 1 else ''})",
-                                total=cfg.epochs * len(finetuning.step_batches(len(sequences), spec.batch)))
+                                total=cfg.epochs * steps_per_epoch)
 
         def on_epoch(epoch: int, o: int = o, ordered: Prompts = ordered) -> None:
             nonlocal measuring
@@ -409,7 +412,7 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
         state.timings[f"{spec.name}_s"] = state.timings.get(f"{spec.name}_s", 0.0) + time.time() - mark
         if o == 0:
             # Deutch et al.'s Fig. 4 is per step of one pass over the demos: the first epoch's steps
-            state.grad_norms[spec.name] = result.grad_norms[:len(finetuning.step_batches(len(sequences), spec.batch))]
+            state.grad_norms[spec.name] = result.grad_norms[:steps_per_epoch]
             if result.train_queries is not None:
                 kendall(cfg, state, spec.name, prompts, result, recorded)
                 if cfg.captures == "full":
