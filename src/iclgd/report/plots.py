@@ -17,6 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from iclgd.errors import UserError
+from iclgd.report.tables import where_clause
 from iclgd.runner.results import query
 from iclgd.runs import save_figure
 
@@ -42,11 +43,7 @@ BAR_LABELS = {"zs": "ZS", "icl": "ICL", "gd": "FT (GD)", "lcgd": "FT (LCGD)"}
 GROUP_COLUMNS = ("model", "variant", "task", "template", "k", "seed", "order", "method", "unit")
 
 
-def _where(where: str | None) -> str:
-    return f"({where})" if where else "TRUE"
-
-
-def _save(figure: Figure, out: str | Path) -> list[Path]:
+def save_plot(figure: Figure, out: str | Path) -> list[Path]:
     """Write ``out`` as .png (200 dpi) and .pdf; return both paths."""
     FigureCanvasAgg(figure)
     figure.tight_layout()
@@ -57,7 +54,7 @@ def _method_for(con: duckdb.DuckDBPyConnection, metric: str, method: str, where:
     """``method`` if the metric has per-layer rows under it, else 'icl' (FT-independent metrics), else error."""
     for candidate in (method, "icl"):
         _, rows = query(con, f"SELECT 1 FROM metrics WHERE metric = ? AND method = ? AND layer IS NOT NULL AND "
-                             f"{_where(where)} LIMIT 1", [metric, candidate])
+                             f"{where_clause(where)} LIMIT 1", [metric, candidate])
         if rows:
             return candidate
     raise UserError(f"no per-layer values of metric {metric!r} for method {method!r}: see "
@@ -82,7 +79,7 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
             con,
             f'SELECT CAST("{by}" AS VARCHAR), layer, avg(value), stddev_samp(value), count(*), any_value(ci_low), '
             "any_value(ci_high) FROM metrics WHERE metric = ? AND method = ? AND layer IS NOT NULL "
-            f"AND isfinite(value) AND {_where(where)} GROUP BY ALL ORDER BY 1, 2",
+            f"AND isfinite(value) AND {where_clause(where)} GROUP BY ALL ORDER BY 1, 2",
             [metric, chosen],
         )
         curves: dict[str, list[tuple[int, float, float | None, float | None]]] = {}  # layer, mean, low, high
@@ -108,7 +105,7 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
         axes.set_title(LABELS.get(metric, metric) + versus, fontsize="medium")
     handles = [Line2D([], [], color=colors[group], marker="o", markersize=3) for group in groups]
     figure.legend(handles, groups, title=by, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
-    return _save(figure, out)
+    return save_plot(figure, out)
 
 
 def plot_accuracy_bars(con: duckdb.DuckDBPyConnection, out: str | Path, by: str = "task",
@@ -121,7 +118,7 @@ def plot_accuracy_bars(con: duckdb.DuckDBPyConnection, out: str | Path, by: str 
     _, rows = query(
         con,
         f'SELECT CAST("{by}" AS VARCHAR), method, avg(value), stddev_samp(value) FROM metrics WHERE metric = ? AND '
-        f"method IN ({marks}) AND layer IS NULL AND isfinite(value) AND {_where(where)} GROUP BY ALL ORDER BY 1",
+        f"method IN ({marks}) AND layer IS NULL AND isfinite(value) AND {where_clause(where)} GROUP BY ALL ORDER BY 1",
         [metric, *methods],
     )
     if not rows:
@@ -141,4 +138,4 @@ def plot_accuracy_bars(con: duckdb.DuckDBPyConnection, out: str | Path, by: str 
     axes.set_ylabel(LABELS.get(metric, metric))
     axes.set_ylim(0, 100)
     axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(figure, out)
+    return save_plot(figure, out)

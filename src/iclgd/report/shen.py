@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from rich.console import Console
@@ -27,11 +26,10 @@ from rich.table import Table
 from iclgd.checks import check_output_file
 from iclgd.errors import UserError
 from iclgd.metrics import OUTPUT_METRICS
-from iclgd.report.plots import LABELS
+from iclgd.report.plots import LABELS, save_plot
 from iclgd.report.published import SHEN2024_MORE_DATA, SHEN2024_SEN, SHEN2024_TITLE
-from iclgd.report.tables import Cell, cell, task_key
+from iclgd.report.tables import Cell, cell, task_key, where_clause
 from iclgd.runner.results import query
-from iclgd.runs import save_figure
 
 FIG5_METRICS = ("fullvocab_accuracy", "to@10", "ocs@10")
 SHEN_LABELS = {**LABELS, "order_sensitivity": "order sensitivity Sen", "to@10": "TO@10 (ICL vs FT)",
@@ -47,10 +45,6 @@ RUN_HINT = ("run `iclgd sweep configs/shen2024/fig4.yaml` (order sensitivity), f
             "learning rates) or table1.yaml (GD with more data), then `iclgd report <out> --paper shen2024`")
 
 Panel = tuple[str, str]  # (model, task)
-
-
-def _where(where: str | None) -> str:
-    return f"({where})" if where else "TRUE"
 
 
 @dataclass(frozen=True)
@@ -87,7 +81,7 @@ def shen_units(con: duckdb.DuckDBPyConnection, where: str | None = None) -> dict
         con,
         "SELECT unit, any_value(model), any_value(task), max(true_k), max(epoch), "
         "bool_or(metric = 'order_sensitivity'), bool_or(metric IN ('to@10', 'ocs@10')) "
-        f"FROM metrics_by_epoch WHERE {_where(where)} GROUP BY unit ORDER BY unit",
+        f"FROM metrics_by_epoch WHERE {where_clause(where)} GROUP BY unit ORDER BY unit",
     )
     records = {unit: json.loads(text) for unit, text in query(con, "SELECT unit, record FROM units")[1]}
     units = {}
@@ -118,7 +112,7 @@ def _rows(con: duckdb.DuckDBPyConnection, view: str, metrics: Iterable[str], uni
         con,
         f"SELECT unit, method, metric, epoch, value, ci_low, ci_high FROM {view} WHERE layer IS NULL "
         f"AND metric IN ({', '.join('?' for _ in metrics)}) AND unit IN ({', '.join('?' for _ in units)}) "
-        f"AND isfinite(value) AND {_where(where)} ORDER BY unit, method, metric, epoch",
+        f"AND isfinite(value) AND {where_clause(where)} ORDER BY unit, method, metric, epoch",
         [*metrics, *units],
     )
     return rows
@@ -285,12 +279,6 @@ def more_data_table(rows: list[dict[str, Any]]) -> Table:
 # ---- figures ------------------------------------------------------------------------------------------------
 
 
-def _save(figure: Figure, stem: Path) -> list[Path]:
-    FigureCanvasAgg(figure)
-    figure.tight_layout()
-    return save_figure(figure, stem)
-
-
 def _band(value: Cell) -> tuple[float, float] | None:
     if value.std is not None:
         return value.mean - value.std, value.mean + value.std
@@ -367,7 +355,7 @@ def plot_order_sensitivity(con: duckdb.DuckDBPyConnection, units: dict[str, Unit
         axes.set_title(f"{_panel_title(panel, several_models)} (k = {_set_text(k)}, "
                        f"{_set_text(orderings)} orderings)", fontsize="medium")
     _legend(figure, labels, ["order_sensitivity"] if icl else [])
-    return _save(figure, Path(stem))
+    return save_plot(figure, Path(stem))
 
 
 def plot_curves_by_lr(con: duckdb.DuckDBPyConnection, units: dict[str, UnitInfo], stem: str | Path,
@@ -403,7 +391,7 @@ def plot_curves_by_lr(con: duckdb.DuckDBPyConnection, units: dict[str, UnitInfo]
     figure.suptitle(f"{_panel_title(panel, len({i.model for i in units.values()}) > 1)}: FT vs ICL over epochs "
                     f"(mean over units, k = {k})", fontsize="medium")
     _legend(figure, {method: colors[method] for method in methods}, FIG5_METRICS)
-    return _save(figure, Path(stem))
+    return save_plot(figure, Path(stem))
 
 
 # ---- the report ---------------------------------------------------------------------------------------------

@@ -75,7 +75,8 @@ UNIT_KEYS = ("model", "variant", "task", "template", "k", "seed", "order", "unit
 GROUPABLE = ("seed", "order", "template", "k", "task", "model", "variant")
 
 
-def _where(where: str | None) -> str:
+def where_clause(where: str | None) -> str:
+    """A user's ``--where`` filter as a parenthesised SQL condition (TRUE for none)."""
     return f"({where})" if where else "TRUE"
 
 
@@ -122,7 +123,7 @@ def _unit_values(con: duckdb.DuckDBPyConnection, where: str | None) -> dict[str,
     columns, rows = query(
         con,
         'SELECT unit, model, variant, task, template, k, seed, "order", true_k, metric, method, value, ci_low, '
-        f"ci_high FROM metrics WHERE layer IS NULL AND {_where(where)} ORDER BY unit",
+        f"ci_high FROM metrics WHERE layer IS NULL AND {where_clause(where)} ORDER BY unit",
     )
     units: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -307,7 +308,7 @@ def _ours(con: duckdb.DuckDBPyConnection, row: Row, paper: Paper, where: str | N
     _, rows = query(
         con,
         "SELECT unit, model, task, method, value FROM metrics WHERE layer IS NULL AND metric = ? AND variant = ? "
-        f"AND method IN ({marks}) AND isfinite(value) AND {_where(where)}",
+        f"AND method IN ({marks}) AND isfinite(value) AND {where_clause(where)}",
         [row.metric, row.variant, *methods],
     )
     chosen: dict[str, tuple[int, str, str, float]] = {}  # unit -> (method rank, model, task, value)
