@@ -185,6 +185,7 @@ CASES = [
     (["compare", *UNIT, "--orderings", "0"], "'orderings'"),
     (["compare", *UNIT, "--ft-shots", "0"], "'ft_shots'"),
     (["compare", *UNIT, "--ft-shots", "9999"], "lower ft_shots"),
+    (["compare", *UNIT, "--lr-search", "fast"], "'lr_search'"),
     (["compare", *UNIT, "--batch-size", "0"], "'batch_size'"),
     (["compare", *UNIT, "--kendall-examples", "-1"], "'kendall_examples'"),
     (["compare", *UNIT, "--model", "{assets}/missing"], "not a model folder"),

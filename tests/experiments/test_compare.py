@@ -15,6 +15,7 @@ from iclgd.errors import UserError
 from iclgd.experiments.compare import run_compare
 from iclgd.experiments.config import CompareConfig
 from iclgd.experiments.run import run_and_store
+from iclgd.finetune import DAI_LR_GRID, HALF_DECADE_GRID
 from iclgd.models.tiny import save_tiny_model
 from iclgd.tasks import FIXTURES_DIR
 
@@ -269,3 +270,25 @@ def test_a_unit_runs_on_a_slice_of_each_shipped_real_task(task, tmp_path):
     values = _values(result)
     assert result.record["task"] == task and result.record["eval_size"] == 8
     assert 0 <= values[("icl", "accuracy", None)] <= 1 and ("gd", "simam_delta", None) in values
+
+
+def test_halving_lr_search_picks_a_half_decade_point_and_records_its_scores(gpt2_dir, tmp_path):
+    cfg = _cfg(gpt2_dir, tmp_path, lr=None, methods=["gd"], kendall_examples=0, lr_search_rows=30,
+               lr_search="halving")
+    record = run_compare(cfg, show_progress=False).record
+    search = record["lr_search"]
+    assert record["lr"] in HALF_DECADE_GRID and record["lr_source"].startswith("successive halving")
+    assert [float(k) for k in search["scores"]] == list(HALF_DECADE_GRID)
+    rows = search["rows"]
+    assert set(rows.values()) <= {25, 30} and rows[repr(record["lr"])] == max(rows.values())
+    grid = run_compare(cfg.model_copy(update={"lr_search": "grid", "lr_search_rows": 5}), show_progress=False).record
+    assert grid["lr"] in DAI_LR_GRID and len(grid["lr_search"]["scores"]) == 36 and grid["lr_search"]["rows"] is None
+
+
+def test_lr_search_enters_the_unit_id_only_where_it_changes_the_unit(tmp_path):
+    """The grid search (the default, and what every older unit ran) and any unit with an lr keep their ids."""
+    searched = _cfg("m", tmp_path, lr=None)
+    assert "lr_search" not in searched.unit_fields()
+    assert searched.model_copy(update={"lr_search": "halving"}).unit_id() != searched.unit_id()
+    given = _cfg("m", tmp_path)
+    assert given.model_copy(update={"lr_search": "halving"}).unit_id() == given.unit_id()

@@ -1,17 +1,28 @@
 import pytest
 import torch
 
-from iclgd.finetune.gd import finetune_full_batch, finetune_gd, lm_loss, restore, snapshot, swap_in
+from iclgd.finetune.gd import (
+    finetune_full_batch,
+    finetune_gd,
+    lm_loss,
+    restore,
+    snapshot,
+    swap_in,
+    trainable_slices,
+)
 from iclgd.finetune.lr_search import (
     DAI_LR_GRID,
+    HALF_DECADE_GRID,
+    halving_search,
     published_lr,
     published_seed,
     search_grid,
     search_lr,
 )
+from iclgd.finetune.trajectories import gd_trajectories, supports_batched_trajectories
 from iclgd.metrics.output_distribution import order_sensitivity
 
-from .conftest import make_sequences
+from .conftest import make_model, make_sequences
 
 ORDERS = ([0, 1, 2, 3], [3, 1, 0, 2], [2, 3, 1, 0])
 
@@ -60,7 +71,7 @@ def test_search_grid_picks_the_best_and_the_smaller_on_ties():
     assert search_grid(lambda lr: -abs(lr - 3e-3)).lr == 3e-3
     result = search_grid(lambda lr: 1.0 if lr in (0.02, 0.5) else 0.0)
     assert result.lr == 0.02 and len(result.scores) == 36
-    lr, scores = search_grid(lambda lr: lr, grid=(0.1, 0.3))
+    lr, scores, _ = search_grid(lambda lr: lr, grid=(0.1, 0.3))
     assert lr == 0.3 and scores == {0.1: 0.1, 0.3: 0.3}
 
 
@@ -89,3 +100,61 @@ def test_published_table():
     assert published_lr("gpt2", "sst2") is None and published_lr("1.3B", "rte") is None
     assert published_seed("KoboldAI/fairseq-dense-2.7B", "sst2") == 7
     assert published_seed("1.3B", "subj") == 4
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "opt", "gpt_neox", "phi3", "gemma3"])
+def test_batched_trajectories_equal_dai_gd_at_each_lr(family):
+    """One batched pass of trajectories = finetune_gd at each lr, to rounding; fused Q slices untouched."""
+    model = make_model(family)
+    demos, lrs = make_sequences(model, n=4), [1e-3, 3e-2, 0.5]
+    before = snapshot(model)
+    assert supports_batched_trajectories(model)
+    for lr, got in zip(lrs, gd_trajectories(model, demos, lrs), strict=True):
+        want = finetune_gd(model, demos, lr).tensors
+        scale = max(float((want[k] - before[k].float()).abs().max()) for k in want)
+        assert scale > 0 and want.keys() == got.keys()
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-4 * scale + 1e-6)  # + rounding of W
+    for s in trainable_slices(model):  # a fused projection's Q slice stays exactly the original
+        if s.mask is not None:
+            assert torch.equal(got[s.name][~s.mask], before[s.name].float()[~s.mask])
+    assert all(torch.equal(before[k], v) for k, v in snapshot(model).items())
+
+
+def test_half_decade_grid_is_dais_grid_at_mantissas_1_and_3():
+    assert HALF_DECADE_GRID == (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
+    assert set(HALF_DECADE_GRID) <= set(DAI_LR_GRID)
+
+
+def test_halving_search_by_hand():
+    """4 lrs, 8 rows, first rung 2 rows: rungs of 2, 4 rows; the survivors and the winner worked out by hand."""
+    right = {  # which held-out rows each lr's model labels right
+        0.1: [1, 1, 0, 0, 0, 0, 0, 0],
+        0.2: [1, 1, 1, 1, 1, 1, 1, 1],
+        0.3: [1, 1, 1, 0, 1, 1, 1, 1],
+        0.4: [0, 0, 1, 1, 1, 1, 1, 1],
+    }
+    trained_lrs, scored = [], []
+
+    def train(lrs):
+        trained_lrs.extend(lrs)
+        return [{"lr": torch.tensor(lr)} for lr in lrs]
+
+    def correct(tensors, rows):
+        lr = round(float(tensors["lr"]), 6)
+        scored.append((lr, rows.start, rows.stop))
+        return sum(right[lr][i] for i in rows)
+
+    result = halving_search(train, correct, n_rows=8, grid=(0.4, 0.3, 0.2, 0.1), first_rows=2)
+    assert trained_lrs == [0.1, 0.2, 0.3, 0.4]
+    # rows [0, 2): 0.1, 0.2, 0.3 score 2, 0.4 scores 0 -> keep 0.1, 0.2 (ties to the smaller lr)
+    # rows [2, 4): 0.1 -> 2/4, 0.2 -> 4/4 -> keep 0.2: one left, done
+    assert scored == [(0.1, 0, 2), (0.2, 0, 2), (0.3, 0, 2), (0.4, 0, 2), (0.1, 2, 4), (0.2, 2, 4)]
+    assert result.lr == 0.2 and result.rows == {0.1: 4, 0.2: 4, 0.3: 2, 0.4: 2}
+    assert result.scores == {0.1: 0.5, 0.2: 1.0, 0.3: 1.0, 0.4: 0.0}
+
+
+def test_halving_search_stops_at_the_rows_it_has():
+    result = halving_search(lambda lrs: [{} for _ in lrs], lambda t, rows: len(rows), n_rows=3,
+                            grid=(1e-3, 1e-2, 1e-1), first_rows=25)
+    assert result.lr == 1e-3 and result.rows == {1e-3: 3, 1e-2: 3, 1e-1: 3}  # all tie on the 3 rows: smallest

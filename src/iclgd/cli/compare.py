@@ -40,6 +40,8 @@ def register(app: typer.Typer) -> None:
         orderings: Annotated[int | None, typer.Option(help="orderings of the demos (2+: order sensitivity)")] = None,
         ft_shots: Annotated[int | None, typer.Option(help="demos FT trains on (default: ICL's)")] = None,
         lr: Annotated[float | None, typer.Option(help="learning rate (default: published or searched)")] = None,
+        lr_search: Annotated[str | None, typer.Option(
+            help="lr search without --lr: grid (Dai's 36 points) | halving (8 points, ~15x less work)")] = None,
         untrained: Annotated[
             str | None, typer.Option(help="untrained variant: all | keep_layernorm | trained_embeddings")
         ] = None,
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
             model=model, task=task, shots=shots, seed=seed, order=order, template=_template(template),
             eval_size=eval_size, position=position, methods=method or None, epochs=epochs,
             record_epochs=record_epoch or None, output_metrics=output_metrics, orderings=orderings,
-            ft_shots=ft_shots, lr=lr,
+            ft_shots=ft_shots, lr=lr, lr_search=lr_search,
             untrained=untrained,
             dtype=dtype, device=device, batch_size=batch_size, max_context=max_context, separator=separator,
             bos=bos, data_dir=data_dir, kendall_examples=kendall_examples, balanced=balanced,

@@ -18,7 +18,7 @@ import math
 import resource
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from iclgd.experiments.accumulate import (
 from iclgd.experiments.config import CompareConfig
 from iclgd.experiments.passes import label_accuracy
 from iclgd.finetune.methods import FTMethod
+from iclgd.finetune.trajectories import gd_trajectories, supports_batched_trajectories
 from iclgd.models.capture import Capture, Prefix, encode_prefix
 from iclgd.models.families import blocks
 from iclgd.models.loading import LoadedModel, load_model
@@ -177,17 +178,18 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
 # The learning rate and the random-direction control
 
 
-def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPrompts) -> tuple[float, str]:
-    """The unit's learning rate and how it was chosen: the config, the published table, or a search.
+def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str,
+              unit: UnitPrompts) -> tuple[float, str, finetuning.LrSearch | None]:
+    """The unit's learning rate, how it was chosen (the config, the published table, or a search) and the search.
 
-    The search finetunes on the unit's demos at every point of Dai's grid and scores FT accuracy on
-    held-out training rows (disjoint from the demos), never on the eval set.
+    The search (``cfg.lr_search``, :mod:`iclgd.finetune.lr_search`) finetunes on the unit's demos and scores FT
+    accuracy on held-out training rows (disjoint from the demos), never on the eval set.
     """
     if cfg.lr is not None:
-        return cfg.lr, "config"
+        return cfg.lr, "config", None
     published = finetuning.published_lr(cfg.model, task_name)
     if published is not None:
-        return published, "published (Dai et al. 2023)"
+        return published, "published (Dai et al. 2023)", None
     tune = unit.tune
     if tune is None or not tune.queries:
         raise UserError(
@@ -195,16 +197,31 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
             "beside the demos for a search; pass --lr"
         )
     original = finetuning.snapshot(lm)
+    demos = (unit.training or unit.prompts).training_sequences()
 
-    def held_out_accuracy(tensors: dict[str, torch.Tensor]) -> float:
+    def held_out_accuracy(tensors: dict[str, torch.Tensor], rows: range | None = None) -> float:
+        queries = tune.queries if rows is None else tune.queries[rows.start:rows.stop]
+        if not queries:
+            return 0.0
         finetuning.swap_in(lm, tensors)
         try:
-            return label_accuracy(lm, tune, with_demos=False, batch_size=cfg.batch_size)
+            return label_accuracy(lm, replace(tune, queries=queries), with_demos=False, batch_size=cfg.batch_size)
         finally:
             finetuning.restore(lm, original)
 
-    search = finetuning.search_lr(lm, (unit.training or unit.prompts).training_sequences(), held_out_accuracy)
-    return search.lr, f"search on Dai's grid: FT accuracy on {len(tune.queries)} held-out training rows"
+    n_rows = len(tune.queries)
+    if cfg.lr_search == "grid":
+        search = finetuning.search_lr(lm, demos, held_out_accuracy)
+        return search.lr, f"search on Dai's grid: FT accuracy on {n_rows} held-out training rows", search
+
+    def train(lrs: list[float]) -> list[dict[str, torch.Tensor]]:
+        if supports_batched_trajectories(lm):
+            return gd_trajectories(lm, demos, lrs)
+        return [finetuning.finetune_gd(lm, demos, lr).tensors for lr in lrs]
+
+    search = finetuning.halving_search(train, lambda t, rows: round(held_out_accuracy(t, rows) * len(rows)), n_rows)
+    return search.lr, (f"successive halving on Dai's grid at mantissas 1 and 3: FT accuracy on up to "
+                       f"{max(search.rows.values())} of {n_rows} held-out training rows"), search
 
 
 def random_direction(lm: LoadedModel, original: dict, trained: dict, seed: int) -> dict[str, torch.Tensor]:
@@ -525,7 +542,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         original = finetuning.snapshot(lm)
         mark = time.time()
         needs_unit_lr = any(spec.lr is None for spec in methods.values())
-        lr, lr_source = choose_lr(cfg, lm, unit.task.name, unit) if needs_unit_lr else (None, "per method")
+        lr, lr_source, search = choose_lr(cfg, lm, unit.task.name, unit) if needs_unit_lr else (None, "per method",
+                                                                                                None)
         state.timings["lr_s"] = time.time() - mark
 
         mark = time.time()
@@ -560,6 +578,9 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
                   "untrained": cfg.untrained, "provenance": lm.provenance},
         "lr": lr,
         "lr_source": lr_source,
+        "lr_search": None if search is None else {  # each grid point's held-out accuracy, over how many rows
+            "scores": {repr(k): v for k, v in search.scores.items()},
+            "rows": {repr(k): v for k, v in search.rows.items()} if search.rows else None},
         "methods": {name: {**vars(spec), "lr": spec.lr or lr} for name, spec in methods.items()},
         "epochs_recorded": recorded,
         "orderings": [[int(i) for i in order] for order in orders],

@@ -51,6 +51,10 @@ class CompareConfig(BaseModel):
                            "with 2 or more, order sensitivity (Sen) of ICL and of every method at each recorded epoch")
     lr: float | None = Field(None, gt=0, description="learning rate; default: published value or a search (gd, lcgd "
                              "with 1 epoch only)")
+    lr_search: Literal["grid", "halving"] = Field("grid", description="the lr search (iclgd.finetune.lr_search): "
+                                                  "grid (Dai's 36 points, each on every held-out row) or halving "
+                                                  "(8 half-decade points, successive halving: ~1/15 of the work, "
+                                                  "and a worse lr on some tasks)")
     lr_search_rows: int = Field(200, ge=1, description="held-out training rows scoring the lr search")
     untrained: Untrained | None = Field(None, description="Deutch et al.'s untrained model variants")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -110,7 +114,10 @@ class CompareConfig(BaseModel):
 
     def unit_fields(self) -> dict[str, Any]:
         """The fields that define what is computed (not where it is written)."""
-        return self.model_dump(exclude={"out", "device", "batch_size", "captures"})
+        fields = self.model_dump(exclude={"out", "device", "batch_size", "captures"})
+        if self.lr is not None or self.lr_search == "grid":  # no search, or the one every older unit ran: the ids of
+            del fields["lr_search"]                            # units stored before the field existed stay valid
+        return fields
 
     def unit_id(self) -> str:
         """``<task>-k<shots>-s<seed>-o<order>[-untrained_<v>]-<hash of the unit fields>`` (the store's one scheme,

@@ -27,9 +27,11 @@ from iclgd.finetune.gd import (
 from iclgd.finetune.lcgd import finetune_lcgd, layer_causal_loss
 from iclgd.finetune.lr_search import (
     DAI_LR_GRID,
+    HALF_DECADE_GRID,
     PUBLISHED_LR,
     PUBLISHED_SEED,
     LrSearch,
+    halving_search,
     published_lr,
     published_seed,
     search_grid,
@@ -38,7 +40,8 @@ from iclgd.finetune.lr_search import (
 from iclgd.finetune.methods import BUILT_IN, LOSSES, PARAMETERS, FTMethod, finetune, parse_method
 
 __all__ = [
-    "BUILT_IN", "DAI_LR_GRID", "LOSSES", "OPTIMIZERS", "PARAMETERS", "FTMethod", "Model", "label_loss", "lm_loss",
+    "BUILT_IN", "DAI_LR_GRID", "HALF_DECADE_GRID", "halving_search",
+    "LOSSES", "OPTIMIZERS", "PARAMETERS", "FTMethod", "Model", "label_loss", "lm_loss",
     "parse_method", "step_batches", "train", "PUBLISHED_LR", "PUBLISHED_SEED", "FinetuneResult", "LrSearch", "finetune",
     "finetune_full_batch", "finetune_gd", "finetune_lcgd", "layer_causal_loss", "published_lr", "published_seed",
     "restore", "search_grid", "search_lr", "snapshot", "swap_in", "trainable_slices",
