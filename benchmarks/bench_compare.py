@@ -1,14 +1,15 @@
-"""Speed of a compare on a GPT-2-small-shaped model (random weights), CPU.
+"""Speed of a compare on SmolLM2-135M (the real weights, where `iclgd models fetch` cached them; else a
+GPT-2-small shape with random weights, or with --random), CPU.
 
 1. ICL scoring: the demonstration prefix encoded once and shared by every eval batch, vs re-encoding the
    whole prompt (prefix + query) for every example. Target: >= 20x (the floor is ~30x, DESIGN.md).
 2. A full compare (finetune, ZS / ICL / FT / random-direction passes with capture, metrics) vs the bare
    passes it needs: the same forward and backward passes on the same cached path, with no capture and no
    metric. Target: <= 1.3x.
-3. Peak memory of the compare's passes at two eval sizes: it must not grow with the number of examples
-   beyond the results themselves.
+3. Peak memory of the compare's passes at two eval sizes, and of a whole-model GD unit measured after 1 vs 4 of
+   its 4 epochs: it must grow with neither beyond the results themselves.
 
-Run: python -m benchmarks.bench_compare [--eval 200] [--reencode 25]
+Run: python -m benchmarks.bench_compare [--eval 200] [--reencode 25] [--random]
 Re-encoding is timed on the first --reencode examples and scaled to the eval size (each example is an
 independent forward of the same length, so the cost is linear); --reencode 200 times all of them.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -64,6 +66,17 @@ def gpt2_small(folder: Path) -> Path:
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def real_or_random(folder: Path, random_weights: bool) -> tuple[Path, str]:
+    """SmolLM2-135M's cached folder when it holds real weights (and not ``random_weights``), else a GPT-2-small
+    shape with random weights written to ``folder``; with a description of which."""
+    from iclgd.models.gguf import cache_root
+
+    real = cache_root() / "models" / "smollm2-135m"
+    if not random_weights and (real / "model.safetensors").is_file():
+        return real, "SmolLM2-135M (real weights)"
+    return gpt2_small(folder), "GPT-2-small shape (random weights)"
 
 
 def _config(model: Path, task: Path, out: Path, n_eval: int):
@@ -135,13 +148,13 @@ def bench_compare(model: Path, task: Path, out: Path, n_eval: int) -> dict:
             "compare_timings": result.record["timings"]}
 
 
-def peak_memory_mb(model: Path, task: Path, out: Path, n_eval: int) -> float:
-    """Peak RSS of a fresh process running one compare unit (no results written)."""
+def peak_memory_mb(model: Path, task: Path, out: Path, n_eval: int, **overrides) -> float:
+    """Peak RSS of a fresh process running one compare unit (no results written), config fields overridden."""
     code = (
         "import sys, resource; from pathlib import Path; from benchmarks.bench_compare import _config;"
         "from iclgd.experiments.compare import run_compare;"
-        f"run_compare(_config(Path({str(model)!r}), Path({str(task)!r}), Path({str(out)!r}), {n_eval}),"
-        " show_progress=False);"
+        f"cfg = _config(Path({str(model)!r}), Path({str(task)!r}), Path({str(out)!r}), {n_eval});"
+        f"run_compare(cfg.model_copy(update={overrides!r}), show_progress=False);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -153,20 +166,29 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--eval", type=int, default=200)
     parser.add_argument("--reencode", type=int, default=25)
     parser.add_argument("--skip-memory", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--random", action="store_true", help="the GPT-2-small shape even where SmolLM2 is cached")
+    args, _ = parser.parse_known_args(argv)  # run_all passes every benchmark the same flags
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = gpt2_small(tmp / "gpt2-small")
+        model, source = real_or_random(tmp / "gpt2-small", args.random)
         task = make_task(tmp / "task", n_eval=args.eval)
-        figures = {"scoring": bench_scoring(model, task, tmp / "out", args.eval, args.reencode),
+        figures = {"model": source, "load_average_before": [round(x, 2) for x in os.getloadavg()],
+                   "scoring": bench_scoring(model, task, tmp / "out", args.eval, args.reencode),
                    "compare": bench_compare(model, task, tmp / "out", args.eval)}
         if not args.skip_memory:
             small = peak_memory_mb(model, task, tmp / "out", args.eval // 4)
             large = peak_memory_mb(model, task, tmp / "out", args.eval)
+            # Shen-style: whole-model GD over 4 epochs, measured after the last only vs after every one
+            shen = {"methods": ["whole-gd-label"], "epochs": 4, "kendall_examples": 0}
+            last = peak_memory_mb(model, task, tmp / "out", args.eval // 4, **shen, record_epochs=[4])
+            every = peak_memory_mb(model, task, tmp / "out", args.eval // 4, **shen, record_epochs=[1, 2, 3, 4])
             figures["memory"] = {"eval_small": args.eval // 4, "peak_mb_small": small, "eval_large": args.eval,
-                                 "peak_mb_large": large, "growth": large / small}
+                                 "peak_mb_large": large, "growth": large / small,
+                                 "epochs_recorded_1_peak_mb": last, "epochs_recorded_4_peak_mb": every,
+                                 "epochs_growth": every / last}
     s, c = figures["scoring"], figures["compare"]
+    print(source)
     print(f"ICL scoring, {s['prefix_tokens']}-token prefix (true k {s['true_k']}), {s['eval']} queries: "
           f"cached prefix {s['cached_s']:.1f} s vs re-encoding {s['reencode_s']:.1f} s "
           f"(timed on {s['reencode_timed_examples']}, scaled) -> {s['speedup']:.1f}x faster (target >= 20x)")
@@ -175,7 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
     if "memory" in figures:
         m = figures["memory"]
         print(f"peak memory: {m['peak_mb_small']:.0f} MB at {m['eval_small']} eval examples, "
-              f"{m['peak_mb_large']:.0f} MB at {m['eval_large']} ({m['growth']:.2f}x)")
+              f"{m['peak_mb_large']:.0f} MB at {m['eval_large']} ({m['growth']:.2f}x); whole-model GD, 4 epochs, "
+              f"measured at 1 vs 4 of them: {m['epochs_recorded_1_peak_mb']:.0f} vs "
+              f"{m['epochs_recorded_4_peak_mb']:.0f} MB ({m['epochs_growth']:.2f}x)")
     return figures
 
 

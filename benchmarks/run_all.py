@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("bench_compare", "bench_linreg", "bench_finetune")
+BENCHMARKS = ("bench_compare", "bench_linreg", "bench_finetune", "bench_lr_search", "bench_unembedding",
+              "bench_lm_eval")
 
 
 def main() -> None:
