@@ -10,7 +10,7 @@ protocol: one fixed demo set) and scores every doc on it. Both report accuracy; 
 drawn, not by the scoring rule (label-word log-likelihood in both). Targets (issue 11): >= 15x at 16 shots, >= 25x
 at 32.
 
-lm-eval is an optional dependency (``pip install "lm-eval[hf]>=0.4,<0.5"``); without it this benchmark says so and
+lm-eval is an optional dependency (``pip install -e ".[bench]"``); without it this benchmark says so and
 skips. Run: python -m benchmarks.bench_lm_eval [--shots 16,32] [--docs 200]
 """
 
