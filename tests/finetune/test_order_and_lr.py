@@ -158,3 +158,13 @@ def test_halving_search_stops_at_the_rows_it_has():
     result = halving_search(lambda lrs: [{} for _ in lrs], lambda t, rows: len(rows), n_rows=3,
                             grid=(1e-3, 1e-2, 1e-1), first_rows=25)
     assert result.lr == 1e-3 and result.rows == {1e-3: 3, 1e-2: 3, 1e-1: 3}  # all tie on the 3 rows: smallest
+
+
+def test_batched_trajectories_in_chunks_equal_one_batch():
+    """Under a memory cap the trajectories run in chunks (here one each): the same tensors, to rounding."""
+    model = make_model("llama")
+    demos, lrs = make_sequences(model, n=3), [1e-3, 1e-2, 1e-1]
+    together, one_by_one = gd_trajectories(model, demos, lrs), gd_trajectories(model, demos, lrs, max_bytes=1)
+    for a, b in zip(together, one_by_one, strict=True):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
