@@ -178,12 +178,12 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
 # The learning rate and the random-direction control
 
 
-def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str,
-              unit: UnitPrompts) -> tuple[float, str, finetuning.LrSearch | None]:
+def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPrompts,
+              progress: Progress | None = None) -> tuple[float, str, finetuning.LrSearch | None]:
     """The unit's learning rate, how it was chosen (the config, the published table, or a search) and the search.
 
     The search (``cfg.lr_search``, :mod:`iclgd.finetune.lr_search`) finetunes on the unit's demos and scores FT
-    accuracy on held-out training rows (disjoint from the demos), never on the eval set.
+    accuracy on held-out training rows (disjoint from the demos), never on the eval set; ``progress`` shows it.
     """
     if cfg.lr is not None:
         return cfg.lr, "config", None
@@ -211,7 +211,9 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str,
 
     n_rows = len(tune.queries)
     if cfg.lr_search == "grid":
-        search = finetuning.search_lr(lm, demos, held_out_accuracy)
+        bar = progress.add_task("lr search (Dai's grid)", total=len(finetuning.DAI_LR_GRID)) if progress else None
+        search = finetuning.search_lr(lm, demos, held_out_accuracy,
+                                      on_point=lambda lr, accuracy: progress.advance(bar) if progress else None)
         return search.lr, f"search on Dai's grid: FT accuracy on {n_rows} held-out training rows", search
 
     def train(lrs: list[float]) -> list[dict[str, torch.Tensor]]:
@@ -542,8 +544,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         original = finetuning.snapshot(lm)
         mark = time.time()
         needs_unit_lr = any(spec.lr is None for spec in methods.values())
-        lr, lr_source, search = choose_lr(cfg, lm, unit.task.name, unit) if needs_unit_lr else (None, "per method",
-                                                                                                None)
+        lr, lr_source, search = (choose_lr(cfg, lm, unit.task.name, unit, progress) if needs_unit_lr
+                                 else (None, "per method", None))
         state.timings["lr_s"] = time.time() - mark
 
         mark = time.time()
