@@ -2,6 +2,7 @@ import pytest
 
 from iclgd.errors import UserError
 from iclgd.report import plot_accuracy_bars, plot_per_layer
+from iclgd.runner import UnitResult, layer_rows, open_results, write_unit
 
 
 def _check(paths):
@@ -14,6 +15,15 @@ def test_per_layer_png_and_pdf(con, tmp_path):
     paths = plot_per_layer(con, ["simaou", "simam_delta", "simam_before"], tmp_path / "fig" / "per_layer")
     assert [p.name for p in paths] == ["per_layer.png", "per_layer.pdf"]
     _check(paths)
+
+
+def test_per_layer_alpha_is_found_under_its_own_method(tmp_path):
+    """α is stored under 'lcgd_vs_gd', neither the plotted FT method nor 'icl'."""
+    keys = dict(model="tiny", variant="trained", task="sst2", template=0, seed=1, order=0, k=4, true_k=4)
+    rows = (layer_rows("alpha", [0.2, 0.4, 0.6], 10, method="lcgd_vs_gd", **keys)
+            + layer_rows("simam_delta", [0.3, 0.3, 0.3], 10, method="gd", **keys))
+    write_unit(tmp_path / "out", "u1", {"task": "sst2", "seed": 1}, UnitResult(metrics=rows, predictions=[]))
+    _check(plot_per_layer(open_results(tmp_path / "out"), ["alpha", "simam_delta"], tmp_path / "alpha"))
 
 
 def test_accuracy_bars_png_and_pdf(con, tmp_path):

@@ -51,12 +51,17 @@ def save_plot(figure: Figure, out: str | Path) -> list[Path]:
 
 
 def _method_for(con: duckdb.DuckDBPyConnection, metric: str, method: str, where: str | None) -> str:
-    """``method`` if the metric has per-layer rows under it, else 'icl' (FT-independent metrics), else error."""
+    """``method`` if the metric has per-layer rows under it, else 'icl' (FT-independent metrics), else the one method
+    that has them (α: 'lcgd_vs_gd'), else error."""
     for candidate in (method, "icl"):
         _, rows = query(con, f"SELECT 1 FROM metrics WHERE metric = ? AND method = ? AND layer IS NOT NULL AND "
                              f"{where_clause(where)} LIMIT 1", [metric, candidate])
         if rows:
             return candidate
+    _, rows = query(con, f"SELECT DISTINCT method FROM metrics WHERE metric = ? AND layer IS NOT NULL AND "
+                         f"{where_clause(where)}", [metric])
+    if len(rows) == 1:
+        return rows[0][0]
     raise UserError(f"no per-layer values of metric {metric!r} for method {method!r}: see "
                     "`iclgd sql <out> \"SELECT DISTINCT metric, method FROM metrics\"`")
 
