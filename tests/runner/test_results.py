@@ -90,8 +90,9 @@ def test_renamed_unit_folder_is_caught(results):
 
 
 def test_bad_sql_is_a_user_error(results):
-    with pytest.raises(UserError, match="query failed"):
-        query(open_results(results), "SELECT nope FROM metrics")
+    with pytest.raises(UserError, match="query failed") as err:
+        query(open_results(results), "SELECT metrc FROM metrics")
+    assert 'Candidate bindings: "metric"' in str(err.value) and "\n" not in str(err.value)  # DuckDB's hint, one line
 
 
 def test_cli_exit_status_2_and_one_line(results):

@@ -128,7 +128,10 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) 
         result = con.execute(sql, params or [])
         return [d[0] for d in result.description], result.fetchall()
     except duckdb.Error as err:
-        message = str(err).splitlines()[0]
+        lines = str(err).splitlines()
+        # DuckDB's own hint ('Candidate bindings: "metric", ...', 'Did you mean ...') stays on the one line
+        hint = next((line for line in lines[1:] if line.startswith(("Candidate bindings", "Did you mean"))), None)
+        message = lines[0] + (f" ({hint})" if hint else "")
         path = re.search(r"""['"]?([^'"\s]+/(?:metrics|predictions)\.parquet)""", str(err))
         if path:
             raise _damaged(Path(path.group(1)).parent, f"reading it failed ({message})") from None
