@@ -68,13 +68,19 @@ def gpt2_small(folder: Path) -> Path:
     return folder
 
 
+def cached_real_weights(name: str) -> Path | None:
+    """The model cache's folder of a named model (`iclgd models fetch`) when it holds real weights, else None."""
+    from iclgd.models.gguf import cache_root
+
+    folder = cache_root() / "models" / name
+    return folder if (folder / "model.safetensors").is_file() else None
+
+
 def real_or_random(folder: Path, random_weights: bool) -> tuple[Path, str]:
     """SmolLM2-135M's cached folder when it holds real weights (and not ``random_weights``), else a GPT-2-small
     shape with random weights written to ``folder``; with a description of which."""
-    from iclgd.models.gguf import cache_root
-
-    real = cache_root() / "models" / "smollm2-135m"
-    if not random_weights and (real / "model.safetensors").is_file():
+    real = cached_real_weights("smollm2-135m")
+    if not random_weights and real is not None:
         return real, "SmolLM2-135M (real weights)"
     return gpt2_small(folder), "GPT-2-small shape (random weights)"
 

@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> dict:
     if importlib.util.find_spec("lm_eval") is None:
         print('lm-eval is not installed: pip install "lm-eval[hf]>=0.4,<0.5" to run this benchmark')
         return {"skipped": "lm-eval not installed"}
-    from iclgd.models.gguf import cache_root
+    from benchmarks.bench_compare import cached_real_weights
 
-    folder = cache_root() / "models" / MODEL
-    if not (folder / "model.safetensors").is_file():
-        print(f"{MODEL} is not in the model cache ({folder}): `iclgd models fetch {MODEL}` to run this benchmark")
+    folder = cached_real_weights(MODEL)
+    if folder is None:
+        print(f"{MODEL} is not in the model cache: `iclgd models fetch {MODEL}` to run this benchmark")
         return {"skipped": f"{MODEL} not cached"}
     from importlib.metadata import version
 

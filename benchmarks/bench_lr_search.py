@@ -25,12 +25,10 @@ from pathlib import Path
 
 def _model() -> tuple[str, str, list[str]]:
     """(model, where its weights came from, extra compare arguments)."""
-    from iclgd.models.gguf import cache_root
+    from benchmarks.bench_compare import cached_real_weights, gpt2_small, make_task
 
-    if (cache_root() / "models" / "smollm2-135m" / "model.safetensors").is_file():
+    if cached_real_weights("smollm2-135m") is not None:
         return "smollm2-135m", "real weights", []
-    from benchmarks.bench_compare import gpt2_small, make_task
-
     folder = Path(tempfile.mkdtemp(prefix="iclgd-bench-lr-"))
     task = make_task(folder / "task", n_pool=264)
     return str(gpt2_small(folder / "gpt2-small")), "GPT-2-small shape, random weights", ["--task", str(task)]

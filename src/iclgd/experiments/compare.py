@@ -201,8 +201,6 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
 
     def held_out_accuracy(tensors: dict[str, torch.Tensor], rows: range | None = None) -> float:
         queries = tune.queries if rows is None else tune.queries[rows.start:rows.stop]
-        if not queries:
-            return 0.0
         finetuning.swap_in(lm, tensors)
         try:
             return label_accuracy(lm, replace(tune, queries=queries), with_demos=False, batch_size=cfg.batch_size)
@@ -212,8 +210,12 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
     n_rows = len(tune.queries)
     if cfg.lr_search == "grid":
         bar = progress.add_task("lr search (Dai's grid)", total=len(finetuning.DAI_LR_GRID)) if progress else None
-        search = finetuning.search_lr(lm, demos, held_out_accuracy,
-                                      on_point=lambda lr, accuracy: progress.advance(bar) if progress else None)
+
+        def on_point(lr: float, accuracy: float) -> None:
+            if progress is not None:
+                progress.advance(bar)
+
+        search = finetuning.search_lr(lm, demos, held_out_accuracy, on_point=on_point)
         return search.lr, f"search on Dai's grid: FT accuracy on {n_rows} held-out training rows", search
 
     def train(lrs: list[float]) -> list[dict[str, torch.Tensor]]:
