@@ -45,3 +45,34 @@ def test_multi_token_candidates_are_the_sum_and_mean_of_their_token_logprobs(fam
         predicted = scores.candidate_logprobs.argmax(-1)
         gold = torch.tensor([q.gold for q in prompts.queries])
         assert label_accuracy(lm, prompts, with_demos=with_demos) == float((predicted == gold).double().mean())
+
+
+def test_length_sorted_batches_cover_every_index_once_in_order_of_length():
+    from iclgd.prompts.scoring import length_sorted_batches
+
+    lengths = [5, 2, 9, 2, 7, 5, 1]
+    assert list(length_sorted_batches(lengths, 3)) == [[6, 1, 3], [0, 5, 4], [2]]
+    assert list(length_sorted_batches([], 3)) == []
+
+
+def test_label_accuracy_in_sorted_batches_equals_one_query_at_a_time():
+    """Queries of different lengths: every batch size scores each query as a batch of one does."""
+    stock, tokenizer = tiny_model("llama", seed=5)
+    lm = loaded(stock, tokenizer, name="llama")
+    words = ["bad", "good", "fine", "awful", "great", "plot", "film", "it", "was", "so"]
+    inputs = [f"Review: {' '.join(words[: 1 + (i * 7) % 9])} Sentiment:" for i in range(12)]
+    prompts = build_prompts(
+        tokenizer, demo_inputs=inputs[:2], demo_labels=[0, 1], eval_inputs=inputs,
+        eval_labels=[i % 2 for i in range(12)], label_words=[" Negative", " Positive"], bos="bos_token", sep="\n",
+        max_context=256, single_token_labels=False,
+    )
+    assert len({len(q.input_ids) for q in prompts.queries}) > 3
+    for with_demos in (False, True):
+        prefix = encode_prefix(lm, torch.tensor(prompts.prefix_ids)) if with_demos else None
+        one_by_one = torch.cat([score_batch(lm, prompts, [i], prefix=prefix, capture=False).candidate_logprobs
+                                for i in range(len(prompts.queries))])
+        gold = torch.tensor([q.gold for q in prompts.queries])
+        expected = float((one_by_one.argmax(-1) == gold).double().mean())
+        assert 0.0 < expected < 1.0
+        for batch_size in (1, 5, 64):
+            assert label_accuracy(lm, prompts, with_demos=with_demos, batch_size=batch_size) == expected

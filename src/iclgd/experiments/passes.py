@@ -7,7 +7,7 @@ import torch
 from iclgd import metrics
 from iclgd.models.capture import encode_prefix
 from iclgd.models.loading import LoadedModel
-from iclgd.prompts.scoring import batches, score_batch
+from iclgd.prompts.scoring import length_sorted_batches, score_batch
 from iclgd.prompts.sequences import Prompts
 
 
@@ -15,10 +15,13 @@ from iclgd.prompts.sequences import Prompts
 def label_accuracy(lm: LoadedModel, prompts: Prompts, *, with_demos: bool, batch_size: int = 64,
                    reduction: str = "sum") -> float:
     """Label-word accuracy of one pass over ``prompts.queries``: ICL on the encoded prefix (``with_demos``) or
-    zero-shot. Multi-token label words are scored by the sum (or ``reduction="mean"``) of their token log-probs."""
+    zero-shot. Multi-token label words are scored by the sum (or ``reduction="mean"``) of their token log-probs.
+    Queries are scored in length-sorted batches (the accuracy does not depend on which rows share a batch, up to
+    float32 rounding)."""
     prefix = encode_prefix(lm, torch.tensor(prompts.prefix_ids, dtype=torch.long)) if with_demos else None
     scores, gold = [], []
-    for indices in batches(len(prompts.queries), batch_size):
+    lengths = [len(q.input_ids) for q in prompts.queries]
+    for indices in length_sorted_batches(lengths, batch_size):
         batch = score_batch(lm, prompts, indices, prefix=prefix, capture=False)
         scores.append(batch.candidate_logprobs if reduction == "sum" else batch.candidate_mean_logprobs)
         gold += [prompts.queries[i].gold for i in indices]
