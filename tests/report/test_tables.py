@@ -4,6 +4,7 @@ from rich.console import Console
 from iclgd.errors import UserError
 from iclgd.report import PAPERS, paper_lines, paper_table, summary_rows, summary_table
 from iclgd.report.tables import cell, side_by_side_table, task_key
+from iclgd.runner import UnitResult, metric_row, open_results, write_unit
 
 
 def render(table) -> str:
@@ -93,17 +94,31 @@ def test_dai_table_ours_beside_published(con):
 def test_deutch_table_includes_untrained_baselines(con):
     lines = paper_lines(con, "deutch2024")
     assert _line(lines, "SimAM_Δ LCGD", "ours").values["SST2"] == pytest.approx(0.5)
-    assert _line(lines, "SimAOU no training", "ours").values == pytest.approx({"SST2": 0.05})
+    assert _line(lines, "SimAOU no training (all random)", "ours").values == pytest.approx({"SST2": 0.05})
     assert _line(lines, "SimAM_Δ trained embeddings", "ours").values == pytest.approx({"SST2": 0.12})
-    no_training = _line(lines, "SimAOU no training", "published")
-    assert no_training.values["Subj"] == 0.17 and "AGNews" not in no_training.values
+    # Both readings of "No Training" sit beside the one published row; these results hold only `all`.
+    for reading in ("all random", "norms kept"):
+        no_training = _line(lines, f"SimAOU no training ({reading})", "published")
+        assert no_training.values["Subj"] == 0.17 and "AGNews" not in no_training.values
+    assert not [x for x in lines if x.row.label == "SimAOU no training (norms kept)" and x.source == "ours"]
     text = render(paper_table(con, "deutch2024", where="seed = 1"))
     assert "0.09" in text and "0.050" in text
 
 
+def test_paper_tables_show_the_spread_over_units_or_a_lone_units_interval(con, tmp_path):
+    sst2 = _line(paper_lines(con, "deutch2024"), "SimAOU GD", "ours").cells["SST2"]
+    assert (sst2.mean, sst2.std, sst2.n) == pytest.approx((0.4, 0.2, 3))  # seeds 1-3: 0.2, 0.4, 0.6
+    assert "0.400 ± 0.200" in render(paper_table(con, "deutch2024"))
+    keys = dict(model="tiny", variant="trained", task="sst2", template=0, seed=1, order=0, k=4, true_k=4)
+    write_unit(tmp_path, "u", {"task": "sst2"}, UnitResult(
+        metrics=[metric_row("accuracy", 0.75, 40, method="icl", ci=(0.6, 0.875), **keys)], predictions=[]))
+    text = render(paper_table(open_results(tmp_path), "dai2023"))
+    assert "75.0 [60.0, 87.5]" in text and "mean ± std (ddof=1) over a task's units" in text
+
+
 def test_published_rows_have_a_computed_row_and_six_tasks():
     for paper in PAPERS.values():
-        labels = {row.label for block in paper.blocks for row in block}
+        labels = {row.published_label for block in paper.blocks for row in block}
         for published in paper.published:
             assert published.label in labels
             assert set(published.values) <= set(paper.tasks)
@@ -170,3 +185,16 @@ def test_a_score_that_does_not_beat_its_baseline_is_marked(tmp_path):
     console.print(table)
     text = console.export_text()
     assert "0.300 [0.200, 0.400]" in text and "0.010† [-0.050, 0.070]" in text and "† not above" in text
+
+
+def test_over_seed_names_the_column_that_varies_with_it(tmp_path):
+    """Deutch et al.'s runs pair each seed with its own order: --over seed alone leaves one unit per row."""
+    for seed, order in ((2, 0), (3, 1), (4, 2)):
+        keys = dict(model="tiny", variant="trained", task="sst2", template=0, seed=seed, order=order, k=4, true_k=4)
+        write_unit(tmp_path, f"u{seed}", {"seed": seed}, UnitResult(
+            metrics=[metric_row("accuracy", 0.5 + seed / 10, 10, method="icl", **keys)], predictions=[]))
+    con = open_results(tmp_path)
+    assert "in order too; --over seed,order averages over them" in summary_table(con, over=("seed",)).caption
+    rows = summary_rows(con, over=("seed", "order"))
+    assert len(rows) == 1 and rows[0]["n"] == 3 and rows[0]["acc ICL"].std == pytest.approx(0.1)
+    assert "averages over them" not in summary_table(con, over=("seed", "order")).caption

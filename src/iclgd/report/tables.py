@@ -12,7 +12,7 @@ import math
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,7 @@ def summary_table(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: S
     labels = [key for key in varying if key != "unit"] or varying  # the unit id only when nothing else tells rows apart
     no_icl = [" ".join(str(row[key]) for key in labels) or "every row" for row in rows if not shows_icl(row)]
     caption = "\n".join([over_text + ("; ".join(constant) if constant else ""),
+                          *_over_hint(rows, over),
                           *([BELOW_BASELINE_NOTE] if marked else []),
                           *([NO_ICL_NOTE.format(", ".join(no_icl))] if no_icl else [])])
     table = Table(
@@ -227,6 +228,20 @@ def summary_table(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: S
             cells.append(value.text(column.scale, column.digits) if value else "—")
         table.add_row(*cells)
     return table
+
+
+def _over_hint(rows: list[dict[str, Any]], over: Sequence[str]) -> list[str]:
+    """A note when ``over`` left every row one unit because the units also differ in another column (Deutch et al.'s
+    runs pair each seed with its own order): name the columns whose addition makes groups."""
+    if not over or any(row["n"] > 1 for row in rows):
+        return []
+    keys = [key for key in UNIT_KEYS if key in rows[0] and key != "unit"]
+    helpful = [key for key in keys if key in GROUPABLE and
+               len({tuple(str(row[k]) for k in keys if k != key) for row in rows}) < len(rows)]
+    if not helpful:
+        return []
+    return [f"every row is one unit: the units differ in {' or '.join(helpful)} too; "
+            f"--over {','.join([*over, helpful[0]])} averages over them"]
 
 
 def side_by_side_table(con: duckdb.DuckDBPyConnection, by: str = "variant", ft_methods: Sequence[str] = ("gd",),
@@ -291,7 +306,8 @@ def task_key(task: str) -> str:
 
 @dataclass
 class PaperLine:
-    """One printed line: ``source`` is "ours" or "published"; ``values`` task -> number in the paper's unit."""
+    """One printed line: ``source`` is "ours" or "published"; ``values`` task -> number in the paper's unit. Our lines
+    also carry ``cells`` (task -> Cell in our unit: mean ± std over the task's units, or a lone unit's interval)."""
 
     block: int
     row: Row
@@ -299,28 +315,30 @@ class PaperLine:
     source: str
     values: dict[str, float]
     avg: float | None
+    cells: dict[str, Cell] = field(default_factory=dict)
 
 
-def _ours(con: duckdb.DuckDBPyConnection, row: Row, paper: Paper, where: str | None) -> dict[str, dict[str, float]]:
-    """model -> {task column -> mean over units} for one row; our tasks not in the paper keep their own name."""
+def _ours(con: duckdb.DuckDBPyConnection, row: Row, paper: Paper, where: str | None) -> dict[str, dict[str, Cell]]:
+    """model -> {task column -> Cell over its units (seeds, orders, templates)}; our tasks not in the paper keep
+    their own name."""
     methods = (row.method, "icl") if row.metric in FT_INDEPENDENT else (row.method,)
     marks = ", ".join("?" for _ in methods)
     _, rows = query(
         con,
-        "SELECT unit, model, task, method, value FROM metrics WHERE layer IS NULL AND metric = ? AND variant = ? "
-        f"AND method IN ({marks}) AND isfinite(value) AND {where_clause(where)}",
+        "SELECT unit, model, task, method, value, ci_low, ci_high FROM metrics WHERE layer IS NULL AND metric = ? "
+        f"AND variant = ? AND method IN ({marks}) AND isfinite(value) AND {where_clause(where)}",
         [row.metric, row.variant, *methods],
     )
-    chosen: dict[str, tuple[int, str, str, float]] = {}  # unit -> (method rank, model, task, value)
-    for unit, model, task, method, value in rows:
+    chosen: dict[str, tuple[int, str, str, float, tuple]] = {}  # unit -> (method rank, model, task, value, ci)
+    for unit, model, task, method, value, low, high in rows:
         rank = methods.index(method)
         if unit not in chosen or rank < chosen[unit][0]:
-            chosen[unit] = (rank, model, task, value)
+            chosen[unit] = (rank, model, task, value, (low, high))
     by_key = {task_key(task): task for task in paper.tasks}
-    values: dict[str, dict[str, list[float]]] = {}
-    for _, model, task, value in chosen.values():
-        values.setdefault(model, {}).setdefault(by_key.get(task_key(task), task), []).append(value)
-    return {model: {task: row.scale * statistics.fmean(v) for task, v in tasks.items()}
+    values: dict[str, dict[str, list[tuple[float, tuple]]]] = {}
+    for _, model, task, value, ci in chosen.values():
+        values.setdefault(model, {}).setdefault(by_key.get(task_key(task), task), []).append((value, ci))
+    return {model: {task: cell([v for v, _ in pairs], [ci for _, ci in pairs]) for task, pairs in tasks.items()}
             for model, tasks in values.items()}
 
 
@@ -333,12 +351,13 @@ def paper_lines(con: duckdb.DuckDBPyConnection, paper: str, where: str | None = 
     lines = []
     for block, rows in enumerate(spec.blocks):
         for row in rows:
-            for model, values in sorted(_ours(con, row, spec, where).items()):
+            for model, cells in sorted(_ours(con, row, spec, where).items()):
+                values = {task: row.scale * c.mean for task, c in cells.items()}
                 in_paper = [value for task, value in values.items() if task in spec.tasks]
                 avg = statistics.fmean(in_paper or values.values())
-                lines.append(PaperLine(block, row, model, "ours", values, avg))
+                lines.append(PaperLine(block, row, model, "ours", values, avg, cells))
             for published in spec.published:
-                if published.label == row.label:
+                if published.label == row.published_label:
                     lines.append(PaperLine(block, row, published.model, "published", published.values, published.avg))
     return lines
 
@@ -349,7 +368,9 @@ def paper_table(con: duckdb.DuckDBPyConnection, paper: str = "dai2023", where: s
     spec = PAPERS.get(paper)
     lines = paper_lines(con, paper, where)
     extra = sorted({task for line in lines for task in line.values if task not in spec.tasks})
-    table = Table(title=f"{spec.title}: ours vs published", caption=spec.note or None)
+    spread = ("ours: mean ± std (ddof=1) over a task's units (seeds, orders, templates), or one unit's [95% bootstrap "
+              "CI over eval examples]")
+    table = Table(title=f"{spec.title}: ours vs published", caption="\n".join(filter(None, [spread, spec.note])))
     for name in ("metric", "model", "source"):
         table.add_column(name, no_wrap=True)
     for task in (*spec.tasks, *extra):
@@ -362,7 +383,9 @@ def paper_table(con: duckdb.DuckDBPyConnection, paper: str = "dai2023", where: s
             block = line.block
         published = line.source == "published"
         digits = spec.published_digits if published and spec.published_digits is not None else line.row.digits
-        cells = [f"{line.values[task]:.{digits}f}" if task in line.values else "—" for task in (*spec.tasks, *extra)]
+        columns = (*spec.tasks, *extra)
+        cells = [line.cells[task].text(line.row.scale, digits) if task in line.cells
+                 else f"{line.values[task]:.{digits}f}" if task in line.values else "—" for task in columns]
         avg = "—" if line.avg is None else f"{line.avg:.{line.row.digits}f}"
         table.add_row(line.row.label, line.model, line.source, *cells, avg, style="dim" if published else None)
     return table
