@@ -9,6 +9,7 @@ import typer
 
 PLOTS = ("per-layer", "accuracy")
 SHEN = "shen2024"  # tables and figures of its own (iclgd.report.shen), not a Paper of published.py
+DEUTCH = "deutch2024"  # a Paper, and its figures 2-4 (iclgd.report.deutch)
 
 
 def _names(text: str) -> list[str]:
@@ -37,7 +38,8 @@ def register(app: typer.Typer) -> None:
     def report(
         out: Annotated[Path, typer.Argument(help="results folder of a sweep")],
         paper: Annotated[str | None, typer.Option(help="print a paper's tables beside its numbers: dai2023 | "
-                                                       "deutch2024 | shen2024 (also draws its figures 4 and 5 "
+                                                       "deutch2024 (also draws its figures 2-4 into "
+                                                       "<out>/_plots/deutch2024_*) | shen2024 (figures 4 and 5 "
                                                        "into <out>/_plots/shen2024_*)")] = None,
         method: Annotated[str, typer.Option(help="FT method compared with ICL (gd, lcgd)")] = "gd",
         over: Annotated[str, typer.Option(help="average over these columns, e.g. seed or seed,order (mean ± std); "
@@ -47,7 +49,8 @@ def register(app: typer.Typer) -> None:
         metrics: Annotated[str, typer.Option(help="metrics of the per-layer plot")] = "simaou,simam_delta",
         by: Annotated[str, typer.Option(help="one curve (per-layer) or bar group (accuracy) per value")] = "",
         plot_out: Annotated[Path | None, typer.Option(help="plot file stem (default <out>/_plots/<plot>; for "
-                                                                  "shen2024 the prefix of its figures)")] = None,
+                                                                  "deutch2024 and shen2024 the prefix of its "
+                                                                  "figures)")] = None,
     ) -> None:
         """Print the summary table (or a paper's tables) of a results folder; optionally draw plots."""
         from iclgd.checks import check_output_file
@@ -67,11 +70,15 @@ def register(app: typer.Typer) -> None:
         if stem is not None:  # before the table: a plot that cannot be written fails first
             check_output_file(stem, flag="--plot-out")
         terminal = console()
-        shen_paths = []
+        paper_paths = []
         if paper == SHEN:
             from iclgd.report.shen import report_shen
 
-            shen_paths = report_shen(con, terminal, plot_out or out / "_plots" / SHEN, where=where, source=out)
+            paper_paths = report_shen(con, terminal, plot_out or out / "_plots" / SHEN, where=where, source=out)
+        elif paper == DEUTCH:
+            from iclgd.report.deutch import report_deutch
+
+            paper_paths = report_deutch(con, terminal, plot_out or out / "_plots" / DEUTCH, where=where)
         elif paper:
             terminal.print(paper_table(con, paper, where=where))
         else:
@@ -82,7 +89,7 @@ def register(app: typer.Typer) -> None:
             paths = plot_accuracy_bars(con, stem, by=by or "task", methods=("zs", "icl", method), where=where)
         else:
             paths = []
-        for path in shen_paths + paths:
+        for path in paper_paths + paths:
             terminal.print(f"wrote {path}")
 
     @app.command()
