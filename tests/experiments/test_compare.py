@@ -292,3 +292,18 @@ def test_lr_search_enters_the_unit_id_only_where_it_changes_the_unit(tmp_path):
     assert searched.model_copy(update={"lr_search": "halving"}).unit_id() != searched.unit_id()
     given = _cfg("m", tmp_path)
     assert given.model_copy(update={"lr_search": "halving"}).unit_id() == given.unit_id()
+
+
+def test_lcgd_paper_runs_as_a_method_with_one_gradient_norm_row_per_token_step(gpt2_dir, tmp_path):
+    from iclgd.experiments.compare import prepare_unit, select_rows
+    from iclgd.models.loading import load_model
+
+    cfg = _cfg(gpt2_dir, tmp_path, methods=["gd", "lcgd-paper"], kendall_examples=0)
+    result = run_compare(cfg, show_progress=False)
+    values = _values(result)
+    assert ("lcgd-paper", "simaou", None) in values and ("lcgd-paper", "accuracy", None) in values
+    steps = {method: {r["metric"] for r in result.metrics if r["method"] == method and r["metric"].startswith("grad_")}
+             for method in ("gd", "lcgd-paper")}
+    sequences = prepare_unit(cfg, load_model(cfg.model), select_rows(cfg)).prompts.training_sequences()
+    assert len(steps["gd"]) == len(sequences) == result.record["true_k"]
+    assert len(steps["lcgd-paper"]) == sum(len(s) - 1 for s in sequences)

@@ -76,3 +76,46 @@ def test_lcgd_differs_from_gd_and_trains_every_layer(gpt2):
     attention = finetune_lcgd(gpt2, sequences, lr=0.5, readout="attention")
     assert not torch.equal(attention.tensors["transformer.h.0.attn.c_attn.weight"],
                            lcgd.tensors["transformer.h.0.attn.c_attn.weight"])
+
+
+def test_paper_variant_steps_once_per_token_on_its_prefix(gpt2):
+    """lcgd-paper: one SGD step per demo token t >= 1, on Σ_l −log p_l(x_t | x_<t) read out at the attention output.
+    Hand-built: the same steps as explicit prefixes through the loop with the last-token loss."""
+    from iclgd.finetune import finetune
+    from iclgd.finetune.gd import train
+    from iclgd.finetune.lcgd import PAPER_LOSS, token_steps
+
+    sequences = make_sequences(gpt2, n=2, min_len=4, max_len=6)
+    assert [len(s) for s in token_steps(sequences)] == [t + 1 for s in sequences for t in range(1, len(s))]
+    paper = finetune(gpt2, sequences, 0.5, method="lcgd-paper", label_lengths=[1, 1])
+    assert paper.grad_norms.shape == (sum(len(s) - 1 for s in sequences), 2)
+    prefixes = [s[: t + 1] for s in sequences for t in range(1, len(s))]
+    by_hand = train(gpt2, prefixes, 0.5, loss_fn=PAPER_LOSS)
+    for name, tensor in paper.tensors.items():
+        assert torch.equal(tensor, by_hand.tensors[name]), name
+
+    # Each step's loss is the last token's alone: on a prefix [x0, x1] it is the whole-demo loss of that prefix
+    ids = sequences[0][:2][None]
+    with torch.no_grad():
+        assert float(PAPER_LOSS(gpt2, ids)) == pytest.approx(float(layer_causal_loss(gpt2, ids, readout="attention")),
+                                                             abs=1e-6)
+        longer = sequences[0][None]
+        last = sum(float(torch.nn.functional.cross_entropy(
+            _attention_logits(gpt2, longer, layer)[0, -2], longer[0, -1])) for layer in range(2))
+        assert float(PAPER_LOSS(gpt2, longer)) == pytest.approx(last, abs=1e-5)
+    # It trains every layer, differently from the released code's LCGD (block readout, one step per demo)
+    code = finetune_lcgd(gpt2, sequences, lr=0.5)
+    assert bool((paper.grad_norms > 0).all())
+    assert not torch.equal(code.tensors["transformer.h.0.attn.c_attn.weight"],
+                           paper.tensors["transformer.h.0.attn.c_attn.weight"])
+
+
+def _attention_logits(model, ids, layer):
+    """Logits of one layer's attention output through the final norm and the unembedding (the paper's readout)."""
+    captured = {}
+    handle = model.transformer.h[layer].attn.register_forward_hook(lambda m, a, out: captured.update(h=out[0]))
+    try:
+        model(input_ids=ids)
+    finally:
+        handle.remove()
+    return model.lm_head(model.transformer.ln_f(captured["h"]))

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         eval_size: Annotated[int | None, typer.Option(help="eval rows")] = None,
         position: Annotated[str | None, typer.Option(help="analysis position: label_token | prompt_end")] = None,
         method: Annotated[list[str] | None, typer.Option("--method", help=(
-            "FT method (repeat): gd, lcgd or <kv|whole|wv:layer>-<gd|sgd[b]|adam[b]>[-demo|label][@lr], "
+            "FT method (repeat): gd, lcgd, lcgd-paper or <kv|whole|wv:layer>-<gd|sgd[b]|adam[b]>[-demo|label][@lr], "
             "e.g. whole-adam-label@1e-4"))] = None,
         epochs: Annotated[int | None, typer.Option(help="epochs every FT method runs")] = None,
         record_epoch: Annotated[list[int] | None, typer.Option("--record-epoch", help=(

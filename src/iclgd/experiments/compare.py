@@ -402,7 +402,7 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
     measuring = 0.0
     for o, ordered in enumerate([training] if training is not None else orderings[:cfg.orderings]):
         sequences = ordered.training_sequences()
-        steps_per_epoch = len(finetuning.step_batches(len(sequences), spec.batch))
+        steps_per_epoch = spec.steps_per_epoch(sequences)
         bar = progress.add_task(f"finetune ({spec.name}{f', ordering {o + 1}' if cfg.orderings > 1 else ''})",
                                 total=cfg.epochs * steps_per_epoch)
 

@@ -37,8 +37,9 @@ class CompareConfig(BaseModel):
     balanced: bool = Field(False, description="class-balanced demonstration sampling")
     eval_size: int | None = Field(None, ge=1, description="eval rows (default: the task's eval_size)")
     position: Position = Field("label_token", description="analysis position")
-    methods: list[str] = Field(default_factory=lambda: ["gd"], description="FT methods compared: gd, lcgd or "
-                               "<kv|whole|wv:layer>-<gd|sgd[b]|adam[b]>[-demo|label][@lr] (iclgd.finetune.methods)")
+    methods: list[str] = Field(default_factory=lambda: ["gd"], description="FT methods compared: gd, lcgd, "
+                               "lcgd-paper or <kv|whole|wv:layer>-<gd|sgd[b]|adam[b]>[-demo|label][@lr] "
+                               "(iclgd.finetune.methods)")
     epochs: int = Field(1, ge=1, description="epochs every FT method runs (Dai, Deutch: 1; Shen: up to 200)")
     record_epochs: list[int] | None = Field(None, description="epochs at which each method is measured (default: "
                                             "1, 2, 5, 10, 20, 50, 100, 200 up to epochs, and the last)")
@@ -104,7 +105,8 @@ class CompareConfig(BaseModel):
             unset = [m for m in self.methods if parse_method(m).lr is None and (m not in BUILT_IN or self.epochs > 1)]
             if unset:
                 raise ValueError(f"methods {unset} have no learning rate: the published values and the search cover "
-                                 f"only gd and lcgd for one epoch; set lr, or name a method's own as {unset[0]}@<lr>")
+                                 f"only gd, lcgd and lcgd-paper for one epoch; set lr, or name a method's own as "
+                                 f"{unset[0]}@<lr>")
         return self
 
     def epochs_recorded(self) -> list[int]:

@@ -6,8 +6,11 @@
     loss = Σ_l mean_t −log p_l(x_t | x_<t), t = 1..T−1     (full vocabulary, every token but the first)
 
 One SGD step per demo on the K/V parameters, same learning rate as GD (see :mod:`iclgd.finetune.gd`). Each
-layer's gradient then depends only on the layers at or below it. ``readout="attention"`` is the paper's
-text variant: the attention module's output (before the residual add) is read out instead of the block's.
+layer's gradient then depends only on the layers at or below it.
+
+The paper's text describes another variant (method ``lcgd-paper``, :data:`PAPER_LOSS`): the attention module's
+output (before the residual add) is read out instead of the block's, and the demos are learned one token at a
+time: one SGD step per demo token t, on Σ_l −log p_l(x_t | x_<t) (:func:`token_steps` makes the prefixes).
 """
 
 from __future__ import annotations
@@ -45,9 +48,11 @@ def layer_causal_loss(
     detach: bool = True,
     layers: Sequence[int] | None = None,
     readout: Readout = "block",
+    last_token_only: bool = False,
 ) -> Tensor:
     """Σ_{l ∈ layers} next-token NLL of unembed(h_l), h_l read out at layer l (the model's own readout); every token
-    but the first is a target (``n_label`` is ignored: Deutch et al.'s loss covers the whole demo).
+    but the first is a target (``n_label`` is ignored: Deutch et al.'s loss covers the whole demo), or with
+    ``last_token_only`` the last token alone (the paper's one step per token, on its prefix).
 
     ``detach``: each block gets a detached copy of its input. ``layers``: whose terms to sum (None: all).
     Without detaching and with the last layer's term only, this is GD's loss with GD's gradient.
@@ -69,8 +74,24 @@ def layer_causal_loss(
         for handle in handles:
             handle.remove()
     chosen = range(len(block_list)) if layers is None else layers
+    if last_token_only:
+        outputs = {layer: hidden[:, -2:] for layer, hidden in outputs.items()}  # predicts the last token
+        input_ids = input_ids[:, -2:]
     losses = [next_token_nll(unembed(model, family, outputs[layer]), input_ids) for layer in chosen]
     return torch.stack(losses).sum()
+
+
+PAPER_LOSS = functools.partial(layer_causal_loss, readout="attention", last_token_only=True)
+
+
+def token_steps(sequences: Sequence[Tensor | Sequence[int]]) -> list[Tensor]:
+    """Each sequence's prefixes x_≤t, t = 1..T−1, in order: one training step per token after the first, on the
+    last token of its prefix (:data:`PAPER_LOSS`)."""
+    steps = []
+    for sequence in sequences:
+        ids = torch.as_tensor(sequence, dtype=torch.long).flatten()
+        steps += [ids[: t + 1] for t in range(1, len(ids))]
+    return steps
 
 
 def finetune_lcgd(

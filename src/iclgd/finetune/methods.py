@@ -1,7 +1,8 @@
 """FT methods as data: a method is which parameters train, on which tokens, with which optimizer and batch.
 
-    gd        Dai et al.: K/V of every layer, every demo token, SGD, batch 1 (one step per demo)
-    lcgd      Deutch et al.: the same with the layer-causal loss
+    gd          Dai et al.: K/V of every layer, every demo token, SGD, batch 1 (one step per demo)
+    lcgd        Deutch et al.: the same with the layer-causal loss (their code: block readout)
+    lcgd-paper  Deutch et al.'s text: the layer-causal loss on the attention output, one step per demo token
     <params>-<steps>[-<loss>][@<lr>]      any other combination, by name:
         params  kv | whole (every parameter) | wv:<layer> (W_V of one layer: middle, deep or an index)
         steps   gd (SGD, full batch) | sgd (batch 1) | sgd<b> (batch b) | adam (full batch) | adam<b>
@@ -23,8 +24,18 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from iclgd.errors import UserError
-from iclgd.finetune.gd import OPTIMIZERS, FinetuneResult, LossFn, Model, as_module, label_loss, lm_loss, train
-from iclgd.finetune.lcgd import layer_causal_loss
+from iclgd.finetune.gd import (
+    OPTIMIZERS,
+    FinetuneResult,
+    LossFn,
+    Model,
+    as_module,
+    label_loss,
+    lm_loss,
+    step_batches,
+    train,
+)
+from iclgd.finetune.lcgd import PAPER_LOSS, layer_causal_loss, token_steps
 from iclgd.models.families import TrainableSlice, blocks, family_of, projection_parameters
 
 # (model, resolved layer or None) -> the tensors a method trains.
@@ -38,7 +49,10 @@ LOSSES: dict[str, LossFn] = {
     "demo": lm_loss,
     "label": label_loss,
     "layer_causal": layer_causal_loss,
+    "layer_causal_paper": PAPER_LOSS,
 }
+# Losses that learn one token at a time: each demo becomes its prefixes, one step each (iclgd.finetune.lcgd).
+PER_TOKEN = frozenset({"layer_causal_paper"})
 # Named layers: middle = L // 2, deep = the last layer (iclgd's reading of Shen et al.'s "a middle / deep layer").
 NAMED_LAYERS: dict[str, Callable[[int], int]] = {"middle": lambda n: n // 2, "deep": lambda n: n - 1}
 
@@ -75,6 +89,13 @@ class FTMethod:
         return (self.params, self.layer, self.loss, self.optimizer, self.batch) == (
             other.params, other.layer, other.loss, other.optimizer, other.batch)
 
+    def step_sequences(self, sequences: Sequence[Tensor | Sequence[int]]) -> list:
+        """What one step trains on, in order: the demos, or for a per-token loss each demo's prefixes."""
+        return token_steps(sequences) if self.loss in PER_TOKEN else list(sequences)
+
+    def steps_per_epoch(self, sequences: Sequence[Tensor | Sequence[int]]) -> int:
+        return len(step_batches(len(self.step_sequences(sequences)), self.batch))
+
     def slices(self, lm: Model) -> list[TrainableSlice]:
         model = as_module(lm)
         return PARAMETERS[self.params](model, self.resolve_layer(len(blocks(model, family_of(model)))))
@@ -83,6 +104,7 @@ class FTMethod:
 BUILT_IN: dict[str, FTMethod] = {
     "gd": FTMethod("gd"),
     "lcgd": FTMethod("lcgd", loss="layer_causal"),
+    "lcgd-paper": FTMethod("lcgd-paper", loss="layer_causal_paper"),
 }
 _STEPS = re.compile(r"(?P<optimizer>[a-z]+?)(?P<batch>\d*)")
 
@@ -91,8 +113,9 @@ def parse_method(name: str) -> FTMethod:
     """The method a name stands for (a built-in name, or ``<params>-<steps>[-<loss>][@<lr>]``)."""
     if name in BUILT_IN:
         return BUILT_IN[name]
-    usage = ("a method is gd, lcgd or <params>-<steps>[-<loss>][@<lr>]: params kv | whole | wv:<middle|deep|index>, "
-             "steps gd | sgd[<batch>] | adam[<batch>], loss demo | label (e.g. whole-adam-label@1e-4)")
+    usage = ("a method is gd, lcgd, lcgd-paper or <params>-<steps>[-<loss>][@<lr>]: params kv | whole | "
+             "wv:<middle|deep|index>, steps gd | sgd[<batch>] | adam[<batch>], loss demo | label "
+             "(e.g. whole-adam-label@1e-4)")
     body, _, lr_text = name.partition("@")
     parts = body.split("-")
     if len(parts) not in (2, 3):
@@ -155,8 +178,12 @@ def finetune(
     spec = method if isinstance(method, FTMethod) else parse_method(method)
     if spec.loss == "label" and label_lengths is None:
         raise ValueError(f"method {spec.name!r} trains on the label tokens: pass label_lengths")
+    if spec.loss in PER_TOKEN:
+        if record_queries:
+            raise ValueError(f"method {spec.name!r} steps once per token: it records no queries")
+        label_lengths = None  # its loss reads the last token of each prefix
     return train(
-        lm, demo_sequences, spec.lr or lr, slices=spec.slices(lm), loss_fn=LOSSES[spec.loss],
+        lm, spec.step_sequences(demo_sequences), spec.lr or lr, slices=spec.slices(lm), loss_fn=LOSSES[spec.loss],
         optimizer=spec.optimizer, batch=spec.batch, epochs=epochs, label_lengths=label_lengths,
         record_queries=record_queries, bos_length=bos_length, on_step=on_step, on_epoch=on_epoch,
     )
