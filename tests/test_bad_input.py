@@ -28,6 +28,7 @@ SPARSITY = ["weights", "sparsity", "--model", "{model}"]
 PERTURB = ["weights", "perturb", "--model", "{model}", "--task", "icc-heldout", "-k", "2", "--eval-size", "4",
            "--sigma", "0", "--no-progress"]
 CHECKPOINTS = ["weights", "checkpoints", "--task", "icc-heldout", "-k", "2", "--eval-size", "4", "--no-progress"]
+REPRODUCE = ["reproduce", "deutch2024", "--quick", "--model", "{model}", "--out", "{work}/r"]
 SWEEP_BASE = "base: {{model: {model}, task: icc-heldout, eval_size: 8, shots: 4, lr: 0.01}}\n"
 
 
@@ -113,6 +114,7 @@ def assets(tmp_path_factory):
         "lr-inf": base.replace("lr: 0.01", "lr: .inf"),
         "cuda": base + "grid: {device: [cpu, cuda]}\n",
         "ok": base + "grid: {seed: [1, 2]}\n",
+        "missing-model": SWEEP_BASE.format(**{**values, "model": str(root / "missing")}),
     }
     for name, text in sweeps.items():
         (root / f"sweep-{name}.yaml").write_text(text)
@@ -212,6 +214,7 @@ CASES = [
     # --- sweep ---------------------------------------------------------------------------------------------
     (["sweep", "{assets}/missing.yaml"], "does not exist"),
     (["sweep", "{assets}/sweep-unknown-key.yaml"], "unknown sweep key"),
+    (["sweep", "{assets}/sweep-missing-model.yaml"], "not a model folder"),
     (["sweep", "{assets}/sweep-no-base.yaml"], "needs a `base:`"),
     (["sweep", "{assets}/sweep-grid-not-list.yaml"], "lists of values"),
     (["sweep", "{assets}/sweep-bad-task-late.yaml"], "unknown task"),
@@ -281,6 +284,16 @@ CASES = [
     (["report", "{results}", "--paper", "nosuch"], "choose one of dai2023, deutch2024, shen2024"),
     (["report", "{results}", "--paper", "shen2024"], "no Shen et al. results in"),
     (["sql", "{results}", "SELEC 1"], "query failed"),
+    (["reproduce", "nosuch", "--model", "icc-gpt2", "--out", "{work}/r"], "unknown paper 'nosuch': iclgd reproduces "
+                                                                         "dai2023, deutch2024"),
+    (["reproduce", "deutch2024", "--quick", "--out", "{work}/r"], "Missing option '--model'"),
+    ([*REPRODUCE, "--tasks", "icc-heldout,no-such-task"], "no-such-task"),
+    ([*REPRODUCE, "--tasks", "icc-heldout", "--model", "{assets}/missing"], "not a model folder"),
+    ([*REPRODUCE, "--tasks", "icc-heldout", "--model", "{assets}/not-a-model"], "no config.json"),
+    (["reproduce", "deutch2024", "--model", "icc-gpt2", "--tasks", "icc-heldout", "--out", "{assets}/file.txt"],
+     "is a file"),
+    (["reproduce", "deutch2024", "--model", "icc-gpt2", "--tasks", "icc-heldout", "--out", "{ro}/r"],
+     "cannot be written"),
     (["sql", "{assets}/missing", "SELECT 1"], "does not exist"),
     (["tasks", "{assets}/missing.yaml"], "missing.yaml"),
     (["prepare-data", "--task", "icc-heldout"], "needs --out"),
@@ -347,7 +360,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, assets,
 
 def test_the_table_covers_every_command():
     covered = {_command(argv) for argv, _ in CASES}
-    commands = {"compare", "demo", "sweep", "icl-curve", "pretrain", "report", "sql", "tasks", "prepare-data",
+    commands = {"compare", "demo", "sweep", "icl-curve", "pretrain", "report", "reproduce", "sql", "tasks",
+                "prepare-data",
                 "linreg train", "linreg compare", "linreg ood", "linreg critique", "weights sparsity",
                 "weights perturb", "weights checkpoints"}
     assert commands <= covered, commands - covered

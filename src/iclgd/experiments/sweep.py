@@ -20,6 +20,7 @@ from iclgd.config_files import read_yaml_mapping
 from iclgd.errors import UserError
 from iclgd.experiments.compare import run_compare
 from iclgd.experiments.config import CompareConfig, load_config
+from iclgd.models.loading import check_source
 from iclgd.runner.sweep import SweepReport, run_sweep
 
 SWEEP_KEYS = {"base", "runs", "grid", "out", "backend", "ray_address", "slurm"}
@@ -67,8 +68,11 @@ def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
         task, splits = data[cfg.task, cfg.data_dir]
         task.template(cfg.template)
         sample_demo_indices([ex.label for ex in splits.pool], cfg.shots, cfg.seed, balanced=cfg.balanced)
-        if local:  # on Ray or SLURM the device is the worker's
+        if local:  # on Ray or SLURM the device and the model's path are the worker's
             check_device(cfg.device)
+    if local:
+        for model in sorted({cfg.model for cfg in configs}):
+            check_source(model, fetch_named=True)  # a named model not fetched yet: `iclgd demo` fetches it
 
 
 def _run_unit(cfg: CompareConfig):

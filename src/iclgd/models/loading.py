@@ -157,6 +157,17 @@ def _resolve(name_or_path: str) -> tuple[str, bool]:
     return name_or_path, False
 
 
+def check_source(name_or_path: str, *, fetch_named: bool = False) -> None:
+    """UserError, before any model work, for what cannot be a model (a missing folder, a folder without config.json,
+    a hub id not cached without network). With ``fetch_named`` a named offline model not fetched yet passes: the
+    caller fetches it (``iclgd demo``, ``iclgd reproduce``)."""
+    from iclgd.models import offline
+
+    if fetch_named and name_or_path in offline.NAMED_MODELS and not Path(name_or_path).expanduser().exists():
+        return
+    _resolve(name_or_path)
+
+
 def load_model(name_or_path: str, *, dtype: str = "float32", untrained: str | None = None, seed: int = 0,
                device: str = "cpu") -> LoadedModel:
     """Load a causal LM and its tokenizer, prepared for capture; optionally an untrained variant (seeded)."""

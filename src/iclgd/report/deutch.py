@@ -150,27 +150,41 @@ def _has(con: duckdb.DuckDBPyConnection, condition: str, where: str | None) -> b
     return bool(rows)
 
 
+FIGURES = {  # name -> (draw, the rows it needs, what is missing without them)
+    "fig2": (plot_alpha, "metric = 'alpha' AND layer IS NULL", "no α: run units with both gd and lcgd in methods"),
+    "fig3": (plot_layers, "metric IN ('simaou', 'simam_delta') AND method IN ('gd', 'lcgd') AND layer IS NOT NULL",
+             "no per-layer SimAOU or SimAM_Δ of gd or lcgd"),
+    "fig4": (plot_grad_norms, "metric LIKE 'grad_norm_step%' AND method IN ('gd', 'lcgd')",
+             "no gradient norms of gd or lcgd"),
+}
+
+
+def figure_stems(con: duckdb.DuckDBPyConnection, stem: str | Path, where: str | None = None) -> dict[str, Path]:
+    """The figures the results hold data for -> their file stems (``<stem>_fig2`` ...)."""
+    return {name: Path(f"{stem}_{name}") for name, (_, condition, _) in FIGURES.items() if _has(con, condition, where)}
+
+
+def draw_figures(con: duckdb.DuckDBPyConnection, stems: dict[str, Path],
+                 where: str | None = None) -> tuple[list[Path], list[str]]:
+    """Draw the figures of ``stems``; returns the written files and a line for each figure not drawn."""
+    written, missing = [], []
+    for name, (draw, _, reason) in FIGURES.items():
+        if name in stems:
+            written += draw(con, stems[name], where)
+        else:
+            missing.append(f"Figure {name[3:]} not drawn: {reason}; see configs/deutch2024/")
+    return written, missing
+
+
 def report_deutch(con: duckdb.DuckDBPyConnection, terminal: Console, stem: str | Path,
                   where: str | None = None) -> list[Path]:
     """Print the Deutch et al. table beside the published numbers and draw Figures 2-4 (``<stem>_fig2`` ...) where the
     results hold their data; say what to run for each figure that cannot be drawn. Returns the written files."""
-    figures = {
-        "fig2": (plot_alpha, "metric = 'alpha' AND layer IS NULL",
-                 "no α: run units with both gd and lcgd in methods"),
-        "fig3": (plot_layers, "metric IN ('simaou', 'simam_delta') AND method IN ('gd', 'lcgd') AND "
-                              "layer IS NOT NULL", "no per-layer SimAOU or SimAM_Δ of gd or lcgd"),
-        "fig4": (plot_grad_norms, "metric LIKE 'grad_norm_step%' AND method IN ('gd', 'lcgd')",
-                 "no gradient norms of gd or lcgd"),
-    }
-    present = {name: _has(con, condition, where) for name, (_, condition, _) in figures.items()}
-    paths = {name: Path(f"{stem}_{name}") for name, there in present.items() if there}
-    for path in paths.values():  # before the table: a figure that cannot be written fails first
+    stems = figure_stems(con, stem, where)
+    for path in stems.values():  # before the table: a figure that cannot be written fails first
         check_output_file(path, flag="--plot-out")
     terminal.print(paper_table(con, "deutch2024", where=where))
-    written = []
-    for name, (draw, _, missing) in figures.items():
-        if name in paths:
-            written += draw(con, paths[name], where)
-        else:
-            terminal.print(f"Figure {name[3:]} not drawn: {missing}; see configs/deutch2024/")
+    written, missing = draw_figures(con, stems, where)
+    for line in missing:
+        terminal.print(line)
     return written

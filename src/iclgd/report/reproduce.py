@@ -1,0 +1,84 @@
+"""The report of `iclgd reproduce`: one Markdown and one HTML page per results folder, in the paper's shape.
+
+    Setting             the model (marked "different model" unless it is the paper's), tasks, sizes, lrs, run time
+    the paper's tables  ours beside the published numbers (mean ± std over runs, or one unit's 95% interval)
+    per task            every score with its baselines and intervals, mean ± std over runs; the no-ICL flag
+    figures             the paper's (Deutch et al.: Figures 2-4) and the per-layer / accuracy plots
+    configs, versions   every unit's config as its record holds it
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from iclgd.report import deutch
+from iclgd.report.document import Figure, Preformatted, Section, write_report
+from iclgd.report.plots import plot_accuracy_bars, plot_per_layer
+from iclgd.report.tables import paper_table, summary_table
+from iclgd.runner.results import open_results
+
+CAPTIONS = {"fig2": "Figure 2: α (SimAM_Δ between the LCGD and the GD update) per task and model variant",
+            "fig3": "Figure 3: SimAOU and SimAM_Δ per layer, GD and LCGD, trained and untrained",
+            "fig4": "Figure 4: per-layer gradient norm at each FT step (GD linear, LCGD log colour scale)"}
+
+
+def _setting(paper: str, info: dict[str, Any], out: Path) -> Section:
+    from iclgd.experiments.reproduce import is_papers_model, versions_and_times
+
+    protocol, configs = info["protocol"], info["configs"]
+    trained = [c for c in configs if c.untrained is None]
+    first = trained[0]
+    model = info["model"] if is_papers_model(protocol, info["model"]) else (
+        f"{info['model']} (different model: the paper used {protocol.model})")
+    tasks = sorted({c.task for c in trained})
+    other = [t for t in tasks if t not in protocol.tasks]
+    versions, compute_s = versions_and_times(out, configs)
+    lrs = ", ".join(f"{task} seed {seed}: {lr:g}" for (task, seed), lr in sorted(info["lrs"].items()))
+    variants = ["trained"] + sorted({f"untrained:{c.untrained}" for c in configs if c.untrained})
+    lines = [
+        f"Paper: {protocol.title} ({paper}).",
+        f"Model: {model}.",
+        f"Tasks: {', '.join(tasks)}" + (f" ({', '.join(other)}: not the paper's tasks)." if other else "."),
+        f"Units: {len(configs)} ({len(trained)} trained runs x {', '.join(variants)}); k = {first.shots}, "
+        f"{first.eval_size} eval rows, FT methods {', '.join(first.methods)}"
+        + (", sized by --quick for 2 CPU cores" if info["quick"] else "") + ".",
+        f"Learning rates (trained units; the untrained ones reuse them): {lrs}.",
+        f"Run time: {info['wall_s']:.0f} s for this call (finished units are reused), {compute_s:.0f} s of unit "
+        "compute in all.",
+        "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",
+        "Command: " + " ".join(shlex.quote(a) for a in ["iclgd", *sys.argv[1:]]) if sys.argv[1:] else "",
+    ]
+    return Section("Setting", [line for line in lines if line])
+
+
+def build_report(paper: str, out: str | Path, info: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``out/report.md`` and ``out/report.html`` for the units of ``info`` (from run_reproduce)."""
+    from iclgd.experiments.reproduce import config_text
+
+    out = Path(out)
+    con = open_results(out)
+    plots = out / "_plots"
+    sections = [_setting(paper, info, out)]
+    sections.append(Section("The paper's tables, ours beside the published numbers", [paper_table(con, paper)]))
+    methods = info["configs"][0].methods
+    sections.append(Section("Every score per task and variant, with its baselines",
+                            [summary_table(con, ft_method=method, over=("seed", "order")) for method in methods]))
+    figures: list = []
+    if paper == "deutch2024":
+        stems = deutch.figure_stems(con, plots / "deutch2024")
+        written, missing = deutch.draw_figures(con, stems)
+        figures += [Figure(stems[name].with_suffix(".png"), CAPTIONS[name]) for name in stems]
+        figures += missing
+    per_layer = plot_per_layer(con, ["simaou_norm", "simaou", "simam_delta"], plots / "per_layer", by="variant")
+    figures.append(Figure(per_layer[0], "SimAOU_norm, SimAOU and SimAM_Δ (ICL vs GD) per layer, by model variant; "
+                                        "band: ± std over runs"))
+    bars = plot_accuracy_bars(con, plots / "accuracy", by="task", where="variant = 'trained'",
+                              methods=("zs", "icl", *methods))
+    figures.append(Figure(bars[0], "Accuracy of ZS, ICL and FT per task (trained model; error bar: ± std over runs)"))
+    sections.append(Section("Figures", figures))
+    sections.append(Section("Configs (one YAML document per unit)", [Preformatted(config_text(out, info["configs"]))]))
+    title = f"iclgd reproduce {paper}: {info['model']}"
+    return write_report(out, title, sections)

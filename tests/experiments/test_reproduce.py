@@ -1,0 +1,108 @@
+"""`iclgd reproduce`: the protocols' units, a resumable run on a tiny model, and its report (Markdown, and HTML that
+a headless browser renders with every section and figure)."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from iclgd.experiments.reproduce import run_reproduce, unit_configs
+from iclgd.models.tiny import save_tiny_model
+from iclgd.report.reproduce import build_report
+from iclgd.tasks import FIXTURES_DIR
+
+
+def test_deutch_units_are_three_runs_from_dais_seed_times_four_variants():
+    trained, untrained = unit_configs("deutch2024", "KoboldAI/fairseq-dense-1.3B", ["sst2", "cb"], False, "out")
+    assert [(c.task, c.seed, c.order) for c in trained] == [("sst2", 2, 0), ("sst2", 3, 1), ("sst2", 4, 2),
+                                                           ("cb", 3, 0), ("cb", 4, 1), ("cb", 5, 2)]
+    assert {(c.shots, c.eval_size, tuple(c.methods), c.lr) for c in trained} == {(32, 2000, ("gd", "lcgd"), None)}
+    assert [c.untrained for c in untrained[:3]] == ["all", "keep_layernorm", "trained_embeddings"]
+    _, untrained = unit_configs("deutch2024", "m", ["sst2"], False, "out", lrs={("sst2", 3): 0.02})
+    assert [c.lr for c in untrained] == [None] * 3 + [0.02] * 3 + [None] * 3  # each run's trained lr, once known
+
+
+def test_quick_sizes_and_dais_single_run():
+    trained, untrained = unit_configs("deutch2024", "smollm2-135m", None, True, "out")
+    assert [(c.task, c.seed, c.order) for c in trained] == [("wordnet-noun", 1, 0), ("wordnet-noun", 2, 1)]
+    assert [c.untrained for c in untrained] == ["all", "all"]
+    assert {(c.shots, c.eval_size, c.lr_search) for c in trained + untrained} == {(8, 100, "halving")}
+    trained, untrained = unit_configs("dai2023", "m", ["sst5", "mr"], False, "out")
+    assert [(c.task, c.seed, c.order, tuple(c.methods)) for c in trained] == [("sst5", 5, 0, ("gd",)),
+                                                                              ("mr", 5, 0, ("gd",))]
+    assert untrained == []
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reproduce")
+    model = save_tiny_model("gpt2", tmp / "gpt2")
+    overrides = {"data_dir": str(FIXTURES_DIR), "shots": 4, "eval_size": 6, "lr": 1e-2, "kendall_examples": 3,
+                 "batch_size": 4}
+    out = tmp / "out"
+    info = run_reproduce("deutch2024", str(model), out, tasks=["sst2"], quick=True, overrides=overrides,
+                         progress=False)
+    return out, info, (str(model), overrides)
+
+
+def test_reproduce_runs_the_units_and_a_rerun_reuses_them(reproduced):
+    out, info, (model, overrides) = reproduced
+    assert len(info["ran"]) == len(info["configs"]) == 4  # 2 runs x (trained, untrained:all)
+    assert all((out / c.unit_id() / "record.json").exists() for c in info["configs"])
+    again = run_reproduce("deutch2024", model, out, tasks=["sst2"], quick=True, overrides=overrides, progress=False)
+    assert again["ran"] == [] and [c.unit_id() for c in again["configs"]] == [c.unit_id() for c in info["configs"]]
+
+
+def test_report_markdown_has_the_papers_shape(reproduced):
+    out, info, _ = reproduced
+    md, page = build_report("deutch2024", out, info)
+    text = md.read_text()
+    for heading in ("## Setting", "## The paper's tables", "## Every score per task", "## Figures", "## Configs"):
+        assert heading in text
+    assert "different model: the paper used KoboldAI/fairseq-dense-1.3B" in text
+    assert "| SimAM_Δ GD | 1.3B | published | 0.15 |" in text  # the published row beside ours
+    assert " ± " in text and "no ICL" in text
+    for figure in ("deutch2024_fig2.png", "deutch2024_fig3.png", "deutch2024_fig4.png", "per_layer.png"):
+        assert f"](_plots/{figure})" in text and (out / "_plots" / figure).exists()
+    assert text.count("\nunit: ") == 4 and "lr: 0.01" in text
+    assert page.read_text().count("data:image/png;base64,") == 5
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+PROBE = """<!DOCTYPE html><html><body><iframe id="r" src="report.html" width="1200" height="900"></iframe><script>
+document.getElementById("r").addEventListener("load", () => {
+  const doc = document.getElementById("r").contentDocument, images = Array.from(doc.images);
+  const out = document.createElement("pre"); out.id = "result";
+  out.textContent = JSON.stringify({sections: Array.from(doc.querySelectorAll("h2")).map(h => h.textContent),
+    images: images.length, loaded: images.filter(i => i.complete && i.naturalWidth > 0).length,
+    tables: doc.querySelectorAll("table").length});
+  document.body.appendChild(out);
+});</script></body></html>"""
+
+
+@pytest.mark.skipif(BROWSER is None and not os.environ.get("ICLGD_REQUIRE_BROWSER"),
+                    reason="no Chromium (CI installs Debian's and sets ICLGD_REQUIRE_BROWSER)")
+def test_report_html_renders_in_a_headless_browser_with_every_section_and_figure(reproduced):
+    """The page opens from disk with no server: a probe page beside it loads it in an iframe and reports what the
+    browser rendered (the headings, the tables, and how many images decoded)."""
+    assert BROWSER is not None, "ICLGD_REQUIRE_BROWSER is set but no Chromium is installed"
+    out, info, _ = reproduced
+    build_report("deutch2024", out, info)
+    probe = out / "_probe.html"
+    probe.write_text(PROBE)
+    try:
+        done = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                               "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                              capture_output=True, text=True, timeout=120, check=True)
+    finally:
+        probe.unlink()
+    marker = '<pre id="result">'
+    assert marker in done.stdout, done.stderr[-2000:]
+    result = json.loads(done.stdout.split(marker)[1].split("</pre>")[0].replace("&amp;", "&").replace("&#39;", "'")
+                        .replace("&quot;", '"'))
+    assert result["sections"] == ["Setting", "The paper's tables, ours beside the published numbers",
+                                  "Every score per task and variant, with its baselines", "Figures",
+                                  "Configs (one YAML document per unit)"]
+    assert result["images"] == result["loaded"] == 5 and result["tables"] == 3
