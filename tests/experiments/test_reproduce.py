@@ -19,9 +19,10 @@ def test_deutch_units_are_three_runs_from_dais_seed_times_four_variants():
     assert [(c.task, c.seed, c.order) for c in trained] == [("sst2", 2, 0), ("sst2", 3, 1), ("sst2", 4, 2),
                                                            ("cb", 3, 0), ("cb", 4, 1), ("cb", 5, 2)]
     assert {(c.shots, c.eval_size, tuple(c.methods), c.lr) for c in trained} == {(32, 2000, ("gd", "lcgd"), None)}
-    assert [c.untrained for c in untrained[:3]] == ["all", "keep_layernorm", "trained_embeddings"]
+    assert [c.untrained for c in untrained[:4]] == ["all", "keep_layernorm", "trained_embeddings",
+                                                    "keep_layernorm_fairseq"]
     _, untrained = unit_configs("deutch2024", "m", ["sst2"], False, "out", lrs={("sst2", 3): 0.02})
-    assert [c.lr for c in untrained] == [None] * 3 + [0.02] * 3 + [None] * 3  # each run's trained lr, once known
+    assert [c.lr for c in untrained] == [None] * 4 + [0.02] * 4 + [None] * 4  # each run's trained lr, once known
 
 
 def test_quick_sizes_and_dais_single_run():

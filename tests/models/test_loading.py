@@ -9,7 +9,7 @@ from transformers import BertConfig
 from iclgd.errors import UserError
 from iclgd.models.capture import CaptureRequest, forward
 from iclgd.models.families import get_module, is_norm
-from iclgd.models.loading import load_model, loaded, make_untrained
+from iclgd.models.loading import UNTRAINED_VARIANTS, load_model, loaded, make_untrained
 from iclgd.models.tiny import save_tiny_model, tiny_model
 
 
@@ -99,7 +99,7 @@ def _untrained(family_name: str, variant: str, seed: int):
 @pytest.mark.parametrize("family_name", ["gpt2", "llama", "opt", "gpt_neo", "gemma3"])
 def test_untrained_variants(family_name):
     trained = _parameters(tiny_model(family_name, seed=0)[0])
-    for variant in ("all", "keep_layernorm", "trained_embeddings"):
+    for variant in UNTRAINED_VARIANTS:
         lm = _untrained(family_name, variant, seed=11)
         again = _parameters(_untrained(family_name, variant, seed=11).model)
         other_seed = _parameters(_untrained(family_name, variant, seed=12).model)
@@ -110,8 +110,8 @@ def test_untrained_variants(family_name):
                           for p, _ in get_module(model, path).named_parameters()}
         for name, parameter in model.named_parameters():
             assert torch.equal(parameter, again[name]), f"{variant}: {name} not reproducible"
-            keep = (variant != "all" and name in kept_norm) or (variant == "trained_embeddings" and
-                                                               name in kept_embedding)
+            which = variant.removesuffix("_fairseq")
+            keep = (which != "all" and name in kept_norm) or (which == "trained_embeddings" and name in kept_embedding)
             if keep:
                 assert torch.equal(parameter, trained[name]), f"{variant}: {name} should be the checkpoint's"
             elif parameter.std() > 0:  # zero-initialised biases and unit norms stay equal across seeds
@@ -154,3 +154,40 @@ def test_untrained_through_load_model_is_dtype_independent(llama_folder):
     for (name, a), (_, b) in zip(fp32.model.named_parameters(), bf16.model.named_parameters(), strict=True):
         assert torch.equal(a.to(torch.bfloat16), b), name
     assert fp32.untrained == "all"
+
+
+@pytest.mark.parametrize("family_name", ["gpt2", "llama", "gpt_neox", "phi3"])
+def test_fairseq_initialisation(family_name):
+    """all_fairseq draws every weight as fairseq built Deutch et al.'s models: W_Q, W_K, W_V (each cut of a fused
+    projection on its own) xavier-uniform with gain 1/√2, non-zero q/k/v biases, W_O xavier with a zero bias, the
+    other Linears PyTorch's default, embeddings N(0, 1/d). Uniform draws: every entry within the bound, the largest
+    near it."""
+    import math
+
+    from iclgd.models.families import attention_modules, get_module, projection_weight
+
+    lm = _untrained(family_name, "all_fairseq", seed=3)
+    model, family = lm.model, lm.family
+    d = model.config.hidden_size
+
+    def within(weight, bound):
+        top = float(weight.abs().max())
+        assert top <= bound * (1 + 1e-6) and top > 0.75 * bound, (top, bound)
+
+    for layer, attention in enumerate(attention_modules(model, family)):
+        for kind in ("q", "k", "v"):
+            weight = projection_weight(model, family, kind, layer)  # (out, in)
+            within(weight, math.sqrt(6 / sum(weight.shape)) / math.sqrt(2))
+        output = get_module(attention, family.o_proj)
+        within(output.weight, math.sqrt(6 / sum(output.weight.shape)))
+        if output.bias is not None:
+            assert not output.bias.any()
+    biases = [p for n, p in model.named_parameters()
+              if n.endswith("bias") and any(part in n for part in (".c_attn.", "query_key_value", "qkv"))]
+    if family_name in ("gpt2", "gpt_neox"):
+        assert biases and all(bool((b != 0).any()) for b in biases)  # fairseq's q/k/v biases are not zero
+    embedding = model.get_input_embeddings().weight
+    assert float(embedding.std()) == pytest.approx(d ** -0.5, rel=0.15)
+    mlp = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "mlp" in n]
+    for module in mlp:  # nn.Linear's default: weight and bias within 1/sqrt(fan_in)
+        within(module.weight, 1 / math.sqrt(module.in_features))

@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
         lr_search: Annotated[str | None, typer.Option(
             help="lr search without --lr: grid (Dai's 36 points) | halving (8 points, ~15x less work)")] = None,
         untrained: Annotated[
-            str | None, typer.Option(help="untrained variant: all | keep_layernorm | trained_embeddings")
+            str | None, typer.Option(help="untrained variant: all | keep_layernorm | trained_embeddings, or "
+                                          "with _fairseq (fairseq's init, as Deutch et al.'s), e.g. all_fairseq")
         ] = None,
         dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16")] = None,
         device: Annotated[str | None, typer.Option(help="cpu | cuda")] = None,

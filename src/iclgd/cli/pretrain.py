@@ -50,7 +50,8 @@ def register(app: typer.Typer) -> None:
         k: Annotated[list[int] | None, typer.Option("--k", help="demonstration counts (repeat; 0 = zero-shot)")] = None,
         seeds: Annotated[int, typer.Option(min=1, help="demo seeds 0..seeds-1")] = 3,
         untrained: Annotated[
-            list[str] | None, typer.Option(help="untrained variant (repeat): all | keep_layernorm | trained_embeddings")
+            list[str] | None, typer.Option(help="untrained variant (repeat): all | keep_layernorm | "
+                                            "trained_embeddings (+ _fairseq)")
         ] = None,
         eval_size: Annotated[int, typer.Option(min=1, help="eval rows")] = 200,
         out: Annotated[Path | None, typer.Option(help="output folder (default results/icl-curve/<task>)")] = None,

@@ -14,9 +14,9 @@ from iclgd.checks import DeviceName
 from iclgd.config_files import build_config
 from iclgd.errors import UserError
 from iclgd.finetune.methods import BUILT_IN, parse_method
+from iclgd.models.loading import Untrained
 from iclgd.runner.units import unit_id
 
-Untrained = Literal["all", "keep_layernorm", "trained_embeddings"]
 # Epochs at which a multi-epoch method is measured by default (those up to the unit's epochs, and the last one).
 CURVE_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
 Position = Literal["label_token", "prompt_end"]

@@ -3,7 +3,8 @@ units `iclgd sweep` makes), then its report, ``DIR/report.md`` and ``DIR/report.
 its published numbers, its figures, every unit's config and the library versions.
 
     dai2023     per task: one unit at Dai's demo seed, k = 32, GD (K/V, one SGD step per demo)
-    deutch2024  per task: 3 runs (Dai's seed + i, order i), GD and LCGD, the trained model and 3 untrained variants
+    deutch2024  per task: 3 runs (Dai's seed + i, order i), GD and LCGD, the trained model and 4 untrained variants
+                (all, keep_layernorm, trained_embeddings by the family's own init; keep_layernorm_fairseq by fairseq's)
 
 ``--quick`` sizes a run for 2 CPU cores and the offline models: k = 8, 100 eval rows, the halving lr search on
 100 held-out rows, and for deutch2024 two runs and one untrained variant (all): minutes, not hours.
@@ -66,7 +67,7 @@ PROTOCOLS: dict[str, Protocol] = {
         model="KoboldAI/fairseq-dense-1.3B", tasks=DAI_TASKS, quick_tasks=("wordnet-noun",),
         fields={"shots": 32, "methods": ["gd", "lcgd"], "position": "label_token", "eval_size": 2000,
                 "kendall_examples": 100},
-        runs=3, variants=(None, "all", "keep_layernorm", "trained_embeddings"),
+        runs=3, variants=(None, "all", "keep_layernorm", "trained_embeddings", "keep_layernorm_fairseq"),
         quick=QUICK_FIELDS, quick_runs=2, quick_variants=(None, "all"),
     ),
 }

@@ -21,7 +21,7 @@ import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from safetensors import SafetensorError
@@ -38,10 +38,14 @@ from iclgd.models.families import (
     layer_window,
 )
 from iclgd.models.gguf import read_provenance
+from iclgd.models.init import fairseq_init
 from iclgd.models.own_attention import install
 
-Untrained = Literal["all", "keep_layernorm", "trained_embeddings"]
-UNTRAINED_VARIANTS: tuple[str, ...] = ("all", "keep_layernorm", "trained_embeddings")
+Untrained = Literal["all", "keep_layernorm", "trained_embeddings", "all_fairseq", "keep_layernorm_fairseq",
+                    "trained_embeddings_fairseq"]
+# Which weights are random; the "_fairseq" ones are drawn by fairseq's initialisation (iclgd.models.init)
+UNTRAINED_VARIANTS: tuple[str, ...] = get_args(Untrained)
+FAIRSEQ_SUFFIX = "_fairseq"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -241,7 +245,8 @@ def make_untrained(model: nn.Module, family: Family, variant: str, seed: int) ->
     ``all``: every parameter; ``keep_layernorm``: all but the norm modules (LayerNorm, RMSNorm);
     ``trained_embeddings``: all but token/position embeddings, the output embedding (tied or not) and the norms.
     The random weights come from a fresh model built from the same config on CPU in fp32 under ``seed`` (its
-    ``_init_weights``), then cast to the model's dtype: the same seed gives the same weights on any device/dtype.
+    ``_init_weights``; with the ``_fairseq`` suffix, then re-drawn by fairseq's initialisation), then cast to the
+    model's dtype: the same seed gives the same weights on any device/dtype.
     """
     from transformers import AutoModelForCausalLM
 
@@ -253,8 +258,10 @@ def make_untrained(model: nn.Module, family: Family, variant: str, seed: int) ->
         # A copy of the config: from_config writes its attention implementation into the config it is given.
         fresh = AutoModelForCausalLM.from_config(copy.deepcopy(config), dtype=torch.float32,
                                                  attn_implementation="eager")
+        if variant.endswith(FAIRSEQ_SUFFIX):
+            fairseq_init(fresh, family)
     fresh_parameters = dict(fresh.named_parameters())
-    kept = _kept_parameters(model, family, variant)
+    kept = _kept_parameters(model, family, variant.removesuffix(FAIRSEQ_SUFFIX))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if id(param) not in kept:
