@@ -21,7 +21,8 @@ def test_deutch_units_are_three_runs_from_dais_seed_times_four_variants():
     assert {(c.shots, c.eval_size, tuple(c.methods), c.lr) for c in trained} == {(32, 2000, ("gd", "lcgd"), None)}
     assert [c.untrained for c in untrained[:4]] == ["all", "keep_layernorm", "trained_embeddings",
                                                     "keep_layernorm_fairseq"]
-    _, untrained = unit_configs("deutch2024", "m", ["sst2"], False, "out", lrs={("sst2", 3): 0.02})
+    second = trained[1].model_copy(update={"model": "m"}).unit_id()
+    _, untrained = unit_configs("deutch2024", "m", ["sst2"], False, "out", lrs={second: 0.02})
     assert [c.lr for c in untrained] == [None] * 4 + [0.02] * 4 + [None] * 4  # each run's trained lr, once known
 
 
@@ -107,3 +108,19 @@ def test_report_html_renders_in_a_headless_browser_with_every_section_and_figure
                                   "Every score per task and variant, with its baselines", "Figures",
                                   "Configs (one YAML document per unit)"]
     assert result["images"] == result["loaded"] == 5 and result["tables"] == 3
+
+
+def test_shen_reproduce_writes_its_tables_and_figures(tmp_path):
+    """Shen et al.'s quick protocol on a tiny model (2 epochs instead of 5-10): the Sen summary and Table 1 beside the
+    published values, Figures 4 and 5."""
+    model = save_tiny_model("gpt2", tmp_path / "gpt2")
+    overrides = {"data_dir": str(FIXTURES_DIR), "shots": 4, "eval_size": 6, "batch_size": 4, "epochs": 2}
+    info = run_reproduce("shen2024", str(model), tmp_path / "out", tasks=["sst2"], quick=True, overrides=overrides,
+                         progress=False)
+    assert len(info["ran"]) == 4  # Figure 4, Figure 5, Table 1 at N = 8 and 32
+    md, page = build_report("shen2024", tmp_path / "out", info)
+    text = md.read_text()
+    assert "order sensitivity Sen" in text and "published (≈)" in text and "GD with more data" in text
+    assert "](_plots/shen2024_fig4.png)" in text and "](_plots/shen2024_fig5.png)" in text
+    assert "different model: the paper used huggyllama/llama-7b" in text
+    assert page.read_text().count("data:image/png;base64,") == 2

@@ -117,13 +117,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def reproduce(
-        paper: Annotated[str, typer.Argument(help="dai2023 | deutch2024")],
+        paper: Annotated[str, typer.Argument(help="dai2023 | deutch2024 | shen2024")],
         model: Annotated[str, typer.Option(help="hub id, folder, .gguf file or named model (iclgd models)")],
         out: Annotated[Path, typer.Option(help="results folder: the units, report.md and report.html")],
         tasks: Annotated[str, typer.Option(help="comma-separated tasks (default: the paper's; with --quick, "
                                                 "offline real tasks)")] = "",
         quick: Annotated[bool, typer.Option("--quick/--full", help="size the run for 2 CPU cores (k = 8, 100 eval "
                                                                     "rows, halving lr search, fewer runs)")] = False,
+        device: Annotated[str | None, typer.Option(help="cpu | cuda (default: the protocol's)")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     ) -> None:
         """Run a paper's protocol on a model as a resumable sweep, then write DIR/report.md and DIR/report.html."""
@@ -131,6 +132,7 @@ def register(app: typer.Typer) -> None:
         from iclgd.report.console import console
         from iclgd.report.reproduce import build_report
 
-        info = run_reproduce(paper, model, out, tasks=_names(tasks) or None, quick=quick, progress=progress)
+        info = run_reproduce(paper, model, out, tasks=_names(tasks) or None, quick=quick,
+                             overrides={"device": device} if device else None, progress=progress)
         md, page = build_report(paper, out, info)
         console().print(f"{len(info['configs'])} units in {out}; report: {md}, {page}")

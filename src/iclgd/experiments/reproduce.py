@@ -6,8 +6,12 @@ its published numbers, its figures, every unit's config and the library versions
     deutch2024  per task: 3 runs (Dai's seed + i, order i), GD and LCGD, the trained model and 4 untrained variants
                 (all, keep_layernorm, trained_embeddings by the family's own init; keep_layernorm_fairseq by fairseq's)
 
+    shen2024    per task: Figure 4 (order sensitivity), Figure 5 (output distributions over epochs and lrs), Table 1
+                (GD on more demos), each as in configs/shen2024
+
 ``--quick`` sizes a run for 2 CPU cores and the offline models: k = 8, 100 eval rows, the halving lr search on
-100 held-out rows, and for deutch2024 two runs and one untrained variant (all): minutes, not hours.
+100 held-out rows, and for deutch2024 two runs and one untrained variant (all); for shen2024 few epochs and units
+(configs/shen2024/offline-* cut down): minutes, not hours.
 
 The learning rate is Dai's published one on Dai's own model and tasks, else searched on the trained model; the
 untrained units reuse the lr of their trained unit, as Deutch et al. reuse Dai's, so the trained units run first.
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,66 +41,100 @@ from iclgd.runner.sweep import run_sweep
 
 @dataclass(frozen=True)
 class Protocol:
-    """One paper's experiment as unit fields: ``fields`` for every unit (``quick`` overrides them), ``runs`` (seed,
-    order) runs per task starting at Dai's seed, and the model ``variants`` (None: the trained model)."""
+    """One paper's experiment: ``units(task, quick)`` gives the trained units' fields for one task (seed, order, k,
+    methods, ...), each run beside the model ``variants`` (None: the trained model)."""
 
     title: str
     model: str  # the paper's own model
     tasks: tuple[str, ...]  # the paper's tasks
     quick_tasks: tuple[str, ...]  # offline real tasks, for --quick without --tasks
-    fields: dict[str, Any]
-    runs: int = 1
+    units: Callable[[str, bool], list[dict[str, Any]]]
     variants: tuple[str | None, ...] = (None,)
-    quick: dict[str, Any] = field(default_factory=dict)
-    quick_runs: int = 1
     quick_variants: tuple[str | None, ...] = (None,)
 
 
-QUICK_FIELDS = {"shots": 8, "eval_size": 100, "lr_search": "halving", "lr_search_rows": 100, "kendall_examples": 50,
-                "batch_size": 32}
+QUICK = {"shots": 8, "eval_size": 100, "lr_search": "halving", "lr_search_rows": 100, "kendall_examples": 50,
+         "batch_size": 32}
+DAI = {"shots": 32, "methods": ["gd"], "position": "label_token", "eval_size": 2000, "kendall_examples": 100}
 DAI_TASKS = ("sst2", "sst5", "mr", "subj", "agnews", "cb")
 
+
+def _runs(task: str, n: int) -> list[dict[str, Any]]:
+    """n (seed, order) runs from Dai's seed for the task (1 for other tasks), as Deutch et al. count on from it."""
+    first = published_seed("1.3B", task) or 1
+    return [{"seed": first + i, "order": i if n > 1 else 0} for i in range(n)]
+
+
+def _dai_units(task: str, quick: bool) -> list[dict[str, Any]]:
+    return [{**DAI, **(QUICK if quick else {}), **run} for run in _runs(task, 1)]
+
+
+def _deutch_units(task: str, quick: bool) -> list[dict[str, Any]]:
+    return [{**DAI, "methods": ["gd", "lcgd"], **(QUICK if quick else {}), **run}
+            for run in _runs(task, 2 if quick else 3)]
+
+
+# Shen et al.: Figure 4 (order sensitivity over orderings of the same demos), Figure 5 (output distributions over
+# epochs and learning rates, W_V of one layer beside the whole model), Table 1 (GD on more demos than ICL's 8).
+# Full: their grid (LLaMA-7B, 200 epochs: a GPU); quick: configs/shen2024/offline-* cut to minutes.
+SHEN = {"seed": 1, "position": "label_token", "captures": "none"}
+
+
+def _shen_units(task: str, quick: bool) -> list[dict[str, Any]]:
+    if quick:
+        fig4 = [{"shots": 8, "eval_size": 50, "orderings": 3, "epochs": 5, "lr": 1e-3,
+                 "methods": ["whole-gd-label", "whole-sgd2-label"]}]
+        fig5 = [{"shots": 8, "eval_size": 50, "epochs": 10, "output_metrics": True, "lr": 5e-3,
+                 "methods": ["whole-gd-label", "wv:middle-gd-label"]}]
+        table1 = [{"shots": 8, "eval_size": 50, "epochs": 5, "lr": 1e-3, "methods": ["whole-gd-label"],
+                   "ft_shots": n} for n in (8, 32)]
+    else:
+        methods = ["whole-gd-label", "whole-sgd1-label", "whole-sgd2-label", "whole-sgd4-label", "whole-adam-label"]
+        fig4 = [{"shots": 8, "orderings": 10, "epochs": 200, "lr": 1e-4, "methods": methods}]
+        fig5 = [{"shots": shots, "epochs": 200, "output_metrics": True, "lr": lr,
+                 "methods": ["whole-gd-label", "wv:middle-gd-label", "wv:deep-gd-label"]}
+                for shots in (1, 2, 4, 8) for lr in (1e-3, 5e-3, 1e-4, 5e-4)]
+        table1 = [{"shots": 8, "epochs": 200, "lr": 1e-4, "methods": ["whole-gd-label"], "ft_shots": n}
+                  for n in (8, 32, 128, 512)]
+    return [{**SHEN, **unit} for unit in fig4 + fig5 + table1]
+
+
 PROTOCOLS: dict[str, Protocol] = {
-    "dai2023": Protocol(
-        title="Dai et al. 2023, Why Can GPT Learn In-Context?", model="KoboldAI/fairseq-dense-1.3B",
-        tasks=DAI_TASKS, quick_tasks=("wordnet-noun", "vader-movie"),
-        fields={"shots": 32, "methods": ["gd"], "position": "label_token", "eval_size": 2000, "kendall_examples": 100},
-        quick=QUICK_FIELDS,
-    ),
+    "dai2023": Protocol("Dai et al. 2023, Why Can GPT Learn In-Context?", "KoboldAI/fairseq-dense-1.3B", DAI_TASKS,
+                        ("wordnet-noun", "vader-movie"), _dai_units),
     "deutch2024": Protocol(
-        title="Deutch et al. 2024, In-context Learning and Gradient Descent Revisited",
-        model="KoboldAI/fairseq-dense-1.3B", tasks=DAI_TASKS, quick_tasks=("wordnet-noun",),
-        fields={"shots": 32, "methods": ["gd", "lcgd"], "position": "label_token", "eval_size": 2000,
-                "kendall_examples": 100},
-        runs=3, variants=(None, "all", "keep_layernorm", "trained_embeddings", "keep_layernorm_fairseq"),
-        quick=QUICK_FIELDS, quick_runs=2, quick_variants=(None, "all"),
-    ),
+        "Deutch et al. 2024, In-context Learning and Gradient Descent Revisited", "KoboldAI/fairseq-dense-1.3B",
+        DAI_TASKS, ("wordnet-noun",), _deutch_units,
+        variants=(None, "all", "keep_layernorm", "trained_embeddings", "keep_layernorm_fairseq"),
+        quick_variants=(None, "all")),
+    "shen2024": Protocol("Shen, Mishra, Khashabi 2024, Do pretrained Transformers Learn In-Context by Gradient "
+                         "Descent?", "huggyllama/llama-7b", ("agnews", "cb", "sst2", "rte"), ("wordnet-noun",),
+                         _shen_units),
 }
 
 
 def is_papers_model(protocol: Protocol, model: str) -> bool:
-    return published_size(model) == published_size(protocol.model) is not None
+    if protocol.model.startswith("KoboldAI/"):
+        return published_size(model) == published_size(protocol.model)
+    return model.rstrip("/").lower().endswith(protocol.model.split("/")[-1])
 
 
 def unit_configs(paper: str, model: str, tasks: list[str] | None, quick: bool, out: str | Path,
-                 lrs: dict[tuple[str, int], float] | None = None,
+                 lrs: dict[str, float] | None = None,
                  overrides: dict[str, Any] | None = None) -> tuple[list[CompareConfig], list[CompareConfig]]:
-    """The protocol's trained units and its untrained ones (each with its trained unit's lr from ``lrs``, keyed by
-    (task, seed); None where not known yet). ``overrides``: unit fields set on every unit (e.g. data_dir)."""
+    """The protocol's trained units and its untrained ones (each with its trained unit's lr from ``lrs``, keyed by the
+    trained unit's id; None where not known yet). ``overrides``: unit fields set on every unit (e.g. data_dir)."""
     protocol = protocol_of(paper)
     tasks = list(tasks or (protocol.quick_tasks if quick else protocol.tasks))
-    fields = {**protocol.fields, **(protocol.quick if quick else {}), **(overrides or {}), "model": model,
-              "out": str(out)}
-    runs = protocol.quick_runs if quick else protocol.runs
     variants = protocol.quick_variants if quick else protocol.variants
     trained, untrained = [], []
     for task in tasks:
-        first = published_seed("1.3B", task) or 1  # Dai's seeds (Deutch et al. count on from them)
-        for i in range(runs):
-            run = {"task": task, "seed": first + i, "order": i if runs > 1 else 0}
-            trained.append(load_config(None, {**fields, **run}))
-            lr = (lrs or {}).get((task, first + i))
-            untrained += [load_config(None, {**fields, **run, "untrained": v, "lr": lr}) for v in variants if v]
+        for fields in protocol.units(task, quick):
+            fields = {**fields, **(overrides or {}), "task": task, "model": model, "out": str(out)}
+            cfg = load_config(None, fields)
+            trained.append(cfg)
+            lr = (lrs or {}).get(cfg.unit_id())
+            untrained += [load_config(None, {**fields, "untrained": v, "lr": lr}) for v in variants if v]
     return trained, untrained
 
 
@@ -123,8 +162,7 @@ def run_reproduce(paper: str, model: str, out: str | Path, *, tasks: list[str] |
     ensure_model(model)
     key = lambda cfg: cfg.unit_id()  # noqa: E731
     ran = run_sweep(trained, _run, out, key=key, progress=progress).ran
-    lrs = {(cfg.task, cfg.seed): json.loads((out / cfg.unit_id() / "record.json").read_text())["lr"]
-           for cfg in trained}
+    lrs = {cfg.unit_id(): json.loads((out / cfg.unit_id() / "record.json").read_text())["lr"] for cfg in trained}
     trained, untrained = unit_configs(paper, model, tasks, quick, out, lrs, overrides)
     if untrained:
         ran += run_sweep(untrained, _run, out, key=key, progress=progress).ran

@@ -36,22 +36,40 @@ def _setting(paper: str, info: dict[str, Any], out: Path) -> Section:
     tasks = sorted({c.task for c in trained})
     other = [t for t in tasks if t not in protocol.tasks]
     versions, compute_s = versions_and_times(out, configs)
-    lrs = ", ".join(f"{task} seed {seed}: {lr:g}" for (task, seed), lr in sorted(info["lrs"].items()))
+    lrs = "; ".join(sorted({f"{c.task} seed {c.seed}: {info['lrs'][c.unit_id()]:g}" for c in trained}))
     variants = ["trained"] + sorted({f"untrained:{c.untrained}" for c in configs if c.untrained})
+    methods = list(dict.fromkeys(m for c in configs for m in c.methods))
+    reuse = " (the untrained units reuse them)" if len(configs) > len(trained) else ""
     lines = [
         f"Paper: {protocol.title} ({paper}).",
         f"Model: {model}.",
         f"Tasks: {', '.join(tasks)}" + (f" ({', '.join(other)}: not the paper's tasks)." if other else "."),
         f"Units: {len(configs)} ({len(trained)} trained runs x {', '.join(variants)}); k = {first.shots}, "
-        f"{first.eval_size} eval rows, FT methods {', '.join(first.methods)}"
+        f"{first.eval_size} eval rows, FT methods {', '.join(methods)}"
         + (", sized by --quick for 2 CPU cores" if info["quick"] else "") + ".",
-        f"Learning rates (trained units; the untrained ones reuse them): {lrs}.",
+        f"Learning rates of the trained units{reuse}: {lrs}.",
         f"Run time: {info['wall_s']:.0f} s for this call (finished units are reused), {compute_s:.0f} s of unit "
         "compute in all.",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",
         "Command: " + " ".join(shlex.quote(a) for a in ["iclgd", *sys.argv[1:]]) if sys.argv[1:] else "",
     ]
     return Section("Setting", [line for line in lines if line])
+
+
+def _shen_sections(con, plots: Path) -> list[Section]:
+    """Shen et al.: the Sen summary and Table 1 beside their published values, Figures 4 and 5."""
+    import io
+
+    from rich.console import Console
+
+    from iclgd.report.shen import report_shen, shen_tables, shen_units
+
+    tables = shen_tables(con, shen_units(con))
+    paths = report_shen(con, Console(file=io.StringIO()), plots / "shen2024")
+    figures = [Figure(path, "Figure 4: order sensitivity over epochs" if "fig4" in path.name else
+                      f"Figure 5: accuracy and output overlap with ICL over epochs ({path.stem})")
+               for path in paths if path.suffix == ".png"]
+    return [Section("The paper's tables, ours beside the published values", tables), Section("Figures", figures)]
 
 
 def build_report(paper: str, out: str | Path, info: dict[str, Any]) -> tuple[Path, Path]:
@@ -62,6 +80,11 @@ def build_report(paper: str, out: str | Path, info: dict[str, Any]) -> tuple[Pat
     con = open_results(out)
     plots = out / "_plots"
     sections = [_setting(paper, info, out)]
+    if paper == "shen2024":
+        sections += _shen_sections(con, plots)
+        sections.append(Section("Configs (one YAML document per unit)",
+                                [Preformatted(config_text(out, info["configs"]))]))
+        return write_report(out, f"iclgd reproduce {paper}: {info['model']}", sections)
     sections.append(Section("The paper's tables, ours beside the published numbers", [paper_table(con, paper)]))
     methods = info["configs"][0].methods
     sections.append(Section("Every score per task and variant, with its baselines",

@@ -397,6 +397,16 @@ def plot_curves_by_lr(con: duckdb.DuckDBPyConnection, units: dict[str, UnitInfo]
 # ---- the report ---------------------------------------------------------------------------------------------
 
 
+def shen_tables(con: duckdb.DuckDBPyConnection, units: dict[str, UnitInfo], where: str | None = None) -> list[Table]:
+    """The Sen summary (units with order sensitivity) and Table 1 (units with ft_shots), where the results hold them."""
+    tables = []
+    if any(info.has_sen for info in units.values()):
+        tables.append(sen_table(sen_rows(con, units, where)))
+    if any(info.ft_shots is not None for info in units.values()):
+        tables.append(more_data_table(more_data_rows(con, units, where)))
+    return tables
+
+
 def report_shen(con: duckdb.DuckDBPyConnection, terminal: Console, stem: str | Path, where: str | None = None,
                 source: str | Path = "the results folder") -> list[Path]:
     """Print the Sen summary and Table 1, draw Figures 4 and 5 (``<stem>_fig4``, ``<stem>_fig5[_<task>]``); return the
@@ -417,11 +427,9 @@ def report_shen(con: duckdb.DuckDBPyConnection, terminal: Console, stem: str | P
         if path is not None:
             check_output_file(path, flag="--plot-out")
     terminal.print(f"[bold]{SHEN2024_TITLE}: ours vs published[/bold]")
-    if fig4 is not None:
-        terminal.print(sen_table(sen_rows(con, units, where)))
-    if any(info.ft_shots is not None for info in units.values()):
-        terminal.print(more_data_table(more_data_rows(con, units, where)))
-    else:
+    for table in shen_tables(con, units, where):
+        terminal.print(table)
+    if not any(info.ft_shots is not None for info in units.values()):
         terminal.print("Table 1 not printed: no unit trained FT on more demos than ICL (ft_shots); run "
                        "`iclgd sweep configs/shen2024/table1.yaml`")
     paths = []
