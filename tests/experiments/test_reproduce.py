@@ -51,15 +51,15 @@ def reproduced(tmp_path_factory):
 
 def test_reproduce_runs_the_units_and_a_rerun_reuses_them(reproduced):
     out, info, (model, overrides) = reproduced
-    assert len(info["ran"]) == len(info["configs"]) == 4  # 2 runs x (trained, untrained:all)
-    assert all((out / c.unit_id() / "record.json").exists() for c in info["configs"])
+    assert len(info.ran) == len(info.configs) == 4  # 2 runs x (trained, untrained:all)
+    assert all((out / c.unit_id() / "record.json").exists() for c in info.configs)
     again = run_reproduce("deutch2024", model, out, tasks=["sst2"], quick=True, overrides=overrides, progress=False)
-    assert again["ran"] == [] and [c.unit_id() for c in again["configs"]] == [c.unit_id() for c in info["configs"]]
+    assert again.ran == [] and [c.unit_id() for c in again.configs] == [c.unit_id() for c in info.configs]
 
 
 def test_report_markdown_has_the_papers_shape(reproduced):
     out, info, _ = reproduced
-    md, page = build_report("deutch2024", out, info)
+    md, page = build_report(out, info)
     text = md.read_text()
     for heading in ("## Setting", "## The paper's tables", "## Every score per task", "## Figures", "## Configs"):
         assert heading in text
@@ -91,7 +91,7 @@ def test_report_html_renders_in_a_headless_browser_with_every_section_and_figure
     browser rendered (the headings, the tables, and how many images decoded)."""
     assert BROWSER is not None, "ICLGD_REQUIRE_BROWSER is set but no Chromium is installed"
     out, info, _ = reproduced
-    build_report("deutch2024", out, info)
+    build_report(out, info)
     probe = out / "_probe.html"
     probe.write_text(PROBE)
     try:
@@ -117,8 +117,8 @@ def test_shen_reproduce_writes_its_tables_and_figures(tmp_path):
     overrides = {"data_dir": str(FIXTURES_DIR), "shots": 4, "eval_size": 6, "batch_size": 4, "epochs": 2}
     info = run_reproduce("shen2024", str(model), tmp_path / "out", tasks=["sst2"], quick=True, overrides=overrides,
                          progress=False)
-    assert len(info["ran"]) == 4  # Figure 4, Figure 5, Table 1 at N = 8 and 32
-    md, page = build_report("shen2024", tmp_path / "out", info)
+    assert len(info.ran) == 4  # Figure 4, Figure 5, Table 1 at N = 8 and 32
+    md, page = build_report(tmp_path / "out", info)
     text = md.read_text()
     assert "order sensitivity Sen" in text and "published (≈)" in text and "GD with more data" in text
     assert "](_plots/shen2024_fig4.png)" in text and "](_plots/shen2024_fig5.png)" in text

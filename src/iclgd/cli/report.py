@@ -134,5 +134,5 @@ def register(app: typer.Typer) -> None:
 
         info = run_reproduce(paper, model, out, tasks=_names(tasks) or None, quick=quick,
                              overrides={"device": device} if device else None, progress=progress)
-        md, page = build_report(paper, out, info)
-        console().print(f"{len(info['configs'])} units in {out}; report: {md}, {page}")
+        md, page = build_report(out, info)
+        console().print(f"{len(info.configs)} units in {out} ({len(info.ran)} run now); report: {md}, {page}")

@@ -31,9 +31,8 @@ import yaml
 
 from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
-from iclgd.experiments.compare import run_compare
 from iclgd.experiments.config import CompareConfig, load_config
-from iclgd.experiments.sweep import check_units
+from iclgd.experiments.sweep import check_units, run_unit
 from iclgd.finetune import published_seed
 from iclgd.finetune.lr_search import published_size
 from iclgd.runner.sweep import run_sweep
@@ -144,12 +143,23 @@ def protocol_of(paper: str) -> Protocol:
     return PROTOCOLS[paper]
 
 
-def _run(cfg: CompareConfig):
-    return run_compare(cfg, show_progress=False)
+@dataclass
+class Reproduction:
+    """What a reproduce run leaves for its report: the units (trained first), the lr of each trained unit (by unit
+    id), the units this call ran (the others were done already) and its wall time."""
+
+    paper: str
+    protocol: Protocol
+    model: str
+    quick: bool
+    configs: list[CompareConfig]
+    lrs: dict[str, float]
+    ran: list[str]
+    wall_s: float
 
 
 def run_reproduce(paper: str, model: str, out: str | Path, *, tasks: list[str] | None = None, quick: bool = False,
-                  overrides: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+                  overrides: dict[str, Any] | None = None, progress: bool = True) -> Reproduction:
     """Run (or resume) the protocol's units in ``out``; return what the report needs: the configs, the lr each
     trained unit chose, the units this call ran and its wall time. Every input is checked before any model work."""
     from iclgd.experiments.demo import ensure_model
@@ -161,13 +171,12 @@ def run_reproduce(paper: str, model: str, out: str | Path, *, tasks: list[str] |
     started = time.time()
     ensure_model(model)
     key = lambda cfg: cfg.unit_id()  # noqa: E731
-    ran = run_sweep(trained, _run, out, key=key, progress=progress).ran
+    ran = run_sweep(trained, run_unit, out, key=key, progress=progress).ran
     lrs = {cfg.unit_id(): json.loads((out / cfg.unit_id() / "record.json").read_text())["lr"] for cfg in trained}
     trained, untrained = unit_configs(paper, model, tasks, quick, out, lrs, overrides)
     if untrained:
-        ran += run_sweep(untrained, _run, out, key=key, progress=progress).ran
-    return {"protocol": protocol, "configs": trained + untrained, "lrs": lrs, "ran": ran,
-            "wall_s": time.time() - started, "quick": quick, "model": model}
+        ran += run_sweep(untrained, run_unit, out, key=key, progress=progress).ran
+    return Reproduction(paper, protocol, model, quick, trained + untrained, lrs, ran, time.time() - started)
 
 
 def config_text(out: Path, configs: list[CompareConfig]) -> str:

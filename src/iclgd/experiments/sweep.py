@@ -75,7 +75,8 @@ def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
             check_source(model, fetch_named=True)  # a named model not fetched yet: `iclgd demo` fetches it
 
 
-def _run_unit(cfg: CompareConfig):
+def run_unit(cfg: CompareConfig):
+    """One unit where a backend puts it (module level: Ray and submitit pickle it)."""
     return run_compare(cfg, show_progress=False)
 
 
@@ -90,7 +91,7 @@ def run_sweep_file(path: str | Path, *, out: str | None = None, backend: str | N
     check_output_dir(next(iter(outs)))
     check_units(configs, local=backend == "local")
     try:
-        report = run_sweep(configs, _run_unit, outs.pop(), key=lambda c: c.unit_id(), backend=backend,
+        report = run_sweep(configs, run_unit, outs.pop(), key=lambda c: c.unit_id(), backend=backend,
                            ray_address=spec.get("ray_address"), slurm=spec.get("slurm"), progress=progress)
     except RuntimeError as err:
         if isinstance(err.__cause__, UserError):  # bad input in a unit: one line, exit 2

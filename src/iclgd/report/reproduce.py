@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from iclgd.report import deutch
 from iclgd.report.document import Figure, Preformatted, Section, write_report
@@ -20,35 +20,38 @@ from iclgd.report.plots import plot_accuracy_bars, plot_per_layer
 from iclgd.report.tables import paper_table, summary_table
 from iclgd.runner.results import open_results
 
+if TYPE_CHECKING:
+    from iclgd.experiments.reproduce import Reproduction
+
 CAPTIONS = {"fig2": "Figure 2: α (SimAM_Δ between the LCGD and the GD update) per task and model variant",
             "fig3": "Figure 3: SimAOU and SimAM_Δ per layer, GD and LCGD, trained and untrained",
             "fig4": "Figure 4: per-layer gradient norm at each FT step (GD linear, LCGD log colour scale)"}
 
 
-def _setting(paper: str, info: dict[str, Any], out: Path) -> Section:
+def _setting(run: Reproduction, out: Path) -> Section:
     from iclgd.experiments.reproduce import is_papers_model, versions_and_times
 
-    protocol, configs = info["protocol"], info["configs"]
+    protocol, configs = run.protocol, run.configs
     trained = [c for c in configs if c.untrained is None]
     first = trained[0]
-    model = info["model"] if is_papers_model(protocol, info["model"]) else (
-        f"{info['model']} (different model: the paper used {protocol.model})")
+    model = run.model if is_papers_model(protocol, run.model) else (
+        f"{run.model} (different model: the paper used {protocol.model})")
     tasks = sorted({c.task for c in trained})
     other = [t for t in tasks if t not in protocol.tasks]
     versions, compute_s = versions_and_times(out, configs)
-    lrs = "; ".join(sorted({f"{c.task} seed {c.seed}: {info['lrs'][c.unit_id()]:g}" for c in trained}))
+    lrs = "; ".join(sorted({f"{c.task} seed {c.seed}: {run.lrs[c.unit_id()]:g}" for c in trained}))
     variants = ["trained"] + sorted({f"untrained:{c.untrained}" for c in configs if c.untrained})
     methods = list(dict.fromkeys(m for c in configs for m in c.methods))
     reuse = " (the untrained units reuse them)" if len(configs) > len(trained) else ""
     lines = [
-        f"Paper: {protocol.title} ({paper}).",
+        f"Paper: {protocol.title} ({run.paper}).",
         f"Model: {model}.",
         f"Tasks: {', '.join(tasks)}" + (f" ({', '.join(other)}: not the paper's tasks)." if other else "."),
         f"Units: {len(configs)} ({len(trained)} trained runs x {', '.join(variants)}); k = {first.shots}, "
         f"{first.eval_size} eval rows, FT methods {', '.join(methods)}"
-        + (", sized by --quick for 2 CPU cores" if info["quick"] else "") + ".",
+        + (", sized by --quick for 2 CPU cores" if run.quick else "") + ".",
         f"Learning rates of the trained units{reuse}: {lrs}.",
-        f"Run time: {info['wall_s']:.0f} s for this call (finished units are reused), {compute_s:.0f} s of unit "
+        f"Run time: {run.wall_s:.0f} s for this call (finished units are reused), {compute_s:.0f} s of unit "
         "compute in all.",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",
         "Command: " + " ".join(shlex.quote(a) for a in ["iclgd", *sys.argv[1:]]) if sys.argv[1:] else "",
@@ -72,21 +75,22 @@ def _shen_sections(con, plots: Path) -> list[Section]:
     return [Section("The paper's tables, ours beside the published values", tables), Section("Figures", figures)]
 
 
-def build_report(paper: str, out: str | Path, info: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``out/report.md`` and ``out/report.html`` for the units of ``info`` (from run_reproduce)."""
+def build_report(out: str | Path, run: Reproduction) -> tuple[Path, Path]:
+    """Write ``out/report.md`` and ``out/report.html`` for the units of ``run`` (from run_reproduce)."""
+    paper = run.paper
     from iclgd.experiments.reproduce import config_text
 
     out = Path(out)
     con = open_results(out)
     plots = out / "_plots"
-    sections = [_setting(paper, info, out)]
+    sections = [_setting(run, out)]
     if paper == "shen2024":
         sections += _shen_sections(con, plots)
         sections.append(Section("Configs (one YAML document per unit)",
-                                [Preformatted(config_text(out, info["configs"]))]))
-        return write_report(out, f"iclgd reproduce {paper}: {info['model']}", sections)
+                                [Preformatted(config_text(out, run.configs))]))
+        return write_report(out, f"iclgd reproduce {paper}: {run.model}", sections)
     sections.append(Section("The paper's tables, ours beside the published numbers", [paper_table(con, paper)]))
-    methods = info["configs"][0].methods
+    methods = run.configs[0].methods
     sections.append(Section("Every score per task and variant, with its baselines",
                             [summary_table(con, ft_method=method, over=("seed", "order")) for method in methods]))
     figures: list = []
@@ -102,6 +106,6 @@ def build_report(paper: str, out: str | Path, info: dict[str, Any]) -> tuple[Pat
                               methods=("zs", "icl", *methods))
     figures.append(Figure(bars[0], "Accuracy of ZS, ICL and FT per task (trained model; error bar: ± std over runs)"))
     sections.append(Section("Figures", figures))
-    sections.append(Section("Configs (one YAML document per unit)", [Preformatted(config_text(out, info["configs"]))]))
-    title = f"iclgd reproduce {paper}: {info['model']}"
+    sections.append(Section("Configs (one YAML document per unit)", [Preformatted(config_text(out, run.configs))]))
+    title = f"iclgd reproduce {paper}: {run.model}"
     return write_report(out, title, sections)
