@@ -128,11 +128,15 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     ) -> None:
         """Run a paper's protocol on a model as a resumable sweep, then write DIR/report.md and DIR/report.html."""
+        import shlex
+        import sys
+
         from iclgd.experiments.reproduce import run_reproduce
         from iclgd.report.console import console
         from iclgd.report.reproduce import build_report
 
         info = run_reproduce(paper, model, out, tasks=_names(tasks) or None, quick=quick,
                              overrides={"device": device} if device else None, progress=progress)
-        md, page = build_report(out, info)
+        command = " ".join(shlex.quote(a) for a in ["iclgd", *sys.argv[1:]])
+        md, page = build_report(out, info, command)
         console().print(f"{len(info.configs)} units in {out} ({len(info.ran)} run now); report: {md}, {page}")

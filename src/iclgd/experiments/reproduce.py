@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
 from iclgd.experiments.config import CompareConfig, load_config
@@ -177,18 +175,3 @@ def run_reproduce(paper: str, model: str, out: str | Path, *, tasks: list[str] |
     if untrained:
         ran += run_sweep(untrained, run_unit, out, key=key, progress=progress).ran
     return Reproduction(paper, protocol, model, quick, trained + untrained, lrs, ran, time.time() - started)
-
-
-def config_text(out: Path, configs: list[CompareConfig]) -> str:
-    """Every unit's full config as its record holds it, one YAML document per unit."""
-    documents = []
-    for cfg in configs:
-        record = json.loads((out / cfg.unit_id() / "record.json").read_text())
-        documents.append(yaml.safe_dump({"unit": cfg.unit_id(), **record["config"]}, sort_keys=False))
-    return "---\n".join(documents)
-
-
-def versions_and_times(out: Path, configs: list[CompareConfig]) -> tuple[dict[str, str], float]:
-    """The library versions (of the first unit; every unit records its own) and the units' summed compute time."""
-    records = [json.loads((out / cfg.unit_id() / "record.json").read_text()) for cfg in configs]
-    return records[0]["versions"], sum(r["timings"].get("total_s", 0.0) for r in records)

@@ -9,10 +9,11 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import yaml
 
 from iclgd.report import deutch
 from iclgd.report.document import Figure, Preformatted, Section, write_report
@@ -21,6 +22,7 @@ from iclgd.report.tables import paper_table, summary_table
 from iclgd.runner.results import open_results
 
 if TYPE_CHECKING:
+    from iclgd.experiments.config import CompareConfig
     from iclgd.experiments.reproduce import Reproduction
 
 CAPTIONS = {"fig2": "Figure 2: α (SimAM_Δ between the LCGD and the GD update) per task and model variant",
@@ -28,8 +30,23 @@ CAPTIONS = {"fig2": "Figure 2: α (SimAM_Δ between the LCGD and the GD update) 
             "fig4": "Figure 4: per-layer gradient norm at each FT step (GD linear, LCGD log colour scale)"}
 
 
-def _setting(run: Reproduction, out: Path) -> Section:
-    from iclgd.experiments.reproduce import is_papers_model, versions_and_times
+def config_text(out: Path, configs: list[CompareConfig]) -> str:
+    """Every unit's full config as its record holds it, one YAML document per unit."""
+    documents = []
+    for cfg in configs:
+        record = json.loads((out / cfg.unit_id() / "record.json").read_text())
+        documents.append(yaml.safe_dump({"unit": cfg.unit_id(), **record["config"]}, sort_keys=False))
+    return "---\n".join(documents)
+
+
+def versions_and_times(out: Path, configs: list[CompareConfig]) -> tuple[dict[str, str], float]:
+    """The library versions (of the first unit; every unit records its own) and the units' summed compute time."""
+    records = [json.loads((out / cfg.unit_id() / "record.json").read_text()) for cfg in configs]
+    return records[0]["versions"], sum(r["timings"].get("total_s", 0.0) for r in records)
+
+
+def _setting(run: Reproduction, out: Path, command: str | None) -> Section:
+    from iclgd.experiments.reproduce import is_papers_model
 
     protocol, configs = run.protocol, run.configs
     trained = [c for c in configs if c.untrained is None]
@@ -54,7 +71,7 @@ def _setting(run: Reproduction, out: Path) -> Section:
         f"Run time: {run.wall_s:.0f} s for this call (finished units are reused), {compute_s:.0f} s of unit "
         "compute in all.",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",
-        "Command: " + " ".join(shlex.quote(a) for a in ["iclgd", *sys.argv[1:]]) if sys.argv[1:] else "",
+        f"Command: {command}" if command else "",
     ]
     return Section("Setting", [line for line in lines if line])
 
@@ -75,37 +92,33 @@ def _shen_sections(con, plots: Path) -> list[Section]:
     return [Section("The paper's tables, ours beside the published values", tables), Section("Figures", figures)]
 
 
-def build_report(out: str | Path, run: Reproduction) -> tuple[Path, Path]:
-    """Write ``out/report.md`` and ``out/report.html`` for the units of ``run`` (from run_reproduce)."""
-    paper = run.paper
-    from iclgd.experiments.reproduce import config_text
-
-    out = Path(out)
-    con = open_results(out)
-    plots = out / "_plots"
-    sections = [_setting(run, out)]
-    if paper == "shen2024":
-        sections += _shen_sections(con, plots)
-        sections.append(Section("Configs (one YAML document per unit)",
-                                [Preformatted(config_text(out, run.configs))]))
-        return write_report(out, f"iclgd reproduce {paper}: {run.model}", sections)
-    sections.append(Section("The paper's tables, ours beside the published numbers", [paper_table(con, paper)]))
-    methods = run.configs[0].methods
-    sections.append(Section("Every score per task and variant, with its baselines",
-                            [summary_table(con, ft_method=method, over=("seed", "order")) for method in methods]))
+def _compare_sections(con, plots: Path, run: Reproduction) -> list[Section]:
+    """Dai et al. and Deutch et al.: the paper's tables beside the published numbers, every score per task and variant
+    over runs, the figures (Deutch et al.'s 2-4; per-layer scores; accuracy)."""
+    methods = list(dict.fromkeys(m for c in run.configs for m in c.methods))
     figures: list = []
-    if paper == "deutch2024":
+    if run.paper == "deutch2024":
         stems = deutch.figure_stems(con, plots / "deutch2024")
-        written, missing = deutch.draw_figures(con, stems)
-        figures += [Figure(stems[name].with_suffix(".png"), CAPTIONS[name]) for name in stems]
-        figures += missing
+        _, missing = deutch.draw_figures(con, stems)
+        figures += [Figure(stems[name].with_suffix(".png"), CAPTIONS[name]) for name in stems] + missing
     per_layer = plot_per_layer(con, ["simaou_norm", "simaou", "simam_delta"], plots / "per_layer", by="variant")
     figures.append(Figure(per_layer[0], "SimAOU_norm, SimAOU and SimAM_Δ (ICL vs GD) per layer, by model variant; "
                                         "band: ± std over runs"))
     bars = plot_accuracy_bars(con, plots / "accuracy", by="task", where="variant = 'trained'",
                               methods=("zs", "icl", *methods))
     figures.append(Figure(bars[0], "Accuracy of ZS, ICL and FT per task (trained model; error bar: ± std over runs)"))
-    sections.append(Section("Figures", figures))
-    sections.append(Section("Configs (one YAML document per unit)", [Preformatted(config_text(out, run.configs))]))
-    title = f"iclgd reproduce {paper}: {run.model}"
-    return write_report(out, title, sections)
+    return [Section("The paper's tables, ours beside the published numbers", [paper_table(con, run.paper)]),
+            Section("Every score per task and variant, with its baselines",
+                    [summary_table(con, ft_method=method, over=("seed", "order")) for method in methods]),
+            Section("Figures", figures)]
+
+
+def build_report(out: str | Path, run: Reproduction, command: str | None = None) -> tuple[Path, Path]:
+    """Write ``out/report.md`` and ``out/report.html`` for the units of ``run`` (from run_reproduce); ``command``: the
+    command line that made it, shown in the setting."""
+    out = Path(out)
+    con, plots = open_results(out), out / "_plots"
+    body = _shen_sections(con, plots) if run.paper == "shen2024" else _compare_sections(con, plots, run)
+    sections = [_setting(run, out, command), *body,
+                Section("Configs (one YAML document per unit)", [Preformatted(config_text(out, run.configs))])]
+    return write_report(out, f"iclgd reproduce {run.paper}: {run.model}", sections)
