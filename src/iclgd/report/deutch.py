@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 
 from iclgd.checks import check_output_file
-from iclgd.report.plots import LABELS, METHOD_LABELS, save_plot
+from iclgd.report.plots import LABELS, METHOD_LABELS, band, save_plot
 from iclgd.report.tables import paper_table, where_clause
 from iclgd.runner.results import query
 
@@ -36,13 +36,9 @@ COLOUR_SCALES = {"gd": "linear", "lcgd": "log"}  # Deutch et al.'s Figure 4
 STEP_METRIC = re.compile(r"grad_norm_step(\d+)")
 
 
-def _spread(mean: float, std: float | None, n: int, low: float | None, high: float | None) -> tuple[float, float]:
-    """The band around a mean: ± std over units, a lone unit's interval, or nothing (NaN)."""
-    if std is not None and n > 1:
-        return mean - std, mean + std
-    if n == 1 and low is not None and high is not None:
-        return low, high
-    return float("nan"), float("nan")
+def _spread(*stats: float | int | None) -> tuple[float, float]:
+    """:func:`~iclgd.report.plots.band` of (mean, std, n, ci_low, ci_high), NaN where there is none (no bar)."""
+    return band(*stats) or (float("nan"), float("nan"))
 
 
 def plot_alpha(con: duckdb.DuckDBPyConnection, out: str | Path, where: str | None = None) -> list[Path]:

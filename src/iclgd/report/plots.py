@@ -50,6 +50,17 @@ def save_plot(figure: Figure, out: str | Path) -> list[Path]:
     return save_figure(figure, out)
 
 
+def band(mean: float, std: float | None, n: int, ci_low: float | None,
+         ci_high: float | None) -> tuple[float, float] | None:
+    """The band drawn around a mean over ``n`` units: ± one sample std, or for a lone unit its stored 95% interval;
+    None where neither is known."""
+    if std is not None and n > 1:
+        return mean - std, mean + std
+    if n == 1 and ci_low is not None and ci_high is not None:
+        return ci_low, ci_high
+    return None
+
+
 def _method_for(con: duckdb.DuckDBPyConnection, metric: str, method: str, where: str | None) -> str:
     """``method`` if the metric has per-layer rows under it, else 'icl' (FT-independent metrics), else the one method
     that has them (α: 'lcgd_vs_gd'), else error."""
@@ -87,10 +98,9 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
             f"AND isfinite(value) AND {where_clause(where)} GROUP BY ALL ORDER BY 1, 2",
             [metric, chosen],
         )
-        curves: dict[str, list[tuple[int, float, float | None, float | None]]] = {}  # layer, mean, low, high
-        for group, layer, mean, std, n, ci_low, ci_high in rows:
-            low, high = (mean - std, mean + std) if std is not None else (ci_low, ci_high) if n == 1 else (None, None)
-            curves.setdefault(group, []).append((layer, mean, low, high))
+        curves: dict[str, list[tuple[int, float, tuple[float, float] | None]]] = {}  # layer, mean, band
+        for group, layer, *stats in rows:
+            curves.setdefault(group, []).append((layer, stats[0], band(*stats)))
         panels.append((metric, chosen, curves))
     groups = sorted({group for _, _, curves in panels for group in curves})
     colors = {group: f"C{index % 10}" for index, group in enumerate(groups)}  # one colour per group, all panels
@@ -99,8 +109,8 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
         for group, points in curves.items():
             layers = [p[0] for p in points]
             axes.plot(layers, [p[1] for p in points], marker="o", markersize=3, color=colors[group], label=group)
-            if all(p[2] is not None and p[3] is not None for p in points):
-                axes.fill_between(layers, [p[2] for p in points], [p[3] for p in points], color=colors[group],
+            if all(p[2] is not None for p in points):
+                axes.fill_between(layers, [p[2][0] for p in points], [p[2][1] for p in points], color=colors[group],
                                   alpha=0.15, linewidth=0)
         axes.axhline(0.0, color="0.6", linewidth=0.8, linestyle="--")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
