@@ -286,7 +286,12 @@ CASES = [
     (["sql", "{results}", "SELEC 1"], "query failed"),
     (["reproduce", "nosuch", "--model", "icc-gpt2", "--out", "{work}/r"], "unknown paper 'nosuch': iclgd reproduces "
                                                                          "dai2023, deutch2024"),
-    (["reproduce", "deutch2024", "--quick", "--out", "{work}/r"], "Missing option '--model'"),
+    (["reproduce", "deutch2024", "--quick", "--out", "{work}/r"], "runs on a language model: pass --model"),
+    (["reproduce", "vonoswald2023", "--quick", "--model", "icc-gpt2", "--out", "{work}/r"],
+     "trains linear self-attention on linear regression on the CPU: it takes no --model; drop it"),
+    (["reproduce", "vonoswald2023", "--tasks", "sst2", "--device", "cpu", "--out", "{work}/r"],
+     "it takes no --tasks, --device; drop them"),
+    (["reproduce", "vonoswald2023", "--quick", "--out", "{assets}/file.txt"], "is a file"),
     ([*REPRODUCE, "--tasks", "icc-heldout,no-such-task"], "no-such-task"),
     ([*REPRODUCE, "--tasks", "icc-heldout", "--model", "{assets}/missing"], "not a model folder"),
     ([*REPRODUCE, "--tasks", "icc-heldout", "--model", "{assets}/not-a-model"], "no config.json"),

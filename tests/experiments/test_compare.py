@@ -307,3 +307,41 @@ def test_lcgd_paper_runs_as_a_method_with_one_gradient_norm_row_per_token_step(g
     sequences = prepare_unit(cfg, load_model(cfg.model), select_rows(cfg)).prompts.training_sequences()
     assert len(steps["gd"]) == len(sequences) == result.record["true_k"]
     assert len(steps["lcgd-paper"]) == sum(len(s) - 1 for s in sequences)
+
+
+def test_example_scores_back_every_score_and_pair_a_unit_with_its_untrained_variant(gpt2_dir, tmp_path):
+    """The per-example scores average to the stored layer-null values; recomputed from them, a unit's within-unit
+    paired interval equals the stored one; and the trained unit is paired with its untrained variant example by
+    example (the difference of their layer-null scores, n = the eval examples)."""
+    from iclgd.report.paired import PairedScores, paired_interval
+    from iclgd.runner import open_results
+
+    run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"]), show_progress=False)
+    run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], lr=1e-2, untrained="all"), show_progress=False)
+    con = open_results(tmp_path / "out")
+    stored = {(u, m, metric): (v, low, high) for u, m, metric, v, low, high in con.execute(
+        "SELECT unit, method, metric, value, ci_low, ci_high FROM metrics WHERE layer IS NULL").fetchall()}
+    means = con.execute("SELECT unit, method, metric, avg(value), count(*) FROM example_scores "
+                        "GROUP BY ALL").fetchall()
+    assert {(m, metric) for _, m, metric, _, _ in means} >= {("gd", "simaou_norm"), ("icl", "simaou_norm_random"),
+                                                              ("gd", "simam_delta"), ("gd", "kendall")}
+    for unit, method, metric, mean, n in means:
+        assert mean == pytest.approx(stored[(unit, method, metric)][0], abs=1e-12)
+        assert n == (3 if metric.startswith("kendall") else 6)
+
+    paired = PairedScores(con)
+    trained = next(u for u, keys in paired.keys.items() if keys["variant"] == "trained")
+    difference = paired._difference((trained, "gd", "simaou_norm"), (trained, "icl", "simaou_norm_random"))
+    mean, ci = paired_interval([difference], 1, "gd/simaou_norm_vs_random")
+    assert (mean, *ci) == pytest.approx(stored[(trained, "gd", "simaou_norm_vs_random")], abs=1e-12)
+
+    tests = {(t.method, t.metric): t for t in paired.variant_tests()}
+    assert set(tests) == {("gd", m) for m in ("simaou_norm", "simaou", "simam", "simam_delta", "kendall")}
+    test = tests[("gd", "simaou_norm")]
+    untrained = test.baseline_unit
+    assert test.unit == trained and test.variant == "untrained:all" and test.n == 6
+    assert test.score == pytest.approx(stored[(trained, "gd", "simaou_norm")][0], abs=1e-12)
+    assert test.baseline == pytest.approx(stored[(untrained, "gd", "simaou_norm")][0], abs=1e-12)
+    assert test.ci[0] <= test.difference <= test.ci[1]
+    lows = [stored[(trained, "gd", f"simaou_norm_vs_{name}")][1] for name in ("random", "random_direction")]
+    assert paired.below_baseline([trained], "gd", "simaou_norm") == (not test.beats or min(lows) <= 0)

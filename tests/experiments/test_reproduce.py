@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 
+import pyarrow.parquet as pq
 import pytest
 
 from iclgd.experiments.reproduce import run_reproduce, unit_configs
@@ -61,8 +62,14 @@ def test_report_markdown_has_the_papers_shape(reproduced):
     out, info, _ = reproduced
     md, page = build_report(out, info)
     text = md.read_text()
-    for heading in ("## Setting", "## The paper's tables", "## Every score per task", "## Figures", "## Configs"):
+    for heading in ("## Setting", "## The paper's tables", "## Every score per task", "## Paired tests against the "
+                    "untrained variants", "## Figures", "## Configs"):
         assert heading in text
+    tests = pq.read_table(out / "_tables" / "untrained_tests.parquet").to_pylist()
+    # 2 runs x (GD: 4 scores and Kendall; LCGD: 4 scores)
+    assert len(tests) == 2 * (5 + 4) and {t["variant"] for t in tests} == {"untrained:all"}
+    assert {t["count"] for t in tests} == {3, 6}  # Kendall: on kendall_examples
+    assert all(t["beats"] == (t["ci_low"] > 0) for t in tests)
     assert "different model: the paper used KoboldAI/fairseq-dense-1.3B" in text
     assert "| SimAM_Δ GD | 1.3B | published | 0.15 |" in text  # the published row beside ours
     assert " ± " in text and "no ICL" in text
@@ -105,9 +112,11 @@ def test_report_html_renders_in_a_headless_browser_with_every_section_and_figure
     result = json.loads(done.stdout.split(marker)[1].split("</pre>")[0].replace("&amp;", "&").replace("&#39;", "'")
                         .replace("&quot;", '"'))
     assert result["sections"] == ["Setting", "The paper's tables, ours beside the published numbers",
-                                  "Every score per task and variant, with its baselines", "Figures",
-                                  "Configs (one YAML document per unit)"]
-    assert result["images"] == result["loaded"] == 5 and result["tables"] == 3
+                                  "Every score per task and variant, with its baselines",
+                                  "Paired tests against the untrained variants (also in "
+                                  "_tables/untrained_tests.parquet)",
+                                  "Figures", "Configs (one YAML document per unit)"]
+    assert result["images"] == result["loaded"] == 5 and result["tables"] == 4
 
 
 def test_shen_reproduce_writes_its_tables_and_figures(tmp_path):
@@ -124,3 +133,30 @@ def test_shen_reproduce_writes_its_tables_and_figures(tmp_path):
     assert "](_plots/shen2024_fig4.png)" in text and "](_plots/shen2024_fig5.png)" in text
     assert "different model: the paper used huggyllama/llama-7b" in text
     assert page.read_text().count("data:image/png;base64,") == 2
+
+
+def test_vonoswald_reproduce_trains_compares_critiques_and_reports(tmp_path):
+    """The linreg protocol at toy sizes: each depth trained and compared with GD / GD++, the one-layer run critiqued,
+    the report beside the published numbers; a rerun trains nothing."""
+    from iclgd.synthetic.linreg.reproduce import LinregProtocol, run_linreg_reproduce
+
+    toy = LinregProtocol("von Oswald et al. 2023", depths=(1, 2), quick_depths=(1, 2),
+                         train={"steps": 40, "eval_tasks": 64, "batch_size": 64, "eval_every": 20},
+                         compare={"ood_tasks": 8, "input_ranges": (0.5, 2.0, 0.5), "weight_scales": (0.5, 5.0, 1.5),
+                                  "fit_iterations": 5},
+                         critique={"order_tasks": 16, "variant_steps": 5, "noise_tasks": 16, "noise_repeats": 1,
+                                   "orderings": 3})
+    run = run_linreg_reproduce("vonoswald2023", toy, tmp_path / "out", progress=False)
+    assert sorted(run.runs) == [1, 2] and run.trained == ["lsa1", "lsa2"] and run.critique is not None
+    assert set(run.summaries[2]["loss"]) >= {"trained", "gd", "gd++"}
+    md, page = build_report(tmp_path / "out", run, "iclgd reproduce vonoswald2023")
+    text = md.read_text()
+    for heading in ("## Setting", "## The paper's comparison", "## Each depth against GD", "## Shen et al.'s critique",
+                    "## Figures", "## Configs"):
+        assert heading in text
+    assert "| 1 | published | 0.2058 | 0.2054 | ≈ 6.1 | = GD | ≈ 0.999 |" in text
+    ours = next(line for line in text.splitlines() if line.startswith("| 1 | ours |"))
+    assert f"{run.summaries[1]['loss']['trained']:.4f}" in ours
+    assert page.read_text().count("data:image/png;base64,") == 2 * 2 + 3  # compare + ood per depth; the critique's
+    again = run_linreg_reproduce("vonoswald2023", toy, tmp_path / "out", progress=False)
+    assert again.trained == [] and again.summaries[1]["loss"] == run.summaries[1]["loss"]

@@ -17,6 +17,7 @@ from iclgd.runner import (
     write_tensors,
     write_unit,
 )
+from iclgd.runner.store import UNIT_FILES
 from iclgd.runs import remove_stale
 from tests.runner.helpers import fake_result, keys
 
@@ -134,7 +135,7 @@ def test_captures_roundtrip_at_full_precision_or_cast(tmp_path):
     with unit_writer(tmp_path, "u1") as tmp:
         write_tensors(tmp, "icl", {"blocks.0.attn_out": attn_out, "example": torch.arange(3)}, dtype="float16")
         write_tensors(tmp, "icl-full", {"blocks.0.attn_out": attn_out})
-        for name in ("record.json", "metrics.parquet", "predictions.parquet"):
+        for name in UNIT_FILES:
             (tmp / name).write_text("{}")
     compact = read_tensors(tmp_path / "u1", "icl")
     assert compact["blocks.0.attn_out"].dtype == torch.float16

@@ -83,6 +83,10 @@ def register(app: typer.Typer) -> None:
             terminal.print(paper_table(con, paper, where=where))
         else:
             terminal.print(summary_table(con, ft_method=method, over=_names(over), where=where))
+        if paper in (None, DEUTCH):
+            from iclgd.report.paired import report_variant_tests
+
+            paper_paths += report_variant_tests(con, terminal, out, where=where)
         if plot == "per-layer":
             paths = plot_per_layer(con, _names(metrics), stem, by=by or "variant", method=method, where=where)
         elif plot == "accuracy":
@@ -96,7 +100,7 @@ def register(app: typer.Typer) -> None:
     def sql(
         out: Annotated[Path, typer.Argument(help="results folder of a sweep")],
         query_text: Annotated[str, typer.Argument(metavar="QUERY", help="DuckDB SQL over the views metrics, "
-                                                                         "predictions, units")],
+                                                                         "predictions, example_scores, units")],
         limit: Annotated[int, typer.Option(help="rows printed at most")] = 200,
     ) -> None:
         """Run a DuckDB query over a results folder and print the result as a table."""
@@ -117,9 +121,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def reproduce(
-        paper: Annotated[str, typer.Argument(help="dai2023 | deutch2024 | shen2024")],
-        model: Annotated[str, typer.Option(help="hub id, folder, .gguf file or named model (iclgd models)")],
-        out: Annotated[Path, typer.Option(help="results folder: the units, report.md and report.html")],
+        paper: Annotated[str, typer.Argument(help="dai2023 | deutch2024 | shen2024 | vonoswald2023")],
+        out: Annotated[Path, typer.Option(help="results folder: the units (or linreg runs), report.md and "
+                                               "report.html")],
+        model: Annotated[str | None, typer.Option(help="hub id, folder, .gguf file or named model (iclgd models); "
+                                                       "not for vonoswald2023, which trains its own")] = None,
         tasks: Annotated[str, typer.Option(help="comma-separated tasks (default: the paper's; with --quick, "
                                                 "offline real tasks)")] = "",
         quick: Annotated[bool, typer.Option("--quick/--full", help="size the run for 2 CPU cores (k = 8, 100 eval "
@@ -139,4 +145,6 @@ def register(app: typer.Typer) -> None:
                              overrides={"device": device} if device else None, progress=progress)
         command = " ".join(shlex.quote(a) for a in ["iclgd", *sys.argv[1:]])
         md, page = build_report(out, info, command)
-        console().print(f"{len(info.configs)} units in {out} ({len(info.ran)} run now); report: {md}, {page}")
+        done = (f"{len(info.runs)} linreg runs in {out} ({len(info.trained)} trained now)" if paper == "vonoswald2023"
+                else f"{len(info.configs)} units in {out} ({len(info.ran)} run now)")
+        console().print(f"{done}; report: {md}, {page}")

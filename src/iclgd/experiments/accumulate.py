@@ -95,6 +95,22 @@ class Accumulator:
                                epoch=self.masked_key_epochs[name], **keys)
         return rows + self.baseline_rows(keys)
 
+    def example_rows(self) -> list[dict[str, Any]]:
+        """Each score's per-example value (its mean over layers) at the epochs the tables read: measured without
+        training, or its method's last recorded epoch (rows of the store's EXAMPLE_SCORES_SCHEMA)."""
+        last: dict[tuple[str, str], int] = {}
+        for method, metric, epoch in self.values:
+            if epoch is not None:
+                last[(method, metric)] = max(epoch, last.get((method, metric), epoch))
+        rows = []
+        for (method, metric, epoch) in self.values:
+            if epoch != last.get((method, metric)):
+                continue
+            values = self._example_means((method, metric, epoch))
+            rows += [{"method": method, "metric": metric, "epoch": epoch, "example": i, "value": float(v)}
+                     for i, v in enumerate(values.tolist())]
+        return rows
+
     def _example_means(self, key: Key) -> torch.Tensor | None:
         chunks = self.values.get(key)
         if chunks is None:

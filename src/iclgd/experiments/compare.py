@@ -592,7 +592,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         "timings": {**{k: round(v, 3) for k, v in state.timings.items()}, "total_s": round(time.time() - started, 3)},
         "peak_memory_mb": round(peak_memory_mb(next(lm.model.parameters()).device), 1),
     }
-    return UnitResult(metrics=table, predictions=predictions, record=record, captures=captures, captures_dtype=None)
+    return UnitResult(metrics=table, predictions=predictions, record=record, example_scores=state.acc.example_rows(),
+                      captures=captures, captures_dtype=None)
 
 
 def unit_keys(cfg: CompareConfig, info: dict) -> dict[str, Any]:

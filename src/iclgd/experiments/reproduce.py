@@ -8,6 +8,8 @@ its published numbers, its figures, every unit's config and the library versions
 
     shen2024    per task: Figure 4 (order sensitivity), Figure 5 (output distributions over epochs and lrs), Table 1
                 (GD on more demos), each as in configs/shen2024
+    vonoswald2023  linear self-attention trained on linear regression (1-3 layers) vs GD and GD++, out of
+                distribution, and Shen et al.'s critique (iclgd.synthetic.linreg.reproduce): no --model, no --tasks
 
 ``--quick`` sizes a run for 2 CPU cores and the offline models: k = 8, 100 eval rows, the halving lr search on
 100 held-out rows, and for deutch2024 two runs and one untrained variant (all); for shen2024 few epochs and units
@@ -34,6 +36,7 @@ from iclgd.experiments.sweep import check_units, run_unit
 from iclgd.finetune import published_seed
 from iclgd.finetune.lr_search import published_size
 from iclgd.runner.sweep import run_sweep
+from iclgd.synthetic.linreg.reproduce import VON_OSWALD, LinregProtocol, LinregReproduction, run_linreg_reproduce
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def _shen_units(task: str, quick: bool) -> list[dict[str, Any]]:
     return [{**SHEN, **unit} for unit in fig4 + fig5 + table1]
 
 
-PROTOCOLS: dict[str, Protocol] = {
+PROTOCOLS: dict[str, Protocol | LinregProtocol] = {
     "dai2023": Protocol("Dai et al. 2023, Why Can GPT Learn In-Context?", "KoboldAI/fairseq-dense-1.3B", DAI_TASKS,
                         ("wordnet-noun", "vader-movie"), _dai_units),
     "deutch2024": Protocol(
@@ -107,6 +110,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "shen2024": Protocol("Shen, Mishra, Khashabi 2024, Do pretrained Transformers Learn In-Context by Gradient "
                          "Descent?", "huggyllama/llama-7b", ("agnews", "cb", "sst2", "rte"), ("wordnet-noun",),
                          _shen_units),
+    "vonoswald2023": VON_OSWALD,
 }
 
 
@@ -122,6 +126,8 @@ def unit_configs(paper: str, model: str, tasks: list[str] | None, quick: bool, o
     """The protocol's trained units and its untrained ones (each with its trained unit's lr from ``lrs``, keyed by the
     trained unit's id; None where not known yet). ``overrides``: unit fields set on every unit (e.g. data_dir)."""
     protocol = protocol_of(paper)
+    if isinstance(protocol, LinregProtocol):
+        raise UserError(f"{paper} trains its own linear models: it has no compare units")
     tasks = list(tasks or (protocol.quick_tasks if quick else protocol.tasks))
     variants = protocol.quick_variants if quick else protocol.variants
     trained, untrained = [], []
@@ -156,13 +162,23 @@ class Reproduction:
     wall_s: float
 
 
-def run_reproduce(paper: str, model: str, out: str | Path, *, tasks: list[str] | None = None, quick: bool = False,
-                  overrides: dict[str, Any] | None = None, progress: bool = True) -> Reproduction:
+def run_reproduce(paper: str, model: str | None, out: str | Path, *, tasks: list[str] | None = None,
+                  quick: bool = False, overrides: dict[str, Any] | None = None,
+                  progress: bool = True) -> Reproduction | LinregReproduction:
     """Run (or resume) the protocol's units in ``out``; return what the report needs: the configs, the lr each
     trained unit chose, the units this call ran and its wall time. Every input is checked before any model work."""
     from iclgd.experiments.demo import ensure_model
 
     protocol = protocol_of(paper)
+    if isinstance(protocol, LinregProtocol):
+        given = [name for name, value in (("--model", model), ("--tasks", tasks), ("--device", overrides)) if value]
+        if given:
+            raise UserError(f"{paper} trains linear self-attention on linear regression on the CPU: it takes no "
+                            f"{', '.join(given)}; drop {'them' if len(given) > 1 else 'it'}")
+        return run_linreg_reproduce(paper, protocol, out, quick=quick, progress=progress)
+    if not model:
+        raise UserError(f"{paper} runs on a language model: pass --model (a hub id, folder, .gguf file or named "
+                        "model, e.g. --model smollm2-135m)")
     out = check_output_dir(out)
     trained, untrained = unit_configs(paper, model, tasks, quick, out, overrides=overrides)
     check_units(trained + untrained)  # tasks, templates, demos, device, the model's source

@@ -20,6 +20,7 @@ import duckdb
 from rich.table import Table
 
 from iclgd.errors import UserError
+from iclgd.report.paired import COMPARED, PairedScores
 from iclgd.report.published import PAPERS, Paper, Row
 from iclgd.runner.results import query
 
@@ -89,21 +90,23 @@ class Cell:
     std: float | None
     n: int
     ci: tuple[float, float] | None = None
-    below_baseline: bool = False  # a lone unit's score does not beat one of its within-unit baselines
+    below_baseline: bool = False  # the score does not beat one of its baselines (BELOW_BASELINE_NOTE)
 
     def text(self, scale: float = 1.0, digits: int = 3) -> str:
+        mark = BELOW_BASELINE_MARK if self.below_baseline else ""
         mean = f"{self.mean * scale:.{digits}f}"
         if self.std is not None:
-            return f"{mean} ± {self.std * scale:.{digits}f}"
-        mark = BELOW_BASELINE_MARK if self.below_baseline else ""
+            return f"{mean}{mark} ± {self.std * scale:.{digits}f}"
         if self.ci is not None:
             return f"{mean}{mark} [{self.ci[0] * scale:.{digits}f}, {self.ci[1] * scale:.{digits}f}]"
         return mean + mark
 
 
 BELOW_BASELINE_MARK = "†"
-BELOW_BASELINE_NOTE = ("† not above a within-unit baseline: the paired 95% bootstrap CI of (score − baseline) over "
-                       "examples does not lie above 0 (for TO@10 and OCS@10 the baseline is the ICL-vs-ICL floor)")
+BELOW_BASELINE_NOTE = ("† not above a baseline: the paired 95% bootstrap CI of (score − baseline) over eval examples "
+                       "(pooled over a row's units) does not lie above 0; baselines: Dai's random, the random weight "
+                       "direction, SimAM before FT, Kendall's random, the untrained variants run on the same task, "
+                       "seed and order (for TO@10 and OCS@10 the ICL-vs-ICL floor)")
 
 
 def cell(values: Sequence[float], cis: Sequence[tuple | None] = ()) -> Cell | None:
@@ -167,6 +170,7 @@ def summary_rows(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: Se
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for unit in _unit_values(con, where).values():
         groups.setdefault(tuple(unit[key] for key in keys), []).append(unit)
+    paired = PairedScores(con, where)
     rows = []
     for key, units in sorted(groups.items(), key=lambda item: tuple(str(v) for v in item[0])):
         row: dict[str, Any] = dict(zip(keys, key, strict=True))
@@ -175,8 +179,10 @@ def summary_rows(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: Se
         for column in SUMMARY_COLUMNS:
             row[column.header] = cell([_pick(unit["values"], column, ft_method) for unit in units],
                                       [_pick(unit["cis"], column, ft_method) for unit in units])
-            if row[column.header] is not None and len(units) == 1:
-                row[column.header].below_baseline = _below_baseline(units[0], column, ft_method)
+            if row[column.header] is not None and FT in column.methods:
+                row[column.header].below_baseline = (
+                    (len(units) == 1 and _below_baseline(units[0], column, ft_method))
+                    or paired.below_baseline([unit["unit"] for unit in units], ft_method, column.metric))
         rows.append(row)
     return rows
 
@@ -335,11 +341,17 @@ def _ours(con: duckdb.DuckDBPyConnection, row: Row, paper: Paper, where: str | N
         if unit not in chosen or rank < chosen[unit][0]:
             chosen[unit] = (rank, model, task, value, (low, high))
     by_key = {task_key(task): task for task in paper.tasks}
-    values: dict[str, dict[str, list[tuple[float, tuple]]]] = {}
-    for _, model, task, value, ci in chosen.values():
-        values.setdefault(model, {}).setdefault(by_key.get(task_key(task), task), []).append((value, ci))
-    return {model: {task: cell([v for v, _ in pairs], [ci for _, ci in pairs]) for task, pairs in tasks.items()}
-            for model, tasks in values.items()}
+    values: dict[str, dict[str, list[tuple[str, float, tuple]]]] = {}
+    for unit, (_, model, task, value, ci) in chosen.items():
+        values.setdefault(model, {}).setdefault(by_key.get(task_key(task), task), []).append((unit, value, ci))
+    paired = PairedScores(con, where) if row.metric in COMPARED and row.variant == "trained" else None
+    cells = {}
+    for model, tasks in values.items():
+        for task, triples in tasks.items():
+            cells.setdefault(model, {})[task] = found = cell([v for _, v, _ in triples], [ci for _, _, ci in triples])
+            if found is not None and paired is not None:
+                found.below_baseline = paired.below_baseline([u for u, _, _ in triples], row.method, row.metric)
+    return cells
 
 
 def paper_lines(con: duckdb.DuckDBPyConnection, paper: str, where: str | None = None) -> list[PaperLine]:
@@ -370,7 +382,9 @@ def paper_table(con: duckdb.DuckDBPyConnection, paper: str = "dai2023", where: s
     extra = sorted({task for line in lines for task in line.values if task not in spec.tasks})
     spread = ("ours: mean ± std (ddof=1) over a task's units (seeds, orders, templates), or one unit's [95% bootstrap "
               "CI over eval examples]")
-    table = Table(title=f"{spec.title}: ours vs published", caption="\n".join(filter(None, [spread, spec.note])))
+    marked = any(c.below_baseline for line in lines for c in line.cells.values())
+    table = Table(title=f"{spec.title}: ours vs published", caption="\n".join(filter(None, [
+        spread, BELOW_BASELINE_NOTE if marked else None, spec.note])))
     for name in ("metric", "model", "source"):
         table.add_column(name, no_wrap=True)
     for task in (*spec.tasks, *extra):

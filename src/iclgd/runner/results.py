@@ -1,6 +1,7 @@
 """Reading a results folder: check every unit folder, then DuckDB views over all of them.
 
-Views: ``metrics`` and ``predictions`` (``read_parquet([...], union_by_name=true)`` over the unit folders)
+Views: ``metrics``, ``predictions`` and ``example_scores`` (``read_parquet([...], union_by_name=true)`` over the unit
+folders)
 and ``units`` (unit, path, created_at, record: the record.json text; use ``json_extract``). Folders whose
 name starts with '.' or '_' are not units (temporary folders, ``_plots/``); files in ``<out>`` are ignored.
 A damaged unit folder stops the read with a one-line UserError that names it and says to delete it and
@@ -19,10 +20,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iclgd.errors import UserError
-from iclgd.runner.store import METRICS_SCHEMA, PREDICTIONS_SCHEMA, RESULTS_FORMAT, UNIT_FILES
+from iclgd.runner.store import (
+    EXAMPLE_SCORES_SCHEMA,
+    METRICS_SCHEMA,
+    PREDICTIONS_SCHEMA,
+    RESULTS_FORMAT,
+    UNIT_FILES,
+)
 
 # Every unit of this results format was written with all of them (check_unit_dir refuses other formats).
-_REQUIRED_COLUMNS = {"metrics.parquet": METRICS_SCHEMA.names, "predictions.parquet": PREDICTIONS_SCHEMA.names}
+_REQUIRED_COLUMNS = {"metrics.parquet": METRICS_SCHEMA.names, "predictions.parquet": PREDICTIONS_SCHEMA.names,
+                     "example_scores.parquet": EXAMPLE_SCORES_SCHEMA.names}
 
 
 def _damaged(unit_dir: Path, what: str) -> UserError:
@@ -88,10 +96,10 @@ def _sql_paths(paths: list[Path]) -> str:
 
 def connect(units: dict[Path, dict[str, Any]]) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views ``metrics`` (each FT method at its last epoch),
-    ``metrics_by_epoch`` (every recorded epoch), ``predictions`` and ``units`` over ``units`` (checked unit folders
-    -> records)."""
+    ``metrics_by_epoch`` (every recorded epoch), ``predictions``, ``example_scores`` and ``units`` over ``units``
+    (checked unit folders -> records)."""
     con = duckdb.connect()
-    for view in ("metrics_by_epoch", "predictions"):
+    for view in ("metrics_by_epoch", "predictions", "example_scores"):
         files = _sql_paths([unit_dir / f"{view.removesuffix('_by_epoch')}.parquet" for unit_dir in units])
         con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({files}, union_by_name = true)")
     # What tables read: every value at its method's last epoch (a method's final state); the curves read every epoch.
@@ -111,7 +119,8 @@ def connect(units: dict[Path, dict[str, Any]]) -> duckdb.DuckDBPyConnection:
 
 
 def open_results(out: Path) -> duckdb.DuckDBPyConnection:
-    """DuckDB views ``metrics``, ``predictions`` and ``units`` over every unit folder of ``out`` (all checked)."""
+    """DuckDB views ``metrics``, ``predictions``, ``example_scores`` and ``units`` over every unit folder of ``out``
+    (all checked)."""
     return connect(unit_dirs(out))
 
 
@@ -132,7 +141,7 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) 
         # DuckDB's own hint ('Candidate bindings: "metric", ...', 'Did you mean ...') stays on the one line
         hint = next((line for line in lines[1:] if line.startswith(("Candidate bindings", "Did you mean"))), None)
         message = lines[0] + (f" ({hint})" if hint else "")
-        path = re.search(r"""['"]?([^'"\s]+/(?:metrics|predictions)\.parquet)""", str(err))
+        path = re.search(r"""['"]?([^'"\s]+/(?:metrics|predictions|example_scores)\.parquet)""", str(err))
         if path:
             raise _damaged(Path(path.group(1)).parent, f"reading it failed ({message})") from None
         raise UserError(f"query failed: {message}") from None

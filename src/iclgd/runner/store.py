@@ -3,6 +3,8 @@
 A unit folder holds:
     metrics.parquet      the long table, METRICS_SCHEMA (one row per unit x method x metric x layer)
     predictions.parquet  one row per eval example and pass, PREDICTIONS_SCHEMA
+    example_scores.parquet  one row per eval example x method x metric, EXAMPLE_SCORES_SCHEMA: the per-example
+                         value (mean over layers) behind each layer-null score, for paired tests across units
     record.json          the full config, versions and everything needed to say how the numbers were made
     captures/            optional safetensors files of per-example per-layer captures
 
@@ -51,11 +53,11 @@ import pyarrow.parquet as pq
 from iclgd.runner.units import check_unit_id, config_dict
 from iclgd.runs import atomic_folder
 
-UNIT_FILES = ("record.json", "metrics.parquet", "predictions.parquet")
+UNIT_FILES = ("record.json", "metrics.parquet", "predictions.parquet", "example_scores.parquet")
 # The layout of a unit folder and the meaning of its ids and values; a reader refuses units of another format
 # rather than mix them (format 2: unit ids from runner.units.unit_id, per-example baseline draws, bootstrap CIs;
-# format 3: FT methods by name, an epoch per FT value).
-RESULTS_FORMAT = 3
+# format 3: FT methods by name, an epoch per FT value; format 4: per-example scores).
+RESULTS_FORMAT = 4
 LOCK_PREFIX = ".lock-"
 
 METRICS_SCHEMA = pa.schema(
@@ -97,6 +99,20 @@ PREDICTIONS_SCHEMA = pa.schema(
     ]
 )
 
+# The per-example values of each score a unit reports (the layer mean for a per-layer metric), at the epochs the
+# tables read (none, or each method's last): a trained unit and an untrained variant of it are scored on the same
+# eval examples, so their difference has a paired bootstrap interval (``iclgd.report.paired``).
+EXAMPLE_SCORES_SCHEMA = pa.schema(
+    [
+        ("unit", pa.string()),
+        ("method", pa.string()),
+        ("metric", pa.string()),
+        ("epoch", pa.int64()),
+        ("example", pa.int64()),
+        ("value", pa.float64()),
+    ]
+)
+
 KEY_COLUMNS = ("model", "variant", "task", "template", "seed", "order", "k", "true_k")
 
 
@@ -106,13 +122,15 @@ class UnitResult:
 
     ``metrics`` and ``predictions``: a pyarrow Table or a list of row dicts (the ``unit`` column is filled in
     by the store). ``record``: JSON-ready facts about the run (dtype, lr and how it was chosen, true_k, demo
-    indices, BOS/SEP ids, timings, ...). ``captures``: name -> {tensor name -> Tensor}, one safetensors file each,
+    indices, BOS/SEP ids, timings, ...). ``example_scores``: rows of EXAMPLE_SCORES_SCHEMA (none for
+units without per-example scores). ``captures``: name -> {tensor name -> Tensor}, one safetensors file each,
     floating tensors cast to ``captures_dtype`` (None keeps full precision).
     """
 
     metrics: pa.Table | list[dict[str, Any]]
     predictions: pa.Table | list[dict[str, Any]]
     record: dict[str, Any] = field(default_factory=dict)
+    example_scores: pa.Table | list[dict[str, Any]] = field(default_factory=list)
     captures: dict[str, dict[str, Any]] = field(default_factory=dict)
     captures_dtype: str | None = None
 
@@ -177,6 +195,11 @@ def metrics_table(rows: pa.Table | list[dict[str, Any]], unit: str) -> pa.Table:
 def predictions_table(rows: pa.Table | list[dict[str, Any]], unit: str) -> pa.Table:
     """The prediction rows of ``unit`` as a PREDICTIONS_SCHEMA table."""
     return _as_table(rows, PREDICTIONS_SCHEMA, unit, "predictions")
+
+
+def example_scores_table(rows: pa.Table | list[dict[str, Any]], unit: str) -> pa.Table:
+    """The per-example score rows of ``unit`` as an EXAMPLE_SCORES_SCHEMA table."""
+    return _as_table(rows, EXAMPLE_SCORES_SCHEMA, unit, "example scores")
 
 
 def library_versions(*extra: str) -> dict[str, str]:
@@ -259,7 +282,7 @@ def read_tensors(unit_dir: Path, name: str) -> dict[str, Any]:
 
 
 def is_done(out: Path, unit: str) -> bool:
-    """True when ``<out>/<unit>/`` holds all of record.json, metrics.parquet and predictions.parquet."""
+    """True when ``<out>/<unit>/`` holds all of UNIT_FILES."""
     unit_dir = Path(out) / unit
     return all((unit_dir / name).is_file() for name in UNIT_FILES)
 
@@ -329,12 +352,14 @@ def write_unit(out: Path, unit: str, config: Any, result: UnitResult) -> Path:
     """
     metrics = metrics_table(result.metrics, unit)
     predictions = predictions_table(result.predictions, unit)
+    example_scores = example_scores_table(getattr(result, "example_scores", None) or [], unit)
     captures = result.captures or {}
     if not isinstance(captures, Mapping):
         captures = {f"part-{index:05d}": tensors for index, tensors in enumerate(captures)}
     with unit_writer(out, unit) as tmp:
         pq.write_table(metrics, tmp / "metrics.parquet")
         pq.write_table(predictions, tmp / "predictions.parquet")
+        pq.write_table(example_scores, tmp / "example_scores.parquet")
         for name, tensors in captures.items():
             write_tensors(tmp, name, tensors, dtype=getattr(result, "captures_dtype", None))
         write_record(tmp, unit, config, result.record or {})
