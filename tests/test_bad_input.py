@@ -75,7 +75,7 @@ def assets(tmp_path_factory):
     from iclgd.synthetic.linreg.train import train as linreg_train
     from iclgd.synthetic.pretrain.config import load_config as pretrain_config
     from iclgd.synthetic.pretrain.train import pretrain
-    from tests.runner.helpers import fake_result
+    from tests.runner.helpers import fake_result, run_fake
 
     root = tmp_path_factory.mktemp("assets")
     values = {"model": str(MODEL), "assets": str(root)}
@@ -85,6 +85,9 @@ def assets(tmp_path_factory):
     values["garbage_model"] = _broken_model(root, "garbage-model", lambda p: p.write_bytes(b"not safetensors" * 9))
     values["empty_model"] = _broken_model(root, "empty-model", lambda p: p.write_bytes(b""))
     (root / "not-a-model").mkdir()
+    from transformers import BertConfig
+
+    BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2).save_pretrained(root / "bert")
     (root / "empty-dir").mkdir()
     (root / "file.txt").write_text("a file\n")
     foreign = root / "foreign"
@@ -122,6 +125,11 @@ def assets(tmp_path_factory):
     results = root / "results"
     run_sweep([{"task": "sst2", "k": 4, "seed": seed} for seed in (1, 2)], fake_result, results, progress=False)
     values["results"] = str(results)
+    incomplete = root / "incomplete"  # a sweep stopped by its second unit
+    with pytest.raises(ValueError):
+        run_sweep([{"task": "sst2", "k": 4, "seed": 1}, {"task": "sst2", "k": 4, "seed": 2, "fail": True}],
+                  run_fake, incomplete, progress=False)
+    values["incomplete"] = str(incomplete)
     # a linreg run
     linreg_train(TrainConfig(steps=2, d=2, n_context=3, batch_size=8, eval_tasks=8, eval_every=1),
                  root / "linreg-run", progress=False)
@@ -275,6 +283,7 @@ CASES = [
     (["report", "{assets}/missing"], "does not exist"),
     (["report", "{assets}/file.txt"], "is a file"),
     (["report", "{assets}/empty-dir"], "holds no iclgd results"),
+    (["report", "{incomplete}"], "1 of its 2 planned units are not finished (sst2-"),
     (["report", "{results}", "--method", "foo"], "no FT method 'foo'"),
     (["report", "{results}", "--method", "lcgd", "--plot", "accuracy"], "they hold gd"),
     (["report", "{results}", "--plot", "violin"], "unknown plot"),
@@ -295,6 +304,7 @@ CASES = [
     ([*REPRODUCE, "--tasks", "icc-heldout,no-such-task"], "no-such-task"),
     ([*REPRODUCE, "--tasks", "icc-heldout", "--model", "{assets}/missing"], "not a model folder"),
     ([*REPRODUCE, "--tasks", "icc-heldout", "--model", "{assets}/not-a-model"], "no config.json"),
+    ([*REPRODUCE, "--tasks", "icc-heldout", "--model", "{assets}/bert"], "unsupported architecture 'bert'"),
     (["reproduce", "deutch2024", "--model", "icc-gpt2", "--tasks", "icc-heldout", "--out", "{assets}/file.txt"],
      "is a file"),
     (["reproduce", "deutch2024", "--model", "icc-gpt2", "--tasks", "icc-heldout", "--out", "{ro}/r"],

@@ -68,3 +68,19 @@ def test_side_by_side_variants_sst2_seed1(con):
     assert header.index("trained ") < header.index("untrained:all")  # the trained model comes first
     simaou = next(line for line in out.splitlines() if line.lstrip("│ ").startswith("SimAOU "))
     assert "0.050" in simaou and "0.070" in simaou and "0.200" in simaou  # untrained all / emb, trained 1*0.2
+
+
+def test_report_partial_reports_the_finished_units_of_an_unfinished_sweep(tmp_path):
+    from iclgd.runner import run_sweep
+    from tests.runner.helpers import run_fake
+
+    try:
+        run_sweep([{"task": "sst2", "k": 4, "seed": 1}, {"task": "sst2", "k": 4, "seed": 2, "fail": True}], run_fake,
+                  tmp_path, progress=False)
+    except ValueError:
+        pass
+    refused = invoke("report", tmp_path)
+    assert isinstance(refused.exception, UserError) and "--partial" in str(refused.exception)
+    result = invoke("report", tmp_path, "--partial")
+    assert result.exit_code == 0, result.output
+    assert "iclgd summary" in result.output

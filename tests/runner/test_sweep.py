@@ -47,7 +47,7 @@ def test_a_failing_unit_stops_the_local_sweep_and_resume_finishes_it(tmp_path):
     with pytest.raises(ValueError, match="on purpose"):
         run_sweep(CONFIGS, Counter(fail_seed=2), tmp_path, progress=False)
     assert [is_done(tmp_path, unit_id(c)) for c in CONFIGS] == [True, False, False]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [unit_id(CONFIGS[0])]  # nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_plans", unit_id(CONFIGS[0])]  # nothing half-written
     resumed = Counter()
     run_sweep(CONFIGS, resumed, tmp_path, progress=False)
     assert resumed.seeds == [2, 3]
@@ -58,7 +58,7 @@ def test_sweep_cleans_tmp_folders_of_dead_writers(tmp_path):
     stale.mkdir()
     (stale / "metrics.parquet").write_bytes(b"partial")
     run_sweep(CONFIGS[:1], Counter(), tmp_path, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [unit_id(CONFIGS[0])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_plans", unit_id(CONFIGS[0])]
 
 
 def test_custom_key_and_damaged_existing_unit(tmp_path):
@@ -110,3 +110,18 @@ def test_ray_backend_local_cluster(tmp_path):
     with pytest.raises(RuntimeError, match="1 of 4 units failed"):
         run_sweep(configs, helpers.run_fake, tmp_path, backend="ray", ray_options={"num_cpus": 1}, progress=False)
     assert [is_done(tmp_path, unit_id(c)) for c in configs] == [True, True, True, False]
+
+
+def test_a_sweep_records_its_plan_so_a_report_can_name_the_missing_units(tmp_path):
+    from iclgd.runner.sweep import missing_units
+
+    with pytest.raises(ValueError, match="on purpose"):
+        run_sweep(CONFIGS, Counter(fail_seed=2), tmp_path, progress=False)
+    assert missing_units(tmp_path) == ([unit_id(CONFIGS[1]), unit_id(CONFIGS[2])], 3)  # a local sweep stops there
+    run_sweep(CONFIGS, Counter(), tmp_path, progress=False)
+    assert missing_units(tmp_path) == ([], 3)
+    run_sweep(CONFIGS[:1], Counter(), tmp_path, progress=False)  # nothing to run: no new plan
+    assert len(list((tmp_path / "_plans").iterdir())) == 1
+    (tmp_path / "_plans" / "x.json").write_text("{")
+    with pytest.raises(UserError, match="damaged sweep plan"):
+        missing_units(tmp_path)

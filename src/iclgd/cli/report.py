@@ -33,6 +33,19 @@ def check_method(con, method: str, out: Path) -> None:
                         f"pass --method {present[0] if present else 'gd'}")
 
 
+def check_complete(out: Path) -> None:
+    """A sweep's results are reported whole: the units its sweeps planned and did not finish are named."""
+    from iclgd.errors import UserError
+    from iclgd.runner.sweep import missing_units
+
+    missing, planned = missing_units(out)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise UserError(f"incomplete sweep in {out}: {len(missing)} of its {planned} planned units are not finished "
+                        f"({shown}); rerun the sweep (finished units are skipped), or pass --partial to report the "
+                        "finished ones")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def report(
@@ -51,6 +64,8 @@ def register(app: typer.Typer) -> None:
         plot_out: Annotated[Path | None, typer.Option(help="plot file stem (default <out>/_plots/<plot>; for "
                                                                   "deutch2024 and shen2024 the prefix of its "
                                                                   "figures)")] = None,
+        partial: Annotated[bool, typer.Option("--partial", help="report the finished units of a sweep that has "
+                                                                 "not finished")] = False,
     ) -> None:
         """Print the summary table (or a paper's tables) of a results folder; optionally draw plots."""
         from iclgd.checks import check_output_file
@@ -64,6 +79,8 @@ def register(app: typer.Typer) -> None:
         if paper and paper not in (*PAPERS, SHEN):
             raise UserError(f"unknown paper {paper!r}: choose one of {', '.join((*PAPERS, SHEN))}")
         con = open_results(out)
+        if not partial:
+            check_complete(out)
         if not paper or plot:
             check_method(con, method, out)
         stem = (plot_out or out / "_plots" / plot.replace("-", "_")) if plot else None

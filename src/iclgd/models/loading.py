@@ -169,25 +169,34 @@ def check_source(name_or_path: str, *, fetch_named: bool = False) -> None:
 
     if fetch_named and name_or_path in offline.NAMED_MODELS and not Path(name_or_path).expanduser().exists():
         return
-    _resolve(name_or_path)
+    source, local_only = _resolve(name_or_path)
+    if local_only:  # its architecture, from config.json alone: a sweep does not find it unit by unit
+        family_of(_read_config(name_or_path, source, local_only))
+
+
+def _read_config(name_or_path: str, source: str, local_only: bool):
+    """The model's transformers config (UserError naming the model if it cannot be read)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot read the model config of {name_or_path!r}: {first_line}") from error
 
 
 def load_model(name_or_path: str, *, dtype: str = "float32", untrained: str | None = None, seed: int = 0,
                device: str = "cpu") -> LoadedModel:
     """Load a causal LM and its tokenizer, prepared for capture; optionally an untrained variant (seeded)."""
     import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     transformers.utils.logging.disable_progress_bar()  # iclgd shows its own progress
     torch_dtype = _dtype(dtype)
     if untrained is not None and untrained not in UNTRAINED_VARIANTS:
         raise UserError(f"unknown untrained variant {untrained!r}: use one of {', '.join(UNTRAINED_VARIANTS)}")
     source, local_only = _resolve(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
-    except (OSError, ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot read the model config of {name_or_path!r}: {first_line}") from error
+    config = _read_config(name_or_path, source, local_only)
     family = family_of(config)  # UserError for an unsupported architecture, before any weight is read
     attn = "iclgd" if family.own_attention is None else "eager"
     try:

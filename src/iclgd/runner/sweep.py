@@ -18,7 +18,9 @@ run one driver per folder.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import json
 import os
 import shutil
 import socket
@@ -42,7 +44,7 @@ from iclgd.runner.store import (
     write_unit,
 )
 from iclgd.runner.units import check_unit_id, unit_id
-from iclgd.runs import remove_stale
+from iclgd.runs import atomic_file, remove_stale
 
 Backend = Literal["local", "ray", "slurm"]
 BACKENDS = ("local", "ray", "slurm")
@@ -117,6 +119,33 @@ def plan(configs: Sequence[Any], out: Path, key: Callable[[Any], str] = unit_id)
     return pending, finished
 
 
+PLANS = "_plans"  # <out>/_plans/<hash of the unit ids>.json: the units each sweep set out to run
+
+
+def write_plan(out: Path, units: list[str]) -> Path | None:
+    """Record the units a sweep set out to run, so that a report on the folder can say which are missing; returns the
+    plan file if this call wrote it (None if the same plan was there)."""
+    units = sorted(units)
+    path = Path(out) / PLANS / f"{hashlib.sha256(chr(10).join(units).encode()).hexdigest()[:16]}.json"
+    if path.exists():
+        return None
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps({"units": units}, indent=1) + "\n")
+    return path
+
+
+def missing_units(out: Path) -> tuple[list[str], int]:
+    """(the planned units of ``out`` that are not finished, how many units its sweeps planned in all)."""
+    planned: set[str] = set()
+    for path in sorted((Path(out) / PLANS).glob("*.json")):
+        try:
+            planned.update(json.loads(path.read_text())["units"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"damaged sweep plan {path}: delete it (it only lists the units a sweep set out to "
+                            "run)") from None
+    return sorted(unit for unit in planned if not is_done(out, unit)), len(planned)
+
+
 def run_sweep(
     configs: Sequence[Any],
     run_unit: Callable[[Any], UnitResult],
@@ -145,6 +174,7 @@ def run_sweep(
     report = SweepReport(out=out, skipped=finished)
     if not pending:
         return report
+    plan_file = write_plan(out, [unit for unit, _ in pending] + finished)
     runner = {"local": _run_local, "ray": _run_ray, "slurm": _run_slurm}[backend]
     options = {"ray": {"address": ray_address, "options": ray_options}, "slurm": {"slurm": slurm}}.get(backend, {})
     try:
@@ -152,7 +182,11 @@ def run_sweep(
             task = bar.add_task("sweep", total=len(pending) + len(finished), completed=len(finished), unit="")
             runner(pending, run_unit, out, report, bar, task, **options)
     except BaseException:
-        if created and not any(out.iterdir()):  # failed before writing anything: leave no empty folder behind
+        if plan_file is not None and not report.ran:  # failed before writing any unit: no trace of this call
+            plan_file.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                plan_file.parent.rmdir()  # if no other plan is there
+        if created and not any(out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)
         raise
     if report.failed:
