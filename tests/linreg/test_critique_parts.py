@@ -43,3 +43,30 @@ def test_alignment_of_gd_with_itself(tasks64):
     assert summary["vs_gd"]["trained"]["sensitivity_l2"] == pytest.approx(0.0, abs=1e-12)
     assert summary["vs_gd++"]["trained"]["prediction_difference"] == pytest.approx(0.0, abs=1e-12)
     assert summary["loss_gap_vs_gd"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_alignment_values_carry_their_interval_over_tasks(tasks64):
+    """Each value is the mean of its per-task values, with the seeded bootstrap interval of that mean; the loss gap
+    to GD is the paired per-task difference."""
+    import torch
+
+    from iclgd.metrics import bootstrap_ci
+    from iclgd.synthetic.linreg.data import squared_loss_per_task
+    from iclgd.synthetic.linreg.metrics import sensitivity, sensitivity_cosine_per_task
+
+    models = {"trained": hand_built_gd(4, 1, 6, eta=1.5), "gd": hand_built_gd(4, 1, 6, eta=2.0)}
+    rows = {(r["model"], r["reference"], r["metric"]): r for r in alignment_rows(models, tasks64, seed=3)}
+    with torch.no_grad():
+        losses = {n: squared_loss_per_task(m(tasks64.x, tasks64.y, tasks64.x_query), tasks64.y_query)
+                  for n, m in models.items()}
+    gap = losses["trained"] - losses["gd"]
+    row = rows[("trained", "gd", "loss_vs_gd")]
+    low, high = bootstrap_ci(gap, 3, "linreg/trained/gd/loss_vs_gd")
+    assert (row["value"], row["ci_low"], row["ci_high"]) == pytest.approx((float(gap.mean()), float(low), float(high)))
+    assert row["value"] == pytest.approx(rows[("trained", "", "loss")]["value"] - rows[("gd", "", "loss")]["value"])
+    cosine = sensitivity_cosine_per_task(sensitivity(models["trained"], tasks64), sensitivity(models["gd"], tasks64))
+    row = rows[("trained", "gd", "sensitivity_cosine")]
+    assert row["value"] == pytest.approx(float(cosine.mean())) and row["ci_low"] <= row["value"] <= row["ci_high"]
+    summary = summarise(list(rows.values()))
+    assert summary["ci"][("trained", "", "loss")] == (rows[("trained", "", "loss")]["ci_low"],
+                                                      rows[("trained", "", "loss")]["ci_high"])

@@ -24,6 +24,7 @@ from iclgd.report.paired import TESTS_FILE, PairedScores, variant_test_table, wr
 from iclgd.report.plots import plot_accuracy_bars, plot_per_layer
 from iclgd.report.tables import paper_table, summary_table
 from iclgd.runner.results import open_results
+from iclgd.synthetic.linreg.tables import compare_table, order_table, perturbation_table, sparsity_table, with_ci
 
 if TYPE_CHECKING:
     from iclgd.experiments.config import CompareConfig
@@ -154,17 +155,21 @@ def linreg_paper_table(summaries: dict[int, dict]) -> Table:
     sensitivities; the published values beneath ours."""
     table = Table(title="Trained linear self-attention vs K steps of GD: ours vs published",
                   caption="eval loss 0.5·MSE on the run's fixed eval set; cos of the sensitivities g = ∂f/∂x_q "
-                          "(mean over tasks); K GD steps with one line-searched η; GD++ with fitted (η_l, γ_l)")
+                          "(mean over tasks); ours [95% bootstrap CI over the eval tasks]; K GD steps with one "
+                          "line-searched η; GD++ with fitted (η_l, γ_l)")
     for name in ("layers", "source", *LINREG_COLUMNS):
         table.add_column(name, justify="left" if name in ("layers", "source") else "right")
     for layers, summary in sorted(summaries.items()):
         loss, vs_gd, vs_plus = summary["loss"], summary["vs_gd"].get("trained", {}), summary["vs_gd++"].get(
             "trained", {})
-        ours = {"TF loss": f"{loss['trained']:.4f}", "GD loss": f"{loss['gd']:.4f}",
+        ours = {"TF loss": with_ci(summary, ("trained", "", "loss"), loss["trained"]),
+                "GD loss": with_ci(summary, ("gd", "", "loss"), loss["gd"]),
                 "η": f"{summary['eta']['gd:eta_line_search']:.2f}",
-                "GD++ loss": "= GD" if layers == 1 else f"{loss['gd++']:.4f}",
-                "cos(g_TF, g_GD)": f"{vs_gd['sensitivity_cosine']:.4f}",
-                "cos(g_TF, g_GD++)": "–" if layers == 1 else f"{vs_plus['sensitivity_cosine']:.4f}"}
+                "GD++ loss": "= GD" if layers == 1 else with_ci(summary, ("gd++", "", "loss"), loss["gd++"]),
+                "cos(g_TF, g_GD)": with_ci(summary, ("trained", "gd", "sensitivity_cosine"),
+                                           vs_gd["sensitivity_cosine"]),
+                "cos(g_TF, g_GD++)": "–" if layers == 1 else with_ci(summary, ("trained", "gd++", "sensitivity_cosine"),
+                                                                      vs_plus["sensitivity_cosine"])}
         table.add_row(str(layers), "ours", *(ours[c] for c in LINREG_COLUMNS))
         if layers in VON_OSWALD_PUBLISHED:
             published = VON_OSWALD_PUBLISHED[layers]
@@ -175,7 +180,6 @@ def linreg_paper_table(summaries: dict[int, dict]) -> Table:
 def _linreg_sections(run: LinregReproduction, command: str | None) -> list[Section]:
     """von Oswald et al.: the setting, the paper's comparison beside the published numbers, each depth's table, Shen
     et al.'s critique of the one-layer run, the figures, each run's config."""
-    from iclgd.synthetic.linreg.tables import compare_table, order_table, perturbation_table, sparsity_table
 
     configs = {layers: (path / "config.yaml").read_text() for layers, path in sorted(run.runs.items())}
     first = yaml.safe_load(next(iter(configs.values())))

@@ -12,13 +12,19 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
+from iclgd.metrics.bootstrap import bootstrap_ci
 from iclgd.synthetic.linreg.baselines import closed_form_eta, fit_gd_plus_plus, line_search_eta
 from iclgd.synthetic.linreg.config import CompareConfig, TrainConfig
 from iclgd.synthetic.linreg.construction import hand_built_gd, hand_built_gd_plus_plus
-from iclgd.synthetic.linreg.data import Tasks, squared_loss
+from iclgd.synthetic.linreg.data import Tasks, squared_loss_per_task
 from iclgd.synthetic.linreg.interpolate import interpolate
 from iclgd.synthetic.linreg.lsa import LSA
-from iclgd.synthetic.linreg.metrics import prediction_difference, sensitivity, sensitivity_cosine, sensitivity_l2
+from iclgd.synthetic.linreg.metrics import (
+    prediction_difference_per_task,
+    sensitivity,
+    sensitivity_cosine_per_task,
+    sensitivity_l2_per_task,
+)
 from iclgd.synthetic.linreg.ood import ood_sweeps
 from iclgd.synthetic.linreg.plots import comparison_figure, ood_figure
 from iclgd.synthetic.linreg.run import CURVE_FILE, eval_tasks, load_run, save_figure, write_table
@@ -52,26 +58,34 @@ def reference_models(trained: LSA, tasks: Tasks, fit_iterations: int = 100) -> t
     return models, rows
 
 
-def alignment_rows(models: dict[str, LSA], tasks: Tasks) -> list[dict]:
-    """Losses of every model; prediction difference, sensitivity cos and L2 of each model vs GD and GD++."""
-    rows, predictions, sensitivities = [], {}, {}
+def _row(model: str, reference: str, metric: str, per_task: torch.Tensor, seed: int) -> dict:
+    """The mean over tasks with its 95% bootstrap interval over the eval tasks (seeded by the run's seed)."""
+    low, high = bootstrap_ci(per_task, seed, f"linreg/{model}/{reference}/{metric}")
+    return {"model": model, "reference": reference, "metric": metric, "value": float(per_task.mean()),
+            "ci_low": float(low), "ci_high": float(high)}
+
+
+def alignment_rows(models: dict[str, LSA], tasks: Tasks, seed: int = 0) -> list[dict]:
+    """Losses of every model, and each model's loss minus GD's on the same tasks (``loss_vs_gd``, a paired
+    difference); prediction difference, sensitivity cos and L2 of each model vs GD and GD++. Every value is a mean
+    over the eval tasks with its 95% bootstrap interval over them."""
+    rows, predictions, sensitivities, losses = [], {}, {}, {}
     for name, model in models.items():
         with torch.no_grad():
             predictions[name] = model(tasks.x, tasks.y, tasks.x_query)
         sensitivities[name] = sensitivity(model, tasks)
-        rows.append({"model": name, "reference": "", "metric": "loss",
-                     "value": float(squared_loss(predictions[name], tasks.y_query))})
+        losses[name] = squared_loss_per_task(predictions[name], tasks.y_query)
+        rows.append(_row(name, "", "loss", losses[name], seed))
+    rows += [_row(name, "gd", "loss_vs_gd", losses[name] - losses["gd"], seed) for name in models if name != "gd"]
     references = ("gd",) if models["trained"].layers == 1 else ("gd", "gd++")  # one GD++ layer is one GD step
     for reference in references:
         for name in (n for n in models if n != reference and not (n == "gd" and reference == "gd++")):
             g_model, g_reference = sensitivities[name], sensitivities[reference]
             rows += [
-                {"model": name, "reference": reference, "metric": "prediction_difference",
-                 "value": prediction_difference(predictions[name], predictions[reference])},
-                {"model": name, "reference": reference, "metric": "sensitivity_cosine",
-                 "value": sensitivity_cosine(g_model, g_reference)},
-                {"model": name, "reference": reference, "metric": "sensitivity_l2",
-                 "value": sensitivity_l2(g_model, g_reference)},
+                _row(name, reference, "prediction_difference",
+                     prediction_difference_per_task(predictions[name], predictions[reference]), seed),
+                _row(name, reference, "sensitivity_cosine", sensitivity_cosine_per_task(g_model, g_reference), seed),
+                _row(name, reference, "sensitivity_l2", sensitivity_l2_per_task(g_model, g_reference), seed),
             ]
     return rows
 
@@ -83,7 +97,7 @@ def compare(run_dir: str | Path, config: CompareConfig | None = None) -> dict:
     train_config, trained = load_run(run_dir)
     tasks = eval_tasks(train_config)
     models, eta_rows = reference_models(trained, tasks, config.fit_iterations)
-    rows = alignment_rows(models, tasks) + eta_rows
+    rows = alignment_rows(models, tasks, train_config.seed) + eta_rows
     write_table(rows, run_dir / COMPARE_FILE, train_config, {"eval_tasks": len(tasks)})
     curve = pq.read_table(run_dir / CURVE_FILE).to_pydict()
     save_figure(comparison_figure(curve, rows, train_config.layers), run_dir / "compare")
@@ -115,9 +129,12 @@ def ood(run_dir: str | Path, config: CompareConfig | None = None) -> list[dict]:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """{'loss': {model: value}, 'vs_gd': {model: {metric: value}}, 'vs_gd++': …, 'eta': …, 'loss_gap_vs_gd': …}."""
-    summary: dict = {"loss": {}, "vs_gd": {}, "vs_gd++": {}, "eta": {}}
+    """{'loss': {model: value}, 'vs_gd': {model: {metric: value}}, 'vs_gd++': …, 'eta': …, 'loss_gap_vs_gd': …,
+    'ci': {(model, reference, metric): (low, high)}} (reference '' for a model's own loss)."""
+    summary: dict = {"loss": {}, "vs_gd": {}, "vs_gd++": {}, "eta": {}, "ci": {}}
     for row in rows:
+        if row.get("ci_low") is not None:
+            summary["ci"][(row["model"], row["reference"], row["metric"])] = (row["ci_low"], row["ci_high"])
         if row["metric"] == "loss":
             summary["loss"][row["model"]] = row["value"]
         elif row["reference"]:

@@ -75,6 +75,11 @@ def sample_tasks(
     return Tasks(x, outputs[:, :n_context], x_query, outputs[:, n_context], w).to(dtype)
 
 
+def squared_loss_per_task(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """0.5 · ||prediction − target||² per task, (B,)."""
+    return 0.5 * ((prediction - target) ** 2).sum(-1)
+
+
 def squared_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The official loss: 0.5 · mean over tasks of ||prediction − target||²."""
-    return 0.5 * ((prediction - target) ** 2).sum(-1).mean()
+    return squared_loss_per_task(prediction, target).mean()

@@ -1,6 +1,7 @@
 """Metrics of the linear-regression setting: alignment with GD (von Oswald et al.) and Shen et al.'s critiques.
 
-All are per eval task, then the mean over tasks.
+All are per eval task (the ``*_per_task`` functions), then the mean over tasks; ``compare`` gives each mean its
+bootstrap interval over the tasks.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from iclgd.synthetic.linreg.data import Tasks
 Predictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # f(x, y, x_query) -> (B, m)
 
 
+def prediction_difference_per_task(prediction_a: torch.Tensor, prediction_b: torch.Tensor) -> torch.Tensor:
+    """||f_a(n) − f_b(n)||₂ per task (for m = 1 the absolute difference), (B,)."""
+    return (prediction_a - prediction_b).norm(dim=-1)
+
+
 def prediction_difference(prediction_a: torch.Tensor, prediction_b: torch.Tensor) -> float:
-    """mean_n ||f_a(n) − f_b(n)||₂ (for m = 1 the absolute difference)."""
-    return float((prediction_a - prediction_b).norm(dim=-1).mean())
+    """mean_n ||f_a(n) − f_b(n)||₂."""
+    return float(prediction_difference_per_task(prediction_a, prediction_b).mean())
 
 
 def sensitivity(predict: Predictor, tasks: Tasks) -> torch.Tensor:
@@ -29,16 +35,26 @@ def sensitivity(predict: Predictor, tasks: Tasks) -> torch.Tensor:
     return torch.cat(rows, dim=-1)
 
 
-def sensitivity_cosine(g_a: torch.Tensor, g_b: torch.Tensor, eps: float = 1e-8) -> float:
-    """mean_n ⟨g_a/(||g_a|| + eps), g_b/(||g_b|| + eps)⟩, the official form of cos(g_TF, g_GD)."""
+def sensitivity_cosine_per_task(g_a: torch.Tensor, g_b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """⟨g_a/(||g_a|| + eps), g_b/(||g_b|| + eps)⟩ per task, (B,): the official form of cos(g_TF, g_GD)."""
     unit_a = g_a / (g_a.norm(dim=-1, keepdim=True) + eps)
     unit_b = g_b / (g_b.norm(dim=-1, keepdim=True) + eps)
-    return float((unit_a * unit_b).sum(-1).mean())
+    return (unit_a * unit_b).sum(-1)
+
+
+def sensitivity_cosine(g_a: torch.Tensor, g_b: torch.Tensor, eps: float = 1e-8) -> float:
+    """mean_n cos(g_a(n), g_b(n)) in the official form."""
+    return float(sensitivity_cosine_per_task(g_a, g_b, eps).mean())
+
+
+def sensitivity_l2_per_task(g_a: torch.Tensor, g_b: torch.Tensor) -> torch.Tensor:
+    """||g_a − g_b||₂ per task (not squared), (B,)."""
+    return (g_a - g_b).norm(dim=-1)
 
 
 def sensitivity_l2(g_a: torch.Tensor, g_b: torch.Tensor) -> float:
-    """mean_n ||g_a − g_b||₂ (not squared)."""
-    return float((g_a - g_b).norm(dim=-1).mean())
+    """mean_n ||g_a − g_b||₂."""
+    return float(sensitivity_l2_per_task(g_a, g_b).mean())
 
 
 def order_sensitivity(predictions: torch.Tensor) -> float:

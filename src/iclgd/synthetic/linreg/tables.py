@@ -5,23 +5,36 @@ from __future__ import annotations
 from rich.table import Table
 
 
+def with_ci(summary: dict, key: tuple[str, str, str], value: float, digits: int = 4, sign: str = "") -> str:
+    """A value and its 95% bootstrap interval over the eval tasks, where the summary has one."""
+    text = f"{value:{sign}.{digits}f}"
+    ci = summary.get("ci", {}).get(key)
+    return text if ci is None else f"{text} [{ci[0]:{sign}.{digits}f}, {ci[1]:{sign}.{digits}f}]"
+
+
 def compare_table(summary: dict) -> Table:
-    """Losses and alignment of the trained LSA (and the interpolated model) with GD and GD++."""
+    """Losses and alignment of the trained LSA (and the interpolated model) with GD and GD++, each a mean over the
+    eval tasks with its 95% bootstrap interval."""
     layers = summary.get("layers", 1)
-    table = Table(title=f"{layers}-layer LSA vs GD ({summary['run'] if 'run' in summary else ''})")
+    table = Table(title=f"{layers}-layer LSA vs GD ({summary['run'] if 'run' in summary else ''}); "
+                        "[95% bootstrap CI over eval tasks]")
     for column in ("model", "loss", "vs", "cos(g, g_ref)", "||g − g_ref||", "|f − f_ref|"):
         table.add_column(column, justify="left" if column in ("model", "vs") else "right")
     for model, loss in summary["loss"].items():
         references = [r for r in ("gd", "gd++") if model in summary[f"vs_{r}"]] or [""]
         for index, reference in enumerate(references):
             metrics = summary[f"vs_{reference}"][model] if reference else {}
-            table.add_row(model if index == 0 else "", f"{loss:.4f}" if index == 0 else "", reference,
-                          *(f"{metrics[k]:.4f}" if k in metrics else "" for k in
+            table.add_row(model if index == 0 else "", with_ci(summary, (model, "", "loss"), loss) if index == 0
+                          else "", reference,
+                          *(with_ci(summary, (model, reference, k), metrics[k]) if k in metrics else "" for k in
                             ("sensitivity_cosine", "sensitivity_l2", "prediction_difference")))
     eta = summary["eta"]
+    gap = summary["vs_gd"].get("trained", {}).get("loss_vs_gd")
+    paired = "" if gap is None else (
+        f" (paired, TF − GD per task: {with_ci(summary, ('trained', 'gd', 'loss_vs_gd'), gap, sign='+')})")
     table.caption = (f"η line search {eta.get('gd:eta_line_search', float('nan')):.4f}, one-step closed form "
                      f"{eta.get('gd:eta_closed_form_one_step', float('nan')):.4f}; "
-                     f"TF loss vs GD {100 * summary['loss_gap_vs_gd']:+.2f}%")
+                     f"TF loss vs GD {100 * summary['loss_gap_vs_gd']:+.2f}%{paired}")
     return table
 
 
