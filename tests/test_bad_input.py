@@ -162,6 +162,10 @@ CASES = [
     (["report", "{results}", "extra"], "unexpected extra argument"),
     (["demo", "--eval-size", "abc"], "Invalid value for '--eval-size'"),
     (["pretrain", "--threads", "two"], "Invalid value for '--threads'"),
+    (["pretrain", "--attention", "linear", "--out", "{work}/p"],
+     "'attention': Input should be 'vanilla' or 'momentum'"),
+    (["pretrain", "--attention", "momentum", "--momentum-eta", "1.5", "--out", "{work}/p"],
+     "'momentum_eta': Input should be less than 1"),
     # --- compare -------------------------------------------------------------------------------------------
     (["compare", *UNIT, "--position", "nonsense"], "'position'"),
     (["compare", *UNIT, "--device", "cuda"], "CUDA is not available"),

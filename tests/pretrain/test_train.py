@@ -205,3 +205,28 @@ def test_kept_checkpoints_survive_a_resume_and_leave_training_alone(tmp_path, ca
     assert load_config(None, **TINY).identity() == config.identity()  # keep_every does not change the run
     pretrain(config, tmp_path / "plain", progress=False)  # complete, trained without keeping: said on stderr
     assert "checkpoints are kept only while training" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_momentum_attention_pretrains_resumes_and_loads(tmp_path, learned):
+    """`attention: momentum`: the same resumable run, saved as iclgd's momentum GPT-2 (loaded by iclgd's loader);
+    learned decays move with training."""
+    from iclgd.models.loading import load_model
+    from iclgd.models.momentum import MomentumGPT2LMHeadModel
+
+    config = load_config(None, **{**TINY, "steps": 20, "attention": "momentum", "momentum_eta": 0.8,
+                                  "momentum_learned": learned})
+    straight = pretrain(config, tmp_path / "straight", progress=False)
+    pretrain(config, tmp_path / "resumed", progress=False, stop_after=10)
+    pretrain(config, tmp_path / "resumed", progress=False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert straight.steps == 20 and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert ("transformer.h.0.attn.momentum_logit" in a) is learned
+    if learned:
+        assert not torch.allclose(a["transformer.h.0.attn.momentum_logit"], torch.logit(torch.tensor(0.8)))
+    lm = load_model(str(tmp_path / "straight"))
+    assert type(lm.model) is MomentumGPT2LMHeadModel and lm.model.config.momentum_eta == 0.8
+    vanilla = pretrain(load_config(None, **{**TINY, "steps": 20}), tmp_path / "vanilla", progress=False)
+    assert vanilla.final_loss != straight.final_loss  # the same seed and data, another attention
+    with pytest.raises(UserError, match="learned momentum decays start"):
+        load_config(None, **{**TINY, "attention": "momentum", "momentum_eta": 0.0, "momentum_learned": True})

@@ -23,6 +23,10 @@ def register(app: typer.Typer) -> None:
         keep_every: Annotated[
             int | None, typer.Option(help="keep a loadable model folder every N steps (checkpoints/step-NNNNNN)")
         ] = None,
+        attention: Annotated[str | None, typer.Option(help="vanilla (GPT-2) | momentum (Dai et al. §5)")] = None,
+        momentum_eta: Annotated[float | None, typer.Option(help="momentum attention's η (default 0.9)")] = None,
+        momentum_learned: Annotated[bool | None, typer.Option(
+            "--momentum-learned/--momentum-fixed", help="one learned decay per channel, or η fixed")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     ) -> None:
         """Pretrain a small GPT-2 on a synthetic corpus where in-context learning emerges (resumable)."""
@@ -31,7 +35,8 @@ def register(app: typer.Typer) -> None:
         from iclgd.synthetic.pretrain.train import pretrain as run_pretrain
 
         cfg = load_config(config, corpus=corpus, steps=steps, seed=seed, device=device, threads=threads,
-                          keep_every=keep_every)
+                          keep_every=keep_every, attention=attention, momentum_eta=momentum_eta,
+                          momentum_learned=momentum_learned)
         target = out if out is not None else Path("models") / cfg.corpus
         result = run_pretrain(cfg, target, progress=progress)
         console = wide_console()

@@ -82,7 +82,7 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family(
-        name="gpt2", model_types=("gpt2",), blocks="transformer.h", attention="attn",
+        name="gpt2", model_types=("gpt2", "iclgd-momentum-gpt2"), blocks="transformer.h", attention="attn",
         q_proj=None, k_proj=None, v_proj=None, o_proj="c_proj",
         fused_qkv="c_attn", fused_layout="columns",
         final_norm="transformer.ln_f", embeddings=("transformer.wte", "transformer.wpe"),

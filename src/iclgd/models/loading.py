@@ -178,6 +178,8 @@ def _read_config(name_or_path: str, source: str, local_only: bool):
     """The model's transformers config (UserError naming the model if it cannot be read)."""
     from transformers import AutoConfig
 
+    import iclgd.models.momentum  # noqa: F401  (registers iclgd's momentum-attention GPT-2 with the Auto classes)
+
     try:
         return AutoConfig.from_pretrained(source, local_files_only=local_only)
     except (OSError, ValueError, KeyError) as error:

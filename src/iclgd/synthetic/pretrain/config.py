@@ -35,6 +35,11 @@ class PretrainConfig(BaseModel):
     position_init: Literal["sinusoidal", "random"] = Field(
         "sinusoidal", description="initial position embeddings: scaled sinusoids (trainable) or GPT-2's N(0, 0.02)")
     position_scale: float = Field(0.1, gt=0, description="amplitude of the sinusoidal initial position embeddings")
+    attention: Literal["vanilla", "momentum"] = Field(
+        "vanilla", description="GPT-2 attention, or Dai et al.'s momentum attention (iclgd.models.momentum)")
+    momentum_eta: float = Field(0.9, ge=0, lt=1, description="momentum attention: η (fixed, or where learned decays "
+                                "start)")
+    momentum_learned: bool = Field(False, description="momentum attention: one learned decay per channel and layer")
     # optimisation
     steps: int = Field(5000, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -70,6 +75,8 @@ class PretrainConfig(BaseModel):
             raise ValueError(f"n_positions {self.n_positions} is too short (>= 4)")
         if self.seq_len is not None and not 4 <= self.seq_len <= self.n_positions:
             raise ValueError(f"seq_len {self.seq_len} must lie in 4..n_positions={self.n_positions}")
+        if self.attention == "momentum" and self.momentum_learned and self.momentum_eta == 0:
+            raise ValueError("learned momentum decays start from momentum_eta: give one in (0, 1)")
         if self.position_init == "sinusoidal" and self.n_embd % 2:
             raise ValueError(f"sinusoidal position_init needs an even n_embd, got {self.n_embd}")
         return self

@@ -74,21 +74,28 @@ def sinusoids(n_positions: int, width: int) -> torch.Tensor:
 
 
 def build_model(config: PretrainConfig, corpus: Corpus):
-    """A fresh GPT2LMHeadModel under ``config.seed`` (dropout off; sinusoidal initial positions if asked)."""
+    """A fresh GPT2LMHeadModel (or, with ``attention: momentum``, iclgd's momentum-attention GPT-2) under
+    ``config.seed`` (dropout off; sinusoidal initial positions if asked)."""
     from transformers import GPT2Config, GPT2LMHeadModel
+
+    from iclgd.models.momentum import MomentumGPT2Config, MomentumGPT2LMHeadModel
 
     n_tokens = len(vocabulary(corpus.words))
     vocab_size = config.vocab_size or n_tokens
     if vocab_size < n_tokens:
         raise UserError(f"vocab_size {vocab_size} is too small for corpus {config.corpus!r}, which has {n_tokens} "
                         f"tokens; set vocab_size >= {n_tokens} or leave it out")
-    gpt2 = GPT2Config(
+    shape = dict(
         vocab_size=vocab_size, n_positions=config.n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
         n_head=config.n_head, n_inner=config.n_inner, activation_function=config.activation,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=BOS_ID, eos_token_id=BOS_ID,
     )
     torch.manual_seed(config.seed)
-    model = GPT2LMHeadModel(gpt2)
+    if config.attention == "momentum":
+        model = MomentumGPT2LMHeadModel(MomentumGPT2Config(momentum_eta=config.momentum_eta,
+                                                           momentum_learned=config.momentum_learned, **shape))
+    else:
+        model = GPT2LMHeadModel(GPT2Config(**shape))
     if config.position_init == "sinusoidal":
         with torch.no_grad():
             model.transformer.wpe.weight.copy_(config.position_scale * sinusoids(config.n_positions, config.n_embd))

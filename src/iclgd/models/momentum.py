@@ -1,0 +1,124 @@
+"""Momentum attention (Dai et al. 2023, §5) for GPT-2-style models, as a registered transformers model class.
+
+    MoAttn(V, K, q_t) = Attn(V, K, q_t) + Σ_{i<t} η^{t−i} v_i
+
+the attention output plus an exponential moving average of the past value vectors, added before the output
+projection (spec/protocols.md). η is one fixed number (``momentum_eta``), or, with ``momentum_learned``, one decay
+per channel (head × head dim) of each layer, η_c = sigmoid(θ_c) trained with the model (the MEGA-style variant the
+authors released informally). η = 0 is vanilla attention, bit for bit.
+
+The class is GPT-2's (``GPT2LMHeadModel`` with each block's attention swapped for :class:`MomentumGPT2Attention`),
+registered with the Auto classes under ``model_type = "iclgd-momentum-gpt2"``: ``save_pretrained`` writes an ordinary
+folder and ``AutoModelForCausalLM.from_pretrained`` reads it once ``iclgd`` (this module) is imported; iclgd's family
+table treats it as GPT-2. The momentum term goes in through a pre-hook on the output projection, so the captured
+attention output (the projection's output) includes it. It sees every past value: those of a KV cache, and those of
+the shared demonstration prefix iclgd scores queries on (positions continue after the prefix; right padding only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
+
+MODEL_TYPE = "iclgd-momentum-gpt2"
+
+
+class MomentumGPT2Config(GPT2Config):
+    """GPT-2's config plus ``momentum_eta`` (η in [0, 1): the fixed decay, or the initial one of learned decays) and
+    ``momentum_learned`` (one trained decay per channel and layer)."""
+
+    model_type = MODEL_TYPE
+
+    def __init__(self, momentum_eta: float = 0.9, momentum_learned: bool = False, **kwargs) -> None:
+        if not 0.0 <= momentum_eta < 1.0:
+            raise ValueError(f"momentum_eta must lie in [0, 1), got {momentum_eta}")
+        if momentum_learned and momentum_eta == 0.0:
+            raise ValueError("learned decays start from momentum_eta: give one in (0, 1)")
+        self.momentum_eta = momentum_eta
+        self.momentum_learned = momentum_learned
+        super().__init__(**kwargs)
+
+
+def momentum_term(values: torch.Tensor, query_positions: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """Σ_{j < p_t} η^{p_t − j} v_j for each query t at absolute position p_t, over ``values [B, H, S, D]`` at positions
+    0..S−1; ``decay``: η, a scalar or one per channel ``[H, D]``. Returns ``[B, H, T, D]``."""
+    distance = query_positions[:, None].to(values.dtype) - torch.arange(values.shape[2], device=values.device,
+                                                                        dtype=values.dtype)[None, :]  # [T, S]
+    past = distance >= 1
+    log_decay = torch.log(decay.to(values.dtype))  # −inf at η = 0: every weight exactly 0
+    if log_decay.dim() == 0:
+        weights = torch.where(past, torch.exp(distance.clamp_min(1) * log_decay), 0.0)  # [T, S]
+        return torch.einsum("ts,bhsd->bhtd", weights, values)
+    exponents = distance.clamp_min(1)[None, :, :, None] * log_decay[:, None, None, :]  # [H, T, S, D]
+    weights = torch.where(past[None, :, :, None], torch.exp(exponents), 0.0)
+    return torch.einsum("htsd,bhsd->bhtd", weights, values)
+
+
+class MomentumGPT2Attention(GPT2Attention):
+    """GPT-2 attention whose output projection receives the attention output plus the momentum term."""
+
+    def _init_momentum(self, config: MomentumGPT2Config) -> None:
+        width = self.num_heads * self.head_dim
+        if config.momentum_learned:
+            logit = math.log(config.momentum_eta / (1.0 - config.momentum_eta))
+            self.momentum_logit = nn.Parameter(torch.full((width,), logit))
+        else:
+            self.momentum_eta = float(config.momentum_eta)  # a number, not a buffer: nothing to load or move
+        self._pending_momentum: torch.Tensor | None = None
+        self.c_proj.register_forward_pre_hook(self._add_momentum)
+
+    def decay(self) -> torch.Tensor:
+        """η: a scalar, or ``[H, D]`` per channel."""
+        if hasattr(self, "momentum_logit"):
+            return torch.sigmoid(self.momentum_logit).view(self.num_heads, self.head_dim)
+        return torch.tensor(self.momentum_eta, dtype=torch.float64)
+
+    def _add_momentum(self, module: nn.Module, args: tuple) -> tuple | None:
+        if self._pending_momentum is None:
+            return None
+        momentum, self._pending_momentum = self._pending_momentum, None
+        return (args[0] + momentum.to(args[0].dtype), *args[1:])
+
+    def forward(self, hidden_states: torch.Tensor, past_key_values=None, attention_mask=None, **kwargs):
+        from iclgd.models.attention import session_for
+
+        batch, length, _ = hidden_states.shape
+        value = self.c_attn(hidden_states).split(self.split_size, dim=2)[2]
+        value = value.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        earlier = None  # the values before this block: a KV cache's, or iclgd's shared prefix
+        if past_key_values is not None and past_key_values.get_seq_length(self.layer_idx) > 0:
+            earlier = past_key_values.layers[self.layer_idx].values
+        session = session_for(self)
+        if session is not None and session.prefix is not None:
+            earlier = session.prefix.values[self._iclgd_layer]
+        offset = 0 if earlier is None else earlier.shape[2]
+        if earlier is not None:
+            value = torch.cat([earlier.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
+        positions = offset + torch.arange(length, device=hidden_states.device)
+        momentum = momentum_term(value, positions, self.decay())
+        self._pending_momentum = momentum.transpose(1, 2).reshape(batch, length, -1)
+        try:
+            return super().forward(hidden_states, past_key_values=past_key_values, attention_mask=attention_mask,
+                                   **kwargs)
+        finally:
+            self._pending_momentum = None
+
+
+class MomentumGPT2LMHeadModel(GPT2LMHeadModel):
+    """GPT-2 with momentum attention in every block."""
+
+    config_class = MomentumGPT2Config
+
+    def __init__(self, config: MomentumGPT2Config) -> None:
+        super().__init__(config)
+        for block in self.transformer.h:
+            block.attn.__class__ = MomentumGPT2Attention
+            block.attn._init_momentum(config)
+
+
+AutoConfig.register(MODEL_TYPE, MomentumGPT2Config)
+AutoModelForCausalLM.register(MomentumGPT2Config, MomentumGPT2LMHeadModel)
