@@ -162,6 +162,10 @@ CASES = [
     (["report", "{results}", "extra"], "unexpected extra argument"),
     (["demo", "--eval-size", "abc"], "Invalid value for '--eval-size'"),
     (["pretrain", "--threads", "two"], "Invalid value for '--threads'"),
+    (["momentum", "--out", "{work}/m", "--lengths", "8,abc"], "--lengths takes comma-separated integers"),
+    (["momentum", "--out", "{work}/m", "--eta", "1.2"], "--eta must lie in [0, 1)"),
+    (["momentum", "--out", "{work}/m", "--lengths", "16,128"], "must lie in 2..64"),
+    (["momentum", "--out", "{assets}/file.txt"], "is a file"),
     (["pretrain", "--attention", "linear", "--out", "{work}/p"],
      "'attention': Input should be 'vanilla' or 'momentum'"),
     (["pretrain", "--attention", "momentum", "--momentum-eta", "1.5", "--out", "{work}/p"],
@@ -379,7 +383,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, assets,
 
 def test_the_table_covers_every_command():
     covered = {_command(argv) for argv, _ in CASES}
-    commands = {"compare", "demo", "sweep", "icl-curve", "pretrain", "report", "reproduce", "sql", "tasks",
+    commands = {"compare", "demo", "sweep", "icl-curve", "pretrain", "momentum", "report", "reproduce", "sql", "tasks",
                 "prepare-data",
                 "linreg train", "linreg compare", "linreg ood", "linreg critique", "weights sparsity",
                 "weights perturb", "weights checkpoints"}

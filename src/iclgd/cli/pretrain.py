@@ -8,7 +8,54 @@ from typing import Annotated
 import typer
 
 
+def _ints(text: str, flag: str) -> list[int]:
+    from iclgd.errors import UserError
+
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
 def register(app: typer.Typer) -> None:
+    @app.command()
+    def momentum(
+        out: Annotated[Path, typer.Option(help="folder for the runs (runs/<variant>-s<seed>), momentum.parquet, "
+                                               "momentum.png/pdf")],
+        corpus: Annotated[str, typer.Option(help="pretraining corpus (its recipe)")] = "icc",
+        task: Annotated[str, typer.Option(help="held-out task of the ICL accuracy")] = "icc-heldout",
+        seeds: Annotated[str, typer.Option(help="pretraining seeds, comma-separated")] = "0,1,2",
+        steps: Annotated[int | None, typer.Option(help="pretraining steps of every run (default: recipe)")] = None,
+        eta: Annotated[float, typer.Option(help="momentum attention's η (the learned decays' start with "
+                                                "--learned)")] = 0.9,
+        learned: Annotated[bool, typer.Option("--learned/--fixed", help="one learned decay per channel")] = False,
+        lengths: Annotated[str, typer.Option(help="context lengths of the perplexity")] = "16,32,64",
+        k: Annotated[str, typer.Option("--k", help="demonstration counts of the ICL accuracy")] = "0,1,2,4,8,16",
+        demo_seeds: Annotated[int, typer.Option(min=1, help="demo seeds per k")] = 5,
+        eval_size: Annotated[int, typer.Option(min=1, help="eval rows of the held-out task")] = 200,
+        sequences: Annotated[int, typer.Option(min=1, help="held-out sequences per context length")] = 512,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show progress bars")] = True,
+    ) -> None:
+        """Vanilla vs momentum attention (Dai et al. §5): pretrain both per seed, same budget; compare perplexity
+        and ICL accuracy."""
+        from iclgd.experiments.momentum import RESULTS_FILE, Variant, compare_momentum
+        from iclgd.report.console import console as wide_console
+        from iclgd.report.momentum import momentum_table, plot_momentum
+
+        if not 0.0 <= eta < 1.0 or (learned and eta == 0.0):
+            from iclgd.errors import UserError
+
+            raise UserError(f"--eta must lie in [0, 1) (in (0, 1) with --learned), got {eta}")
+        variants = (Variant("vanilla"), Variant("momentum", eta, learned))
+        rows = compare_momentum(out, corpus=corpus, seeds=_ints(seeds, "--seeds"), steps=steps, variants=variants,
+                                task=task, lengths=_ints(lengths, "--lengths"), ks=_ints(k, "--k"),
+                                demo_seeds=demo_seeds, eval_size=eval_size, n_sequences=sequences,
+                                progress=progress)
+        terminal = wide_console()
+        terminal.print(momentum_table(rows))
+        for path in [out / RESULTS_FILE, *plot_momentum(rows, out / "momentum")]:
+            terminal.print(f"wrote {path}")
+
     @app.command()
     def pretrain(
         corpus: Annotated[str | None, typer.Option(help="icc | ginc | markov")] = None,

@@ -1,0 +1,175 @@
+"""`iclgd momentum`: vanilla vs momentum attention (Dai et al. 2023, §5, Tables 6-7) at iclgd's scale.
+
+For each pretraining seed, one iclgd pretraining run per attention with the same corpus, shape and budget
+(``<out>/runs/<variant>-s<seed>``, resumable: a rerun reuses finished runs), then on each final model:
+
+    perplexity     on held-out corpus sequences at each context length (the same sequences for every run; the
+                   targets the corpus trains on), with its 95% bootstrap interval over the sequences
+    ICL accuracy   at each k on a held-out task (icc-heldout), through icl-curve's pipeline, per demo seed
+    onset          the first logged step whose ICL probe (k = 16 on the held-out mapping) reaches ONSET
+
+and, momentum minus vanilla, paired: per sequence on log-perplexity (pooled over seeds), per (pretraining seed,
+demo seed) on accuracy, each with its 95% bootstrap interval. Dai et al. report, for two 350M LMs, perplexity
+15.14 -> 15.02 at length 1024 and ICL accuracy 51.9 -> 54.7 (spec/protocols.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iclgd.checks import check_output_dir
+from iclgd.errors import UserError
+
+ONSET = 0.9  # ICL probe accuracy that marks the onset
+RESULTS_FILE = "momentum.parquet"
+HELD_OUT_STREAM = 2**32 - 1  # first entry of the held-out sequences' seed (training batches use [seed, step])
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One attention: ``label`` names its runs (vanilla, momentum-eta0.9, momentum-learned0.9)."""
+
+    attention: str
+    eta: float = 0.0
+    learned: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.attention == "vanilla":
+            return "vanilla"
+        return f"momentum-{'learned' if self.learned else 'eta'}{self.eta:g}"
+
+    def fields(self) -> dict[str, Any]:
+        if self.attention == "vanilla":
+            return {}
+        return {"attention": "momentum", "momentum_eta": self.eta, "momentum_learned": self.learned}
+
+
+def run_configs(corpus: str, seeds: Sequence[int], steps: int | None, variants: Sequence[Variant], out: Path,
+                overrides: dict[str, Any] | None = None) -> dict[tuple[str, int], tuple[Any, Path]]:
+    """(variant label, seed) -> (PretrainConfig, run folder): the same recipe, seed and budget per variant."""
+    from iclgd.synthetic.pretrain.config import load_config
+
+    return {(v.label, seed): (load_config(None, corpus=corpus, seed=seed, steps=steps, **(overrides or {}),
+                                          **v.fields()), out / "runs" / f"{v.label}-s{seed}")
+            for seed in seeds for v in variants}
+
+
+@torch.no_grad()
+def sequence_nll(model_dir: Path, config: Any, length: int, n_sequences: int, batch_size: int = 64) -> torch.Tensor:
+    """Mean next-token NLL of each held-out sequence of ``length`` tokens over the targets the corpus trains on,
+    [n_sequences] (float64). The sequences depend on (length, n_sequences) only, not on the run."""
+    from transformers import AutoModelForCausalLM
+
+    import iclgd.models.momentum  # noqa: F401  (the momentum class, registered with the Auto classes)
+    from iclgd.synthetic.pretrain.corpora import make_corpus
+    from iclgd.synthetic.pretrain.train import loss_mask
+
+    corpus = make_corpus(config.corpus, config.corpus_options)
+    ids = torch.from_numpy(corpus.pretraining_batch(np.random.default_rng([HELD_OUT_STREAM, length]), n_sequences,
+                                                    length))
+    mask = loss_mask(corpus, config, length)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    out = []
+    for start in range(0, n_sequences, batch_size):
+        batch = ids[start:start + batch_size]
+        logits = model(batch).logits[:, :-1].double()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+        out.append(nll[:, mask].mean(1) if mask is not None else nll.mean(1))
+    return torch.cat(out)
+
+
+def onset_step(run_dir: Path, threshold: float = ONSET) -> int | None:
+    """The first logged step whose ICL probe reaches ``threshold`` (None: never, or no probe)."""
+    import csv
+
+    with open(run_dir / "log.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("icl_accuracy") and float(row["icl_accuracy"]) >= threshold:
+                return int(row["step"])
+    return None
+
+
+def _row(variant: str, seed: int | None, measure: str, at: int | None, value: float,
+         ci: tuple[float, float] | None, count: int, demo_seed: int | None = None) -> dict[str, Any]:
+    """One result row: ``at`` is the context length (perplexity) or k (accuracy); ``seed`` the pretraining seed."""
+    low, high = ci if ci is not None else (None, None)
+    return {"variant": variant, "seed": seed, "demo_seed": demo_seed, "measure": measure, "at": at, "value": value,
+            "ci_low": low, "ci_high": high, "count": count}
+
+
+def _interval(values: torch.Tensor, seed: int, stream: str) -> tuple[float, float, float]:
+    from iclgd.metrics import bootstrap_ci
+
+    low, high = bootstrap_ci(values.double(), seed, stream)
+    return float(values.double().mean()), float(low), float(high)
+
+
+def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[int] = (0, 1, 2),
+                     steps: int | None = None, variants: Sequence[Variant] = (Variant("vanilla"),
+                                                                             Variant("momentum", 0.9)),
+                     task: str = "icc-heldout", lengths: Sequence[int] = (16, 32, 64),
+                     ks: Sequence[int] = (0, 1, 2, 4, 8, 16),
+                     demo_seeds: int = 5, eval_size: int | None = 200, n_sequences: int = 512,
+                     overrides: dict[str, Any] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Pretrain (or reuse) every run, measure it; return the rows (also written to ``<out>/momentum.parquet``)."""
+    from iclgd.experiments.icl_curve import icl_curve
+    from iclgd.runner.store import library_versions
+    from iclgd.runs import write_parquet
+    from iclgd.synthetic.pretrain.train import pretrain
+
+    out = check_output_dir(out)
+    if not seeds or not variants or not lengths or not ks:
+        raise UserError("give at least one seed, variant, context length and k")
+    configs = run_configs(corpus, seeds, steps, variants, out, overrides)  # every setting checked before training
+    n_positions = next(iter(configs.values()))[0].n_positions
+    if max(lengths) > n_positions or min(lengths) < 2:
+        raise UserError(f"context lengths {list(lengths)} must lie in 2..{n_positions} (the model's n_positions)")
+    from iclgd.tasks import load_task
+
+    load_task(task)  # an unknown task fails before any training
+    for config, run_dir in configs.values():
+        pretrain(config, run_dir, progress=progress)
+
+    rows: list[dict[str, Any]] = []
+    nll: dict[tuple[str, int, int], torch.Tensor] = {}
+    accuracy: dict[tuple[str, int, int, int], float] = {}
+    for (label, seed), (config, run_dir) in configs.items():
+        for length in lengths:
+            nll[(label, seed, length)] = values = sequence_nll(run_dir, config, length, n_sequences)
+            mean, low, high = _interval(values, seed, f"momentum/{label}/nll/{length}")
+            rows.append(_row(label, seed, "perplexity", length, float(np.exp(mean)),
+                             (float(np.exp(low)), float(np.exp(high))), values.numel()))
+        for point in icl_curve(str(run_dir), task, ks=ks, seeds=range(demo_seeds), eval_size=eval_size):
+            accuracy[(label, seed, point.k, point.seed)] = point.accuracy
+            rows.append(_row(label, seed, "icl_accuracy", point.k, point.accuracy, None, point.n_eval,
+                             demo_seed=point.seed))
+        onset = onset_step(run_dir)
+        rows.append(_row(label, seed, "onset_step", None, float("nan") if onset is None else float(onset), None, 1))
+    base = variants[0].label
+    for variant in variants[1:]:
+        label = variant.label
+        for length in lengths:
+            diff = torch.cat([nll[(label, s, length)] - nll[(base, s, length)] for s in seeds])
+            mean, low, high = _interval(diff, seeds[0], f"momentum/{label}-{base}/nll/{length}")
+            rows.append(_row(f"{label} − {base}", None, "log_perplexity_difference", length, mean, (low, high),
+                             diff.numel()))
+        for k in ks:
+            diff = torch.tensor([accuracy[(label, s, k, d)] - accuracy[(base, s, k, d)]
+                                 for s in seeds for d in range(demo_seeds)], dtype=torch.float64)
+            mean, low, high = _interval(diff, seeds[0], f"momentum/{label}-{base}/accuracy/{k}")
+            rows.append(_row(f"{label} − {base}", None, "icl_accuracy_difference", k, mean, (low, high),
+                             diff.numel()))
+    settings = {"corpus": corpus, "seeds": list(seeds), "steps": steps, "variants": [v.label for v in variants],
+                "task": task, "lengths": list(lengths), "ks": list(ks), "demo_seeds": demo_seeds,
+                "eval_size": eval_size, "n_sequences": n_sequences, "overrides": overrides or {}}
+    write_parquet(rows, out / RESULTS_FILE, {"settings": settings, "versions": library_versions(),
+                                             "runs": {f"{label}-s{seed}": str(run_dir) for (label, seed), (_, run_dir)
+                                                      in configs.items()}})
+    return rows
