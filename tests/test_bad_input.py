@@ -162,8 +162,12 @@ CASES = [
     (["report", "{results}", "extra"], "unexpected extra argument"),
     (["demo", "--eval-size", "abc"], "Invalid value for '--eval-size'"),
     (["pretrain", "--threads", "two"], "Invalid value for '--threads'"),
+    (["emergence", "--run", "{assets}/missing", "--out", "{work}/e"], "does not exist"),
+    (["emergence", "--run", "{assets}/empty-dir", "--out", "{work}/e"], "holds no checkpoints"),
+    (["emergence", "--run", "{assets}/pretrain-run", "--out", "{work}/e"], "holds no checkpoints"),
     (["momentum", "--out", "{work}/m", "--lengths", "8,abc"], "--lengths takes comma-separated integers"),
-    (["momentum", "--out", "{work}/m", "--eta", "1.2"], "--eta must lie in [0, 1)"),
+    (["momentum", "--out", "{work}/m", "--momentum", "1.2"], "--momentum '1.2': give η in [0, 1)"),
+    (["momentum", "--out", "{work}/m", "--momentum", "learned:0"], "learned:η with η in (0, 1)"),
     (["momentum", "--out", "{work}/m", "--lengths", "16,128"], "must lie in 2..64"),
     (["momentum", "--out", "{assets}/file.txt"], "is a file"),
     (["pretrain", "--attention", "linear", "--out", "{work}/p"],
@@ -383,8 +387,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, message, assets,
 
 def test_the_table_covers_every_command():
     covered = {_command(argv) for argv, _ in CASES}
-    commands = {"compare", "demo", "sweep", "icl-curve", "pretrain", "momentum", "report", "reproduce", "sql", "tasks",
-                "prepare-data",
+    commands = {"compare", "demo", "sweep", "icl-curve", "pretrain", "momentum", "emergence", "report", "reproduce",
+                "sql", "tasks", "prepare-data",
                 "linreg train", "linreg compare", "linreg ood", "linreg critique", "weights sparsity",
                 "weights perturb", "weights checkpoints"}
     assert commands <= covered, commands - covered

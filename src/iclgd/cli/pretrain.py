@@ -19,6 +19,37 @@ def _ints(text: str, flag: str) -> list[int]:
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    def emergence(
+        run: Annotated[Path, typer.Option(help="pretrain run folder with kept checkpoints (iclgd pretrain "
+                                               "--keep-every N), or a folder of model folders named by step")],
+        out: Annotated[Path, typer.Option(help="results folder: one unit per checkpoint and variant, "
+                                               "emergence.png/pdf")],
+        task: Annotated[str, typer.Option(help="task of the compare units")] = "icc-heldout",
+        shots: Annotated[int, typer.Option(min=1, help="demonstrations k")] = 8,
+        seed: Annotated[int, typer.Option(min=0, help="demonstration seed")] = 1,
+        eval_size: Annotated[int, typer.Option(min=1, help="eval rows")] = 100,
+        untrained: Annotated[list[str] | None, typer.Option(help="untrained variant (repeat; default all)")] = None,
+        lr: Annotated[float | None, typer.Option(help="fixed lr (default: the halving search per checkpoint)")] = None,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
+    ) -> None:
+        """ICL-vs-GD similarity at every kept pretraining checkpoint, beside the untrained baselines: one compare
+        unit per checkpoint, then accuracy and every score against training step."""
+        from iclgd.experiments.emergence import run_emergence
+        from iclgd.experiments.momentum import onset_step
+        from iclgd.report.console import console as wide_console
+        from iclgd.report.emergence import emergence_table, emergence_values, plot_emergence
+        from iclgd.runner import open_results
+
+        fields = {"shots": shots, "seed": seed, "eval_size": eval_size, **({"lr": lr} if lr is not None else {})}
+        run_emergence(run, task, out, untrained=tuple(untrained or ("all",)), fields=fields, progress=progress)
+        values = emergence_values(open_results(out))
+        terminal = wide_console()
+        terminal.print(emergence_table(values))
+        onset = onset_step(run) if (run / "log.csv").is_file() else None
+        for path in plot_emergence(values, out / "_plots" / "emergence", onset=onset):
+            terminal.print(f"wrote {path}")
+
+    @app.command()
     def momentum(
         out: Annotated[Path, typer.Option(help="folder for the runs (runs/<variant>-s<seed>), momentum.parquet, "
                                                "momentum.png/pdf")],
@@ -26,9 +57,9 @@ def register(app: typer.Typer) -> None:
         task: Annotated[str, typer.Option(help="held-out task of the ICL accuracy")] = "icc-heldout",
         seeds: Annotated[str, typer.Option(help="pretraining seeds, comma-separated")] = "0,1,2",
         steps: Annotated[int | None, typer.Option(help="pretraining steps of every run (default: recipe)")] = None,
-        eta: Annotated[float, typer.Option(help="momentum attention's η (the learned decays' start with "
-                                                "--learned)")] = 0.9,
-        learned: Annotated[bool, typer.Option("--learned/--fixed", help="one learned decay per channel")] = False,
+        momentum: Annotated[list[str] | None, typer.Option(
+            "--momentum", help="a momentum variant (repeat): η, fixed (0.9), or learned:η (one learned decay per "
+                               "channel, starting at η); default 0.9")] = None,
         lengths: Annotated[str, typer.Option(help="context lengths of the perplexity")] = "16,32,64",
         k: Annotated[str, typer.Option("--k", help="demonstration counts of the ICL accuracy")] = "0,1,2,4,8,16",
         demo_seeds: Annotated[int, typer.Option(min=1, help="demo seeds per k")] = 5,
@@ -38,15 +69,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Vanilla vs momentum attention (Dai et al. §5): pretrain both per seed, same budget; compare perplexity
         and ICL accuracy."""
-        from iclgd.experiments.momentum import RESULTS_FILE, Variant, compare_momentum
+        from iclgd.experiments.momentum import RESULTS_FILE, Variant, compare_momentum, parse_variant
         from iclgd.report.console import console as wide_console
         from iclgd.report.momentum import momentum_table, plot_momentum
 
-        if not 0.0 <= eta < 1.0 or (learned and eta == 0.0):
-            from iclgd.errors import UserError
-
-            raise UserError(f"--eta must lie in [0, 1) (in (0, 1) with --learned), got {eta}")
-        variants = (Variant("vanilla"), Variant("momentum", eta, learned))
+        variants = (Variant("vanilla"), *(parse_variant(text) for text in momentum or ["0.9"]))
         rows = compare_momentum(out, corpus=corpus, seeds=_ints(seeds, "--seeds"), steps=steps, variants=variants,
                                 task=task, lengths=_ints(lengths, "--lengths"), ks=_ints(k, "--k"),
                                 demo_seeds=demo_seeds, eval_size=eval_size, n_sequences=sequences,

@@ -15,6 +15,7 @@ demo seed) on accuracy, each with its 95% bootstrap interval. Dai et al. report,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,19 @@ class Variant:
         if self.attention == "vanilla":
             return {}
         return {"attention": "momentum", "momentum_eta": self.eta, "momentum_learned": self.learned}
+
+
+def parse_variant(text: str) -> Variant:
+    """A momentum variant from the command line: ``η`` (fixed) or ``learned:η``."""
+    learned = text.startswith("learned:")
+    try:
+        eta = float(text.removeprefix("learned:"))
+    except ValueError:
+        eta = math.nan
+    if not 0.0 <= eta < 1.0 or (learned and eta == 0.0):
+        raise UserError(f"--momentum {text!r}: give η in [0, 1) for a fixed decay, or learned:η with η in (0, 1) "
+                        "(e.g. --momentum 0.9 --momentum learned:0.9)")
+    return Variant("momentum", eta, learned)
 
 
 def run_configs(corpus: str, seeds: Sequence[int], steps: int | None, variants: Sequence[Variant], out: Path,

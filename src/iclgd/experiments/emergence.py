@@ -1,0 +1,61 @@
+"""`iclgd emergence`: ICL-vs-GD similarity across pretraining, as ICL emerges (issue 13 B).
+
+If ICL were GD, the similarity of ICL's and GD's changes should rise when ICL appears. For every checkpoint an
+``iclgd pretrain --keep-every N`` run kept, one ordinary compare unit (the model folder of that step, the same task,
+demos and methods), and the same unit on each untrained variant of the checkpoint, all as one resumable sweep in
+``out``; then accuracy and every score against training step (``iclgd.report.emergence``).
+
+The units are Dai's protocol at a small k: GD and LCGD (α), Dai's SimAOU / SimAM / Kendall, Deutch's unnormalised
+SimAOU and SimAM_Δ, and Shen's output metrics over two orderings of the demos (TO@10, OCS@10 beside their
+ICL-vs-ICL floor); the learning rate by the halving search on each checkpoint (a fixed ``lr`` may be given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from iclgd.checks import check_output_dir
+from iclgd.experiments.config import CompareConfig, load_config
+
+DEFAULTS: dict[str, Any] = {"shots": 8, "seed": 1, "eval_size": 100, "methods": ["gd", "lcgd"],
+                            "output_metrics": True, "orderings": 2, "lr_search": "halving", "lr_search_rows": 100,
+                            "kendall_examples": 50, "batch_size": 32}
+
+
+def emergence_configs(run: str | Path, task: str, out: str | Path, *, untrained: tuple[str, ...] = ("all",),
+                      fields: dict[str, Any] | None = None,
+                      lrs: dict[str, float] | None = None) -> tuple[list[CompareConfig], list[CompareConfig],
+                                                                    dict[str, int]]:
+    """(the checkpoints' units, their untrained variants' units, the step of each model folder). An untrained unit
+    takes its checkpoint's lr from ``lrs`` (by the trained unit's id), as Deutch et al. reuse the trained lr."""
+    from iclgd.experiments.weights import checkpoint_folders
+
+    steps = {str(folder): step for step, folder in checkpoint_folders(run)}
+    base = {**DEFAULTS, **(fields or {}), "task": task, "out": str(out)}
+    trained = [load_config(None, {**base, "model": model}) for model in steps]
+    variants = [load_config(None, {**base, "model": cfg.model, "untrained": variant,
+                                   "lr": (lrs or {}).get(cfg.unit_id(), base.get("lr"))})
+                for variant in untrained for cfg in trained]
+    return trained, variants, steps
+
+
+def run_emergence(run: str | Path, task: str, out: str | Path, *, untrained: tuple[str, ...] = ("all",),
+                  fields: dict[str, Any] | None = None, progress: bool = True) -> tuple[list[CompareConfig],
+                                                                                        dict[str, int]]:
+    """Run (or resume) every checkpoint's units in ``out``, trained first; every input is checked before any model
+    work. Returns the units and the step of each model folder."""
+    from iclgd.experiments.sweep import check_units, run_unit
+    from iclgd.runner.results import read_record
+    from iclgd.runner.sweep import run_sweep
+
+    out = check_output_dir(out)
+    trained, variants, steps = emergence_configs(run, task, out, untrained=untrained, fields=fields)
+    check_units(trained + variants)
+    key = lambda cfg: cfg.unit_id()  # noqa: E731
+    run_sweep(trained, run_unit, out, key=key, progress=progress)
+    lrs = {cfg.unit_id(): read_record(out / cfg.unit_id())["lr"] for cfg in trained}
+    trained, variants, steps = emergence_configs(run, task, out, untrained=untrained, fields=fields, lrs=lrs)
+    if variants:
+        run_sweep(variants, run_unit, out, key=key, progress=progress)
+    return trained + variants, steps

@@ -1,0 +1,58 @@
+"""`iclgd emergence` on a toy pretraining run with kept checkpoints: one unit per checkpoint and variant, the
+untrained units on their checkpoint's lr, accuracy and every score against step (table, figure)."""
+
+import pytest
+
+from iclgd.errors import UserError
+from iclgd.experiments.emergence import emergence_configs, run_emergence
+from iclgd.report.emergence import emergence_table, emergence_values, plot_emergence, step_of
+from iclgd.runner import open_results
+from iclgd.synthetic.pretrain.config import load_config
+from iclgd.synthetic.pretrain.train import pretrain
+
+TOY = dict(steps=12, batch_size=4, n_embd=16, n_head=2, n_layer=2, n_positions=32, checkpoint_every=6, log_every=6,
+           warmup_steps=2, keep_every=6)
+FIELDS = {"shots": 4, "eval_size": 6, "lr": 1e-2, "kendall_examples": 3, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("emergence") / "run"
+    pretrain(load_config(None, **TOY), folder, progress=False)
+    return folder
+
+
+def test_units_per_checkpoint_and_the_untrained_lr(run, tmp_path):
+    trained, variants, steps = emergence_configs(run, "icc-heldout", tmp_path, fields={"lr_search_rows": 20})
+    assert sorted(steps.values()) == [0, 6, 12] and len(trained) == len(variants) == 3
+    assert {c.lr for c in trained + variants} == {None}  # searched per checkpoint, then reused
+    lrs = {cfg.unit_id(): 0.01 * (i + 1) for i, cfg in enumerate(trained)}
+    _, variants, _ = emergence_configs(run, "icc-heldout", tmp_path, fields={"lr_search_rows": 20}, lrs=lrs)
+    assert [(v.model, v.untrained, v.lr) for v in variants] == [(t.model, "all", lrs[t.unit_id()]) for t in trained]
+
+
+def test_emergence_measures_every_checkpoint_beside_its_untrained_variant(run, tmp_path):
+    configs, steps = run_emergence(run, "icc-heldout", tmp_path / "out", fields=FIELDS, progress=False)
+    assert len(configs) == 6
+    values = emergence_values(open_results(tmp_path / "out"))
+    for key in (("trained", "icl", "accuracy"), ("trained", "gd", "simaou_norm"), ("untrained:all", "gd", "simaou"),
+                ("trained", "lcgd_vs_gd", "alpha"), ("trained", "gd", "to@10"), ("trained", "icl_vs_icl", "to@10")):
+        assert sorted(values[key]) == [0, 6, 12], key
+    from rich.console import Console
+
+    console = Console(width=250, record=True)
+    console.print(emergence_table(values))
+    text = console.export_text()
+    assert "ICL acc" in text and "SimAOU_norm" in text and "TO@10" in text and text.count("\n│") >= 3
+    paths = plot_emergence(values, tmp_path / "fig", onset=6)
+    assert all(p.stat().st_size > 0 for p in paths)
+    again, _ = run_emergence(run, "icc-heldout", tmp_path / "out", fields=FIELDS, progress=False)  # resumes: no work
+    assert [c.unit_id() for c in again] == [c.unit_id() for c in configs]
+
+
+def test_step_names_and_bad_runs(tmp_path):
+    assert step_of("/x/checkpoints/step-002000") == 2000
+    with pytest.raises(UserError, match="no step number"):
+        step_of("/x/final")
+    with pytest.raises(UserError, match="does not exist"):
+        run_emergence(tmp_path / "nothing", "icc-heldout", tmp_path / "out", fields=FIELDS, progress=False)
