@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="results folder: one unit per checkpoint and variant, "
                                                "emergence.png/pdf")],
         task: Annotated[str, typer.Option(help="task of the compare units")] = "icc-heldout",
-        shots: Annotated[int, typer.Option(min=1, help="demonstrations k")] = 8,
+        shots: Annotated[int, typer.Option(min=1, help="demonstrations k (icc-heldout: ICL is full at 16)")] = 16,
         seed: Annotated[int, typer.Option(min=0, help="demonstration seed")] = 1,
         eval_size: Annotated[int, typer.Option(min=1, help="eval rows")] = 100,
         untrained: Annotated[list[str] | None, typer.Option(help="untrained variant (repeat; default all)")] = None,

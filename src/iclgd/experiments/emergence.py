@@ -5,9 +5,10 @@ If ICL were GD, the similarity of ICL's and GD's changes should rise when ICL ap
 demos and methods), and the same unit on each untrained variant of the checkpoint, all as one resumable sweep in
 ``out``; then accuracy and every score against training step (``iclgd.report.emergence``).
 
-The units are Dai's protocol at a small k: GD and LCGD (α), Dai's SimAOU / SimAM / Kendall, Deutch's unnormalised
-SimAOU and SimAM_Δ, and Shen's output metrics over two orderings of the demos (TO@10, OCS@10 beside their
-ICL-vs-ICL floor); the learning rate by the halving search on each checkpoint (a fixed ``lr`` may be given).
+The units are Dai's protocol at k = 16 (where the icc model's ICL is full): GD and LCGD (α), Dai's SimAOU /
+SimAM / Kendall, Deutch's unnormalised SimAOU and SimAM_Δ, and Shen's output metrics over two orderings of the
+demos (TO@10, OCS@10 beside their ICL-vs-ICL floor); the learning rate by the halving search on each checkpoint
+(a fixed ``lr`` may be given), reused by its untrained variants.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from iclgd.checks import check_output_dir
 from iclgd.experiments.config import CompareConfig, load_config
 
-DEFAULTS: dict[str, Any] = {"shots": 8, "seed": 1, "eval_size": 100, "methods": ["gd", "lcgd"],
+DEFAULTS: dict[str, Any] = {"shots": 16, "seed": 1, "eval_size": 100, "methods": ["gd", "lcgd"],
                             "output_metrics": True, "orderings": 2, "lr_search": "halving", "lr_search_rows": 100,
                             "kendall_examples": 50, "batch_size": 32}
 

@@ -79,6 +79,7 @@ def run_configs(corpus: str, seeds: Sequence[int], steps: int | None, variants: 
 def sequence_nll(model_dir: Path, config: Any, length: int, n_sequences: int, batch_size: int = 64) -> torch.Tensor:
     """Mean next-token NLL of each held-out sequence of ``length`` tokens over the targets the corpus trains on,
     [n_sequences] (float64). The sequences depend on (length, n_sequences) only, not on the run."""
+    import transformers
     from transformers import AutoModelForCausalLM
 
     import iclgd.models.momentum  # noqa: F401  (the momentum class, registered with the Auto classes)
@@ -89,6 +90,7 @@ def sequence_nll(model_dir: Path, config: Any, length: int, n_sequences: int, ba
     ids = torch.from_numpy(corpus.pretraining_batch(np.random.default_rng([HELD_OUT_STREAM, length]), n_sequences,
                                                     length))
     mask = loss_mask(corpus, config, length)
+    transformers.utils.logging.disable_progress_bar()  # iclgd shows its own progress
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     out = []
     for start in range(0, n_sequences, batch_size):

@@ -97,8 +97,10 @@ def plot_momentum(rows: Sequence[dict[str, Any]], stem: str | Path) -> list[Path
             means = [m * scale for m, _ in spreads]
             line = axis.plot(points, means, marker="o", label=variant)[0]
             if all(s is not None for _, s in spreads):
-                axis.fill_between(points, [(m - s) * scale for m, s in spreads], [(m + s) * scale for m, s in spreads],
-                                  color=line.get_color(), alpha=0.2, linewidth=0)
+                top = 100.0 if measure == "icl_accuracy" else math.inf  # a band of ± std stops at 100 %
+                axis.fill_between(points, [(m - s) * scale for m, s in spreads],
+                                  [min((m + s) * scale, top) for m, s in spreads], color=line.get_color(), alpha=0.2,
+                                  linewidth=0)
         axis.set(xlabel="context length (tokens)" if measure == "perplexity" else "demonstrations k", ylabel=ylabel)
         axis.legend(frameon=False)
     figure.tight_layout()
