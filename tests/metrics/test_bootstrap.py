@@ -43,3 +43,18 @@ def test_ratio_interval_for_rec2ftp_like_counts():
     low, high = bootstrap_ratio_ci(both, fixes, seed=0, stream="rec2ftp")
     assert 0.6 < low < 0.75 < high < 0.9
     assert all(math.isnan(v) for v in bootstrap_ratio_ci(torch.zeros(5), torch.zeros(5), seed=0, stream="r"))
+
+
+def test_cluster_bootstrap_carries_the_spread_between_groups():
+    """Two groups with no spread inside each: pooling the examples gives an interval as narrow as a point, the
+    two-stage bootstrap one spanning both group means; one group alone gives its own bootstrap's range."""
+    from iclgd.metrics import cluster_bootstrap_ci
+
+    groups = [torch.full((50,), 0.0), torch.full((50,), 1.0)]
+    mean, low, high = cluster_bootstrap_ci(groups, 1, "s")
+    assert mean == 0.5 and low == 0.0 and high == 1.0  # resampled groups: both 0, mixed, or both 1
+    one = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    mean, low, high = cluster_bootstrap_ci([one], 1, "s")
+    assert mean == 1.5 and 0.0 <= low < 1.5 < high <= 3.0
+    assert cluster_bootstrap_ci([one], 1, "s") == (mean, low, high)  # seeded
+    assert all(math.isnan(v) for v in cluster_bootstrap_ci([], 1, "s"))

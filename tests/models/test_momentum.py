@@ -118,3 +118,24 @@ def test_bad_decays_are_refused():
         MomentumGPT2Config(momentum_eta=1.0)
     with pytest.raises(ValueError, match="learned decays start"):
         MomentumGPT2Config(momentum_eta=0.0, momentum_learned=True)
+
+
+def test_far_positions_in_bfloat16_and_per_channel_blocks():
+    """Distances past 256 stay exact in bf16 (computed in fp32); per-channel decays in blocks of queries give the
+    one-block result."""
+    values = torch.randn(1, 2, 600, 4, dtype=torch.float64)
+    reference = momentum_term(values, torch.arange(600), torch.tensor(0.9, dtype=torch.float64))
+    low = momentum_term(values.bfloat16(), torch.arange(600), torch.tensor(0.9))
+    assert (low.double() - reference).abs().max() < 0.1 * reference.abs().max()
+    decays = torch.rand(2, 4, dtype=torch.float64) * 0.9
+    whole = momentum_term(values[:, :, :50], torch.arange(50), decays)
+    torch.testing.assert_close(momentum_term(values[:, :, :50], torch.arange(50), decays, chunk_elements=100), whole)
+
+
+def test_left_padding_is_refused():
+    model = _model(momentum_eta=0.5)
+    ids = _ids(6)
+    with torch.no_grad():
+        model(ids, attention_mask=torch.tensor([[1, 1, 1, 1, 0, 0]]))  # right padding: fine
+        with pytest.raises(ValueError, match="right-padded"):
+            model(ids, attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1]]))

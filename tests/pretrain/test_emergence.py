@@ -5,7 +5,8 @@ import pytest
 
 from iclgd.errors import UserError
 from iclgd.experiments.emergence import emergence_configs, run_emergence
-from iclgd.report.emergence import emergence_table, emergence_values, plot_emergence, step_of
+from iclgd.experiments.weights import step_number
+from iclgd.report.emergence import emergence_table, emergence_values, plot_emergence
 from iclgd.runner import open_results
 from iclgd.synthetic.pretrain.config import load_config
 from iclgd.synthetic.pretrain.train import pretrain
@@ -48,11 +49,14 @@ def test_emergence_measures_every_checkpoint_beside_its_untrained_variant(run, t
     assert all(p.stat().st_size > 0 for p in paths)
     again, _ = run_emergence(run, "icc-heldout", tmp_path / "out", fields=FIELDS, progress=False)  # resumes: no work
     assert [c.unit_id() for c in again] == [c.unit_id() for c in configs]
+    run_emergence(run, "icc-heldout", tmp_path / "out", fields={**FIELDS, "shots": 2}, untrained=(), progress=False)
+    with pytest.raises(UserError, match="two units of step [0-9]+ "):
+        emergence_values(open_results(tmp_path / "out"))
 
 
 def test_step_names_and_bad_runs(tmp_path):
-    assert step_of("/x/checkpoints/step-002000") == 2000
+    assert step_number("/x/checkpoints/step-002000") == 2000
     with pytest.raises(UserError, match="no step number"):
-        step_of("/x/final")
+        step_number("/x/final")
     with pytest.raises(UserError, match="does not exist"):
         run_emergence(tmp_path / "nothing", "icc-heldout", tmp_path / "out", fields=FIELDS, progress=False)

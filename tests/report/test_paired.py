@@ -17,7 +17,7 @@ SHIFT = {1: (0.0, 0.0, 0.0), 2: (0.1, -0.1, 0.0), 3: (0.1, 0.1, 0.1)}  # of the 
 
 
 def _write(out, seed: int, variant: str, scores: dict[tuple[str, str], list[float]],
-           shift: tuple[float, ...] = (0.0, 0.0, 0.0)) -> None:
+           shift: tuple[float, ...] = (0.0, 0.0, 0.0), config: dict | None = None) -> None:
     keys = dict(model="m", variant=variant, task="t", template=0, seed=seed, order=0, k=4, true_k=4)
     rows = [metric_row("accuracy", 0.5, 3, method="zs", **keys), metric_row("accuracy", 0.9, 3, method="icl", **keys)]
     examples = []
@@ -26,7 +26,8 @@ def _write(out, seed: int, variant: str, scores: dict[tuple[str, str], list[floa
         rows += layer_rows(metric, [sum(values) / 3] * 2, 3, method=method, **keys)
         examples += [{"method": method, "metric": metric, "epoch": None, "example": i, "value": v}
                      for i, v in enumerate(values)]
-    write_unit(out, f"s{seed}-{variant.replace(':', '_')}", {"seed": seed, "variant": variant},
+    untrained = None if variant == "trained" else variant.removeprefix("untrained:")
+    write_unit(out, f"s{seed}-{variant.replace(':', '_')}", {"seed": seed, "untrained": untrained, **(config or {})},
                UnitResult(metrics=rows, predictions=[], example_scores=examples))
 
 
@@ -85,3 +86,16 @@ def test_report_prints_the_tests_and_stores_them(results):
     assert {(t["variant"], t["beats"]) for t in stored} == {("untrained:all", True),
                                                            ("untrained:trained_embeddings", True)}
     open_results(results)  # the tables folder is not mistaken for a unit
+
+
+def test_untrained_rows_baseline_columns_and_other_configs_are_not_paired(results, tmp_path):
+    """An untrained unit is not its own baseline, a baseline column is not tested, and an untrained unit of another
+    config (here other FT methods) is not a variant of the trained one."""
+    con = open_results(results)
+    rows = {(row["seed"], row["variant"]): row for row in summary_rows(con)}
+    assert not rows[(1, "untrained:all")]["SimAOU_norm"].below_baseline
+    assert not rows[(1, "trained")]["SimAOU_norm rand-dir"].below_baseline
+    other = tmp_path / "other"
+    _write(other, 3, "trained", TRAINED, SHIFT[3])
+    _write(other, 3, "untrained:all", {("gd", "simaou_norm"): [1.0, 1.0, 1.0]}, config={"methods": ["lcgd"]})
+    assert PairedScores(open_results(other)).variant_tests() == []

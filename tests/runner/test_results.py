@@ -112,3 +112,24 @@ def test_units_of_another_results_format_are_refused_not_mixed(results):
     record_path.write_text(json.dumps(record))
     with pytest.raises(UserError, match="results format 1"):
         open_results(results)
+
+
+def test_a_format_3_unit_is_named_as_such_not_as_damaged(results, tmp_path):
+    """A unit of the previous format lacks example_scores.parquet: report and resume name its format."""
+    import json
+    import shutil
+
+    from iclgd.runner import run_sweep
+    from tests.runner.helpers import fake_result
+
+    unit = next(p for p in results.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    old = tmp_path / "old"
+    shutil.copytree(results, old)
+    (old / unit.name / "example_scores.parquet").unlink()
+    record = json.loads((old / unit.name / "record.json").read_text())
+    (old / unit.name / "record.json").write_text(json.dumps({**record, "results_format": 3}))
+    with pytest.raises(UserError, match="results format 3, this one reads 4"):
+        open_results(old)
+    config = record["config"]
+    with pytest.raises(UserError, match="results format 3"):
+        run_sweep([config], fake_result, old, progress=False)

@@ -8,15 +8,6 @@ from typing import Annotated
 import typer
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    from iclgd.errors import UserError
-
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"{flag} takes comma-separated integers, got {text!r}") from None
-
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def emergence(
@@ -55,13 +46,15 @@ def register(app: typer.Typer) -> None:
                                                "momentum.png/pdf")],
         corpus: Annotated[str, typer.Option(help="pretraining corpus (its recipe)")] = "icc",
         task: Annotated[str, typer.Option(help="held-out task of the ICL accuracy")] = "icc-heldout",
-        seeds: Annotated[str, typer.Option(help="pretraining seeds, comma-separated")] = "0,1,2",
+        seeds: Annotated[int, typer.Option(min=1, help="pretraining seeds 0..seeds-1")] = 3,
         steps: Annotated[int | None, typer.Option(help="pretraining steps of every run (default: recipe)")] = None,
         momentum: Annotated[list[str] | None, typer.Option(
             "--momentum", help="a momentum variant (repeat): η, fixed (0.9), or learned:η (one learned decay per "
                                "channel, starting at η); default 0.9")] = None,
-        lengths: Annotated[str, typer.Option(help="context lengths of the perplexity")] = "16,32,64",
-        k: Annotated[str, typer.Option("--k", help="demonstration counts of the ICL accuracy")] = "0,1,2,4,8,16",
+        length: Annotated[list[int] | None, typer.Option(
+            "--length", help="context length of the perplexity (repeat; default 16, 32, 64)")] = None,
+        k: Annotated[list[int] | None, typer.Option(
+            "--k", help="demonstrations of the ICL accuracy (repeat; default 0, 1, 2, 4, 8, 16)")] = None,
         demo_seeds: Annotated[int, typer.Option(min=1, help="demo seeds per k")] = 5,
         eval_size: Annotated[int, typer.Option(min=1, help="eval rows of the held-out task")] = 200,
         sequences: Annotated[int, typer.Option(min=1, help="held-out sequences per context length")] = 512,
@@ -74,10 +67,9 @@ def register(app: typer.Typer) -> None:
         from iclgd.report.momentum import momentum_table, plot_momentum
 
         variants = (Variant("vanilla"), *(parse_variant(text) for text in momentum or ["0.9"]))
-        rows = compare_momentum(out, corpus=corpus, seeds=_ints(seeds, "--seeds"), steps=steps, variants=variants,
-                                task=task, lengths=_ints(lengths, "--lengths"), ks=_ints(k, "--k"),
-                                demo_seeds=demo_seeds, eval_size=eval_size, n_sequences=sequences,
-                                progress=progress)
+        rows = compare_momentum(out, corpus=corpus, seeds=range(seeds), steps=steps, variants=variants, task=task,
+                                lengths=length or (16, 32, 64), ks=k or (0, 1, 2, 4, 8, 16), demo_seeds=demo_seeds,
+                                eval_size=eval_size, n_sequences=sequences, progress=progress)
         terminal = wide_console()
         terminal.print(momentum_table(rows))
         for path in [out / RESULTS_FILE, *plot_momentum(rows, out / "momentum")]:
@@ -111,6 +103,10 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config, corpus=corpus, steps=steps, seed=seed, device=device, threads=threads,
                           keep_every=keep_every, attention=attention, momentum_eta=momentum_eta,
                           momentum_learned=momentum_learned)
+        if cfg.attention != "momentum" and (momentum_eta is not None or momentum_learned is not None):
+            from iclgd.errors import UserError
+
+            raise UserError("--momentum-eta and --momentum-learned set momentum attention: add --attention momentum")
         target = out if out is not None else Path("models") / cfg.corpus
         result = run_pretrain(cfg, target, progress=progress)
         console = wide_console()

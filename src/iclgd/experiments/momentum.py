@@ -8,8 +8,9 @@ For each pretraining seed, one iclgd pretraining run per attention with the same
     ICL accuracy   at each k on a held-out task (icc-heldout), through icl-curve's pipeline, per demo seed
     onset          the first logged step whose ICL probe (k = 16 on the held-out mapping) reaches ONSET
 
-and, momentum minus vanilla, paired: per sequence on log-perplexity (pooled over seeds), per (pretraining seed,
-demo seed) on accuracy, each with its 95% bootstrap interval. Dai et al. report, for two 350M LMs, perplexity
+and, momentum minus vanilla, paired within each pretraining seed (per sequence on log-perplexity, per demo seed on
+accuracy), each with a two-stage 95% bootstrap interval (pretraining seeds, then sequences or demo seeds within
+each: it carries the spread between runs). Dai et al. report, for two 350M LMs, perplexity
 15.14 -> 15.02 at length 1024 and ICL accuracy 51.9 -> 54.7 (spec/protocols.md).
 """
 
@@ -26,6 +27,7 @@ import torch
 
 from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
+from iclgd.metrics import bootstrap_ci, cluster_bootstrap_ci
 
 ONSET = 0.9  # ICL probe accuracy that marks the onset
 RESULTS_FILE = "momentum.parquet"
@@ -121,8 +123,7 @@ def _row(variant: str, seed: int | None, measure: str, at: int | None, value: fl
 
 
 def _interval(values: torch.Tensor, seed: int, stream: str) -> tuple[float, float, float]:
-    from iclgd.metrics import bootstrap_ci
-
+    """The mean of ``values`` and its 95% bootstrap interval."""
     low, high = bootstrap_ci(values.double(), seed, stream)
     return float(values.double().mean()), float(low), float(high)
 
@@ -147,9 +148,12 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     n_positions = next(iter(configs.values()))[0].n_positions
     if max(lengths) > n_positions or min(lengths) < 2:
         raise UserError(f"context lengths {list(lengths)} must lie in 2..{n_positions} (the model's n_positions)")
-    from iclgd.tasks import load_task
+    from iclgd.tasks import load_splits, load_task, sample_demo_indices
 
-    load_task(task)  # an unknown task fails before any training
+    if min(ks) < 0 or demo_seeds < 1:
+        raise UserError(f"k values {list(ks)} must be >= 0 (0 is zero-shot), with at least one demo seed")
+    labels = [example.label for example in load_splits(load_task(task)).pool]  # an unknown task fails here
+    sample_demo_indices(labels, max(max(ks), 1), 0)  # more demos than the pool holds: before any training
     for config, run_dir in configs.values():
         pretrain(config, run_dir, progress=progress)
 
@@ -168,20 +172,22 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
                              demo_seed=point.seed))
         onset = onset_step(run_dir)
         rows.append(_row(label, seed, "onset_step", None, float("nan") if onset is None else float(onset), None, 1))
+    # Momentum minus vanilla per pretraining seed (per sequence, or per demo seed), then a two-stage bootstrap:
+    # seeds, then the sequences (demo seeds) within each, so the interval carries the spread between runs.
     base = variants[0].label
     for variant in variants[1:]:
         label = variant.label
         for length in lengths:
-            diff = torch.cat([nll[(label, s, length)] - nll[(base, s, length)] for s in seeds])
-            mean, low, high = _interval(diff, seeds[0], f"momentum/{label}-{base}/nll/{length}")
+            groups = [nll[(label, s, length)] - nll[(base, s, length)] for s in seeds]
+            mean, low, high = cluster_bootstrap_ci(groups, seeds[0], f"momentum/{label}-{base}/nll/{length}")
             rows.append(_row(f"{label} − {base}", None, "log_perplexity_difference", length, mean, (low, high),
-                             diff.numel()))
+                             sum(g.numel() for g in groups)))
         for k in ks:
-            diff = torch.tensor([accuracy[(label, s, k, d)] - accuracy[(base, s, k, d)]
-                                 for s in seeds for d in range(demo_seeds)], dtype=torch.float64)
-            mean, low, high = _interval(diff, seeds[0], f"momentum/{label}-{base}/accuracy/{k}")
+            groups = [torch.tensor([accuracy[(label, s, k, d)] - accuracy[(base, s, k, d)] for d in range(demo_seeds)])
+                      for s in seeds]
+            mean, low, high = cluster_bootstrap_ci(groups, seeds[0], f"momentum/{label}-{base}/accuracy/{k}")
             rows.append(_row(f"{label} − {base}", None, "icl_accuracy_difference", k, mean, (low, high),
-                             diff.numel()))
+                             sum(g.numel() for g in groups)))
     settings = {"corpus": corpus, "seeds": list(seeds), "steps": steps, "variants": [v.label for v in variants],
                 "task": task, "lengths": list(lengths), "ks": list(ks), "demo_seeds": demo_seeds,
                 "eval_size": eval_size, "n_sequences": n_sequences, "overrides": overrides or {}}

@@ -269,6 +269,15 @@ def perturbation(model: str, task: str, *, k: int = 8, sigmas: Sequence[float] =
 # Checkpoints
 
 
+def step_number(folder: str | Path) -> int:
+    """The training step a checkpoint folder is named by: the number that ends its name (``step-000500``)."""
+    match = re.search(r"(\d+)$", Path(folder).name)
+    if match is None:
+        raise UserError(f"checkpoint {folder} has no step number at the end of its name: name the model folders "
+                        "by step (step-500, step-1000, ...)")
+    return int(match.group(1))
+
+
 def checkpoint_folders(path: str | Path) -> list[tuple[int, Path]]:
     """(step, folder) of every checkpoint in ``path``, by step: its subfolders holding a config.json, each named with
     its step number (``step-000500``). A pretrain run folder stands for its ``checkpoints/`` folder."""
@@ -281,11 +290,7 @@ def checkpoint_folders(path: str | Path) -> list[tuple[int, Path]]:
     found = []
     for folder in sorted(p for p in path.iterdir()  # ".tmp-…" folders are writes in progress or killed
                          if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()):
-        match = re.search(r"(\d+)$", folder.name)
-        if match is None:
-            raise UserError(f"checkpoint {folder} has no step number at the end of its name: name the model folders "
-                            "by step (step-500, step-1000, ...)")
-        found.append((int(match.group(1)), folder))
+        found.append((step_number(folder), folder))
     if not found:
         raise UserError(f"{path} holds no checkpoints (no subfolder with a config.json): pretrain with "
                         "--keep-every N, or give a folder of model folders named by step")

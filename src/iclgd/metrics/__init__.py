@@ -21,7 +21,7 @@ from iclgd.metrics.accuracy import (
     majority_accuracy,
     token_logprobs,
 )
-from iclgd.metrics.bootstrap import bootstrap_ci, bootstrap_ratio_ci
+from iclgd.metrics.bootstrap import bootstrap_ci, bootstrap_ratio_ci, cluster_bootstrap_ci
 from iclgd.metrics.cosine import Cosines, LayerAverage, average_cosines, cosine, layer_average
 from iclgd.metrics.draws import example_seed, uniform_per_example
 from iclgd.metrics.kendall import check_same_demo_tokens, ft_demo_logits, kendall, kendall_random
@@ -57,6 +57,7 @@ __all__ = [
     "accuracy",
     "alpha",
     "bootstrap_ci",
+    "cluster_bootstrap_ci",
     "bootstrap_ratio_ci",
     "average_cosines",
     "check_same_demo_tokens",

@@ -9,6 +9,7 @@ examples, so they do not depend on batching.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -55,3 +56,23 @@ def bootstrap_ratio_ci(numerator: Tensor, denominator: Tensor, seed: int, stream
     tail = (1 - level) / 2
     low, high = torch.quantile(ratios, torch.tensor([tail, 1 - tail], dtype=torch.float64))
     return float(low), float(high)
+
+
+def cluster_bootstrap_ci(groups: Sequence[Tensor], seed: int, stream: str, *, resamples: int = 1000,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of the mean over ``groups`` of each group's mean, with a two-stage percentile bootstrap:
+    each resample draws groups with replacement, then the values within each drawn group. The interval of an
+    effect measured on several runs (pretraining seeds, the groups) and many examples within each: it carries the
+    spread between runs, which pooling the examples of all runs would hide."""
+    groups = [g.double().flatten() for g in groups]
+    if not groups or any(g.numel() == 0 for g in groups):
+        return math.nan, math.nan, math.nan
+    generator = torch.Generator().manual_seed(example_seed(seed, len(groups), f"cluster/{stream}"))
+    means = torch.empty(resamples, dtype=torch.float64)
+    for r in range(resamples):
+        picked = torch.randint(len(groups), (len(groups),), generator=generator).tolist()
+        means[r] = torch.stack([groups[g][torch.randint(groups[g].numel(), (groups[g].numel(),),
+                                                        generator=generator)].mean() for g in picked]).mean()
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return float(torch.stack([g.mean() for g in groups]).mean()), float(low), float(high)

@@ -12,7 +12,8 @@ registered with the Auto classes under ``model_type = "iclgd-momentum-gpt2"``: `
 folder and ``AutoModelForCausalLM.from_pretrained`` reads it once ``iclgd`` (this module) is imported; iclgd's family
 table treats it as GPT-2. The momentum term goes in through a pre-hook on the output projection, so the captured
 attention output (the projection's output) includes it. It sees every past value: those of a KV cache, and those of
-the shared demonstration prefix iclgd scores queries on (positions continue after the prefix; right padding only).
+the shared demonstration prefix iclgd scores queries on (positions continue after the prefix). Batches must be
+right-padded (a left-padded one is refused): the sum runs over token indices.
 """
 
 from __future__ import annotations
@@ -43,19 +44,30 @@ class MomentumGPT2Config(GPT2Config):
         super().__init__(**kwargs)
 
 
-def momentum_term(values: torch.Tensor, query_positions: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+def momentum_term(values: torch.Tensor, query_positions: torch.Tensor, decay: torch.Tensor,
+                  chunk_elements: int = 1 << 24) -> torch.Tensor:
     """Σ_{j < p_t} η^{p_t − j} v_j for each query t at absolute position p_t, over ``values [B, H, S, D]`` at positions
-    0..S−1; ``decay``: η, a scalar or one per channel ``[H, D]``. Returns ``[B, H, T, D]``."""
-    distance = query_positions[:, None].to(values.dtype) - torch.arange(values.shape[2], device=values.device,
-                                                                        dtype=values.dtype)[None, :]  # [T, S]
+    0..S−1; ``decay``: η, a scalar or one per channel ``[H, D]``. Returns ``[B, H, T, D]`` in the values' dtype.
+
+    Computed in float32 at least (distances from an integer range: bf16 holds whole numbers exactly only up to 256),
+    per-channel decays in blocks of queries of at most ``chunk_elements`` weights."""
+    compute = torch.promote_types(values.dtype, torch.float32)
+    source = values.to(compute)
+    distance = (query_positions[:, None].long() - torch.arange(values.shape[2], device=values.device)[None, :])
     past = distance >= 1
-    log_decay = torch.log(decay.to(values.dtype))  # −inf at η = 0: every weight exactly 0
+    distance = distance.clamp_min(1).to(compute)  # [T, S]
+    log_decay = torch.log(decay.to(device=values.device, dtype=compute))  # −inf at η = 0: every weight exactly 0
     if log_decay.dim() == 0:
-        weights = torch.where(past, torch.exp(distance.clamp_min(1) * log_decay), 0.0)  # [T, S]
-        return torch.einsum("ts,bhsd->bhtd", weights, values)
-    exponents = distance.clamp_min(1)[None, :, :, None] * log_decay[:, None, None, :]  # [H, T, S, D]
-    weights = torch.where(past[None, :, :, None], torch.exp(exponents), 0.0)
-    return torch.einsum("htsd,bhsd->bhtd", weights, values)
+        weights = torch.where(past, torch.exp(distance * log_decay), 0.0)  # [T, S]
+        return torch.einsum("ts,bhsd->bhtd", weights, source).to(values.dtype)
+    heads, width = log_decay.shape
+    rows = max(1, chunk_elements // max(1, heads * values.shape[2] * width))
+    blocks = []
+    for start in range(0, distance.shape[0], rows):
+        exponents = distance[start:start + rows, :, None][None] * log_decay[:, None, None, :]  # [H, t, S, D]
+        weights = torch.where(past[start:start + rows, :, None][None], torch.exp(exponents), 0.0)
+        blocks.append(torch.einsum("htsd,bhsd->bhtd", weights, source))
+    return torch.cat(blocks, dim=2).to(values.dtype)
 
 
 class MomentumGPT2Attention(GPT2Attention):
@@ -118,6 +130,14 @@ class MomentumGPT2LMHeadModel(GPT2LMHeadModel):
         for block in self.transformer.h:
             block.attn.__class__ = MomentumGPT2Attention
             block.attn._init_momentum(config)
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        # The momentum sum runs over token indices: a left-padded row would mix its pad values into it.
+        if attention_mask is not None and attention_mask.dim() == 2 and bool(
+                (attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+            raise ValueError("momentum attention takes right-padded batches only (padding after the tokens): "
+                             "set tokenizer.padding_side = 'right'")
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
 AutoConfig.register(MODEL_TYPE, MomentumGPT2Config)

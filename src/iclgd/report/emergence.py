@@ -8,7 +8,6 @@ random baseline, the ICL-vs-ICL noise floor) dotted.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from matplotlib.figure import Figure
 from rich.table import Table
 
 from iclgd.errors import UserError
+from iclgd.experiments.weights import step_number
 from iclgd.runner.results import query
 from iclgd.runs import save_figure
 
@@ -47,21 +47,18 @@ SCORES = (
 )
 
 
-def step_of(model: str) -> int:
-    match = re.search(r"(\d+)$", Path(model).name)
-    if match is None:
-        raise UserError(f"model {model!r} has no step number at the end of its folder name: an emergence folder "
-                        "holds units of checkpoints named by step (iclgd emergence)")
-    return int(match.group(1))
-
-
 def emergence_values(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, str], dict[int, tuple]]:
     """(variant, method, metric) -> {step: (value, ci_low, ci_high)} from the layer-null rows."""
     _, rows = query(con, "SELECT model, variant, method, metric, value, ci_low, ci_high FROM metrics "
                          "WHERE layer IS NULL")
     values: dict[tuple[str, str, str], dict[int, tuple]] = {}
     for model, variant, method, metric, value, low, high in rows:
-        values.setdefault((variant, method, metric), {})[step_of(model)] = (value, low, high)
+        series = values.setdefault((variant, method, metric), {})
+        step = step_number(model)
+        if step in series:
+            raise UserError(f"two units of step {step} ({variant}, {metric}): an emergence folder holds one task, k "
+                            "and seed per checkpoint; give each setting its own --out")
+        series[step] = (value, low, high)
     if not values:
         raise UserError("no metrics in this folder: run iclgd emergence first")
     return values

@@ -2,8 +2,8 @@
 
 Per variant: perplexity at each context length and ICL accuracy at each k, mean ± std over pretraining seeds (an
 accuracy is first averaged over demo seeds), and the ICL onset step per seed; then each momentum variant minus
-vanilla, paired, with its 95% bootstrap interval (per sequence on log-perplexity; per (pretraining seed, demo seed)
-on accuracy).
+vanilla, paired within each pretraining seed, with its two-stage 95% bootstrap interval (seeds, then sequences on
+log-perplexity or demo seeds on accuracy).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def momentum_table(rows: Sequence[dict[str, Any]]) -> Table:
     ks = sorted({r["at"] for r in rows if r["measure"] == "icl_accuracy"})
     seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
     table = Table(title=f"Momentum vs vanilla attention: mean ± std over {len(seeds)} pretraining seeds; "
-                        "differences paired [95% bootstrap CI]",
+                        "differences paired within each seed [two-stage 95% bootstrap CI: seeds, then sequences or "
+                        "demo seeds]",
                   caption=f"perplexity on held-out corpus sequences (the trained-on targets); ICL accuracy (%) on "
                           f"the held-out task, mean over demo seeds; onset: first logged step with the ICL probe "
                           f"≥ 0.9, per seed (— never)\n{DAI}")

@@ -2,9 +2,9 @@
 
 A unit stores the per-example value behind each score (``example_scores``). Two baselines need them:
 
-- the **untrained variants** (Deutch et al.): the unit of an untrained model with the same task, template, k, seed
-  and order is scored on the same eval examples, so ``score(trained) − score(untrained)`` has a paired bootstrap
-  interval over those examples (:func:`variant_tests`, one per trained unit, method, score and variant);
+- the **untrained variants** (Deutch et al.): the unit of an untrained model with the same config (but the variant
+  and the lr it inherits) is scored on the same eval examples, so ``score(trained) − score(untrained)`` has a paired
+  bootstrap interval over those examples (:func:`variant_tests`, one per trained unit, method, score and variant);
 - a **group of units** (seeds, orders): the paired differences of every unit of the group, pooled, against each
   baseline (the within-unit ones of ``iclgd.experiments.accumulate.BASELINES`` and the untrained variants), for the
   marks on mean ± std cells (:meth:`PairedScores.below_baseline`).
@@ -16,6 +16,7 @@ one unit's within-unit test equals the one its own metrics table holds.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from iclgd.runs import atomic_file
 COMPARED = ("simaou_norm", "simaou", "simam", "simam_delta", "kendall", "to@10", "ocs@10")
 GROUP_KEYS = ("model", "task", "template", "k", "seed", "order")  # what a trained unit and its variants share
 TESTS_FILE = "_tables/untrained_tests.parquet"  # in a results folder: the tests against the untrained variants
+PAIRING_IGNORES = ("untrained", "lr", "out")  # config fields in which a trained unit and its variants may differ
 
 
 @dataclass
@@ -60,6 +62,12 @@ class VariantTest:
         return self.ci[0] > 0
 
 
+def pairing_key(config: dict[str, Any]) -> str:
+    """What a trained unit and its untrained variants share: the whole config but the variant, the lr (an untrained
+    unit inherits its trained unit's) and the results folder."""
+    return json.dumps({k: v for k, v in config.items() if k not in PAIRING_IGNORES}, sort_keys=True, default=str)
+
+
 def paired_interval(differences: Sequence[torch.Tensor], seed: int, stream: str) -> tuple[float, tuple[float, float]]:
     """Mean of the pooled per-example ``differences`` and its 95% bootstrap interval (resampling the pooled pairs)."""
     pooled = torch.cat([d.double().flatten() for d in differences])
@@ -77,6 +85,10 @@ class PairedScores:
         columns, rows = query(con, 'SELECT DISTINCT unit, variant, model, task, template, k, seed, "order" '
                                    "FROM metrics")
         self.keys = {row[0]: dict(zip(columns[1:], row[1:], strict=True)) for row in rows}
+        _, records = query(con, "SELECT unit, record FROM units")
+        for unit, record in records:
+            if unit in self.keys:
+                self.keys[unit]["config"] = pairing_key(json.loads(record).get("config") or {})
         _, rows = query(con, f"SELECT DISTINCT unit FROM metrics WHERE {where_clause(where)}")
         self.selected = {unit for (unit,) in rows}
         names = sorted({*COMPARED, *(m for b in BASELINES.values() for _, m in b.values())})
@@ -93,24 +105,33 @@ class PairedScores:
             self.values[key] = torch.tensor(examples), torch.tensor(values, dtype=torch.float64)
 
     def _variants_of(self, unit: str) -> list[str]:
-        """The untrained units scored on the same examples as the trained ``unit``."""
+        """The untrained units of a trained ``unit``: the same config but for the variant (and the lr they inherit),
+        so scored on the same examples; none for an untrained unit."""
         mine = self.keys[unit]
+        if mine["variant"] != "trained":
+            return []
         return sorted(u for u, keys in self.keys.items() if keys["variant"] != "trained" and
-                      all(keys[k] == mine[k] for k in GROUP_KEYS))
+                      keys["config"] == mine["config"] and all(keys[k] == mine[k] for k in GROUP_KEYS))
 
-    def _difference(self, a: tuple[str, str, str], b: tuple[str, str, str]) -> torch.Tensor | None:
-        """Per-example a − b over the examples both have (None if either is missing or they share none)."""
+    def _pair(self, a: tuple[str, str, str], b: tuple[str, str, str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The values of a and b on the examples both have, in example order (None if either is missing or they
+        share none)."""
         if a not in self.values or b not in self.values:
             return None
         (ea, va), (eb, vb) = self.values[a], self.values[b]
         if torch.equal(ea, eb):
-            return va - vb
+            return va, vb
         common = sorted(set(ea.tolist()) & set(eb.tolist()))
         if not common:
             return None
         where_a = {e: i for i, e in enumerate(ea.tolist())}
         where_b = {e: i for i, e in enumerate(eb.tolist())}
-        return va[[where_a[e] for e in common]] - vb[[where_b[e] for e in common]]
+        return va[[where_a[e] for e in common]], vb[[where_b[e] for e in common]]
+
+    def _difference(self, a: tuple[str, str, str], b: tuple[str, str, str]) -> torch.Tensor | None:
+        """Per-example a − b over the examples both have."""
+        pair = self._pair(a, b)
+        return None if pair is None else pair[0] - pair[1]
 
     def variant_tests(self) -> list[VariantTest]:
         """Every trained unit's COMPARED scores against each of its untrained variants, per FT method."""
@@ -119,14 +140,14 @@ class PairedScores:
             for other in self._variants_of(unit):
                 variant = self.keys[other]["variant"]
                 for (u, method, metric) in sorted(k for k in self.values if k[0] == unit and k[2] in COMPARED):
-                    difference = self._difference((u, method, metric), (other, method, metric))
-                    if difference is None:
+                    pair = self._pair((u, method, metric), (other, method, metric))
+                    if pair is None:
                         continue
-                    mean, ci = paired_interval([difference], self.keys[unit]["seed"],
+                    mean, ci = paired_interval([pair[0] - pair[1]], self.keys[unit]["seed"],
                                                self._stream(unit, method, metric, variant))
-                    score = float(self.values[(unit, method, metric)][1].mean())
                     tests.append(VariantTest(unit, other, variant, {k: self.keys[unit][k] for k in GROUP_KEYS},
-                                             method, metric, score, score - mean, mean, ci, difference.numel()))
+                                             method, metric, float(pair[0].mean()), float(pair[1].mean()), mean, ci,
+                                             pair[0].numel()))
         return tests
 
     def below_baseline(self, units: Sequence[str], method: str, metric: str) -> bool:

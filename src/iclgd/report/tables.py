@@ -179,7 +179,7 @@ def summary_rows(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: Se
         for column in SUMMARY_COLUMNS:
             row[column.header] = cell([_pick(unit["values"], column, ft_method) for unit in units],
                                       [_pick(unit["cis"], column, ft_method) for unit in units])
-            if row[column.header] is not None and FT in column.methods:
+            if row[column.header] is not None and FT in column.methods and column.metric in COMPARED:
                 row[column.header].below_baseline = (
                     (len(units) == 1 and _below_baseline(units[0], column, ft_method))
                     or paired.below_baseline([unit["unit"] for unit in units], ft_method, column.metric))
@@ -324,7 +324,8 @@ class PaperLine:
     cells: dict[str, Cell] = field(default_factory=dict)
 
 
-def _ours(con: duckdb.DuckDBPyConnection, row: Row, paper: Paper, where: str | None) -> dict[str, dict[str, Cell]]:
+def _ours(con: duckdb.DuckDBPyConnection, row: Row, paper: Paper, where: str | None,
+          paired: PairedScores) -> dict[str, dict[str, Cell]]:
     """model -> {task column -> Cell over its units (seeds, orders, templates)}; our tasks not in the paper keep
     their own name."""
     methods = (row.method, "icl") if row.metric in FT_INDEPENDENT else (row.method,)
@@ -344,12 +345,12 @@ def _ours(con: duckdb.DuckDBPyConnection, row: Row, paper: Paper, where: str | N
     values: dict[str, dict[str, list[tuple[str, float, tuple]]]] = {}
     for unit, (_, model, task, value, ci) in chosen.items():
         values.setdefault(model, {}).setdefault(by_key.get(task_key(task), task), []).append((unit, value, ci))
-    paired = PairedScores(con, where) if row.metric in COMPARED and row.variant == "trained" else None
+    tested = row.metric in COMPARED and row.variant == "trained"
     cells = {}
     for model, tasks in values.items():
         for task, triples in tasks.items():
             cells.setdefault(model, {})[task] = found = cell([v for _, v, _ in triples], [ci for _, _, ci in triples])
-            if found is not None and paired is not None:
+            if found is not None and tested:
                 found.below_baseline = paired.below_baseline([u for u, _, _ in triples], row.method, row.metric)
     return cells
 
@@ -360,10 +361,11 @@ def paper_lines(con: duckdb.DuckDBPyConnection, paper: str, where: str | None = 
     if paper not in PAPERS:
         raise UserError(f"unknown paper {paper!r}: choose one of {', '.join(PAPERS)}")
     spec = PAPERS[paper]
+    paired = PairedScores(con, where)  # read once: every row's marks come from it
     lines = []
     for block, rows in enumerate(spec.blocks):
         for row in rows:
-            for model, cells in sorted(_ours(con, row, spec, where).items()):
+            for model, cells in sorted(_ours(con, row, spec, where, paired).items()):
                 values = {task: row.scale * c.mean for task, c in cells.items()}
                 in_paper = [value for task, value in values.items() if task in spec.tasks]
                 avg = statistics.fmean(in_paper or values.values())

@@ -50,6 +50,14 @@ def read_record(unit_dir: Path) -> dict[str, Any]:
     return record
 
 
+def check_format(unit_dir: Path, record: dict[str, Any]) -> None:
+    """UserError for a unit written in another results format (its ids, files and baselines differ)."""
+    if record.get("results_format", 1) != RESULTS_FORMAT:
+        raise UserError(f"{unit_dir} was written by another iclgd (results format {record.get('results_format', 1)}, "
+                        f"this one reads {RESULTS_FORMAT}): its unit ids and baselines differ, so it cannot be mixed "
+                        "with new units; move it out of the folder, or rerun the sweep in a fresh --out")
+
+
 def check_unit_dir(unit_dir: Path) -> dict[str, Any]:
     """Check that a unit folder is complete and readable; return its record."""
     present = [name for name in UNIT_FILES if (unit_dir / name).is_file()]
@@ -57,13 +65,11 @@ def check_unit_dir(unit_dir: Path) -> dict[str, Any]:
         raise UserError(f"{unit_dir} is not an iclgd unit folder (no {', '.join(UNIT_FILES)}): move it out of "
                         f"{unit_dir.parent} or delete it")
     missing = [name for name in UNIT_FILES if name not in present]
+    if "record.json" in present:  # a unit of another format lacks files of this one: say which it is first
+        check_format(unit_dir, read_record(unit_dir))
     if missing:
         raise _damaged(unit_dir, f"{', '.join(missing)} missing")
     record = read_record(unit_dir)
-    if record.get("results_format", 1) != RESULTS_FORMAT:
-        raise UserError(f"{unit_dir} was written by another iclgd (results format {record.get('results_format', 1)}, "
-                        f"this one reads {RESULTS_FORMAT}): its unit ids and baselines differ, so it cannot be mixed "
-                        "with new units; move it out of the folder, or rerun the sweep in a fresh --out")
     if record.get("unit", unit_dir.name) != unit_dir.name:
         raise _damaged(unit_dir, f"record.json belongs to unit {record['unit']!r} (was the folder renamed?)")
     for name, required in _REQUIRED_COLUMNS.items():

@@ -35,6 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
+from iclgd.runner.results import check_format, read_record
 from iclgd.runner.store import (
     UnitResult,
     is_done,
@@ -113,6 +114,8 @@ def plan(configs: Sequence[Any], out: Path, key: Callable[[Any], str] = unit_id)
         if is_done(out, unit):
             finished.append(unit)
         elif (Path(out) / unit).exists():
+            if (Path(out) / unit / "record.json").is_file():  # a unit of an older iclgd lacks this one's files
+                check_format(Path(out) / unit, read_record(Path(out) / unit))
             raise UserError(f"damaged unit folder {Path(out) / unit}: files missing; delete that folder and rerun")
         else:
             pending.append((unit, config))
