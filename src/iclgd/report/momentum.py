@@ -52,8 +52,8 @@ def momentum_table(rows: Sequence[dict[str, Any]]) -> Table:
     ks = sorted({r["at"] for r in rows if r["measure"] == "icl_accuracy"})
     seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
     table = Table(title=f"Momentum vs vanilla attention: mean ± std over {len(seeds)} pretraining seeds; "
-                        "differences paired within each seed [two-stage 95% bootstrap CI: seeds, then sequences or "
-                        "demo seeds]",
+                        "differences paired within each seed, [95% CI] by a two-stage bootstrap (seeds, then "
+                        "sequences or demo seeds)",
                   caption=f"perplexity on held-out corpus sequences (the trained-on targets); ICL accuracy (%) on "
                           f"the held-out task, mean over demo seeds; onset: first logged step with the ICL probe "
                           f"≥ 0.9, per seed (— never)\n{DAI}")
