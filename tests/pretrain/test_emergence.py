@@ -60,3 +60,25 @@ def test_step_names_and_bad_runs(tmp_path):
         step_number("/x/final")
     with pytest.raises(UserError, match="does not exist"):
         run_emergence(tmp_path / "nothing", "icc-heldout", tmp_path / "out", fields=FIELDS, progress=False)
+
+
+def test_the_emergence_and_momentum_commands(run, tmp_path):
+    """The CLI glue: both commands run end to end at toy sizes and write their table and figures."""
+    import typer
+    from typer.testing import CliRunner
+
+    from iclgd.cli import pretrain as pretrain_cli
+
+    app = typer.Typer()
+    pretrain_cli.register(app)
+    runner = CliRunner()
+    done = runner.invoke(app, ["emergence", "--run", str(run), "--out", str(tmp_path / "e"), "--shots", "4",
+                               "--eval-size", "6", "--lr", "0.01", "--no-progress"], env={"COLUMNS": "250"})
+    assert done.exit_code == 0, done.output
+    assert "ICL acc" in done.output and (tmp_path / "e" / "_plots" / "emergence.png").stat().st_size > 0
+    done = runner.invoke(app, ["momentum", "--out", str(tmp_path / "m"), "--seeds", "1", "--steps", "3",
+                               "--length", "16", "--k", "0", "--k", "2", "--demo-seeds", "1", "--eval-size", "6",
+                               "--sequences", "8", "--momentum", "learned:0.5", "--no-progress"],
+                         env={"COLUMNS": "250"})
+    assert done.exit_code == 0, done.output
+    assert "momentum-learned0.5 − vanilla" in done.output and (tmp_path / "m" / "momentum.png").is_file()
