@@ -5,20 +5,32 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from iclgd.models.capture import encode_prefix, forward
 from iclgd.models.loading import load_model, loaded
-from iclgd.models.momentum import MomentumGPT2Config, MomentumGPT2LMHeadModel, momentum_term
+from iclgd.models.momentum import (
+    MomentumGPT2Config,
+    MomentumGPT2LMHeadModel,
+    MomentumLlamaConfig,
+    MomentumLlamaForCausalLM,
+    momentum_term,
+)
 from iclgd.models.tiny import tiny_model
 
 SHAPE = dict(vocab_size=40, n_positions=48, n_embd=16, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0,
              attn_pdrop=0.0)
+# LLaMA with grouped-query attention: 4 query heads share 2 value heads
+LLAMA_SHAPE = dict(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=48)
+FAMILIES = {"gpt2": (GPT2Config, GPT2LMHeadModel, MomentumGPT2Config, MomentumGPT2LMHeadModel, SHAPE),
+            "llama": (LlamaConfig, LlamaForCausalLM, MomentumLlamaConfig, MomentumLlamaForCausalLM, LLAMA_SHAPE)}
 
 
-def _model(seed: int = 0, **momentum) -> MomentumGPT2LMHeadModel:
+def _model(seed: int = 0, family: str = "gpt2", **momentum):
+    _, _, config, cls, shape = FAMILIES[family]
     torch.manual_seed(seed)
-    return MomentumGPT2LMHeadModel(MomentumGPT2Config(**SHAPE, **momentum)).eval()
+    return cls(config(**shape, **momentum)).eval()
 
 
 def _ids(n: int, seed: int = 1) -> torch.Tensor:
@@ -41,22 +53,25 @@ def test_momentum_term_by_hand():
                                out[:, :, 3:])
 
 
-def test_eta_zero_is_vanilla_gpt2_exactly():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eta_zero_is_vanilla_exactly(family):
+    vanilla_config, vanilla_cls, _, _, shape = FAMILIES[family]
     torch.manual_seed(0)
-    vanilla = GPT2LMHeadModel(GPT2Config(**SHAPE)).eval()
-    momentum = _model(momentum_eta=0.0)
+    vanilla = vanilla_cls(vanilla_config(**shape)).eval()
+    momentum = _model(family=family, momentum_eta=0.0)
     momentum.load_state_dict(vanilla.state_dict())
     ids = _ids(20)
     with torch.no_grad():
         assert torch.equal(momentum(ids).logits, vanilla(ids).logits)
-        moved = _model(momentum_eta=0.5)
+        moved = _model(family=family, momentum_eta=0.5)
         moved.load_state_dict(vanilla.state_dict())
         assert not torch.allclose(moved(ids).logits, vanilla(ids).logits, atol=1e-3)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("learned", [False, True])
-def test_no_future_value_leaks(learned):
-    model = _model(momentum_eta=0.9, momentum_learned=learned)
+def test_no_future_value_leaks(learned, family):
+    model = _model(family=family, momentum_eta=0.9, momentum_learned=learned)
     ids = _ids(20)
     changed = ids.clone()
     changed[0, 12] = (changed[0, 12] + 1) % 40
@@ -65,23 +80,26 @@ def test_no_future_value_leaks(learned):
     assert torch.equal(a[0, :12], b[0, :12]) and not torch.allclose(a[0, 12:], b[0, 12:])
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("learned", [False, True])
-def test_save_and_load_round_trip(tmp_path, learned):
-    model = _model(momentum_eta=0.7, momentum_learned=learned)
+def test_save_and_load_round_trip(tmp_path, learned, family):
+    model = _model(family=family, momentum_eta=0.7, momentum_learned=learned)
     if learned:
         with torch.no_grad():  # decays that differ per channel, as after training
-            for block in model.transformer.h:
-                block.attn.momentum_logit.normal_()
+            for name, parameter in model.named_parameters():
+                if name.endswith("momentum_logit"):
+                    parameter.normal_()
     model.save_pretrained(tmp_path)
     again = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    assert type(again) is MomentumGPT2LMHeadModel and again.config.momentum_eta == 0.7
+    assert type(again) is FAMILIES[family][3] and again.config.momentum_eta == 0.7
     assert again.config.momentum_learned is learned
     with torch.no_grad():
         assert torch.equal(again(_ids(16)).logits, model(_ids(16)).logits)
 
 
-def test_kv_cache_gives_the_whole_sequence_result():
-    model = _model(momentum_eta=0.8, momentum_learned=True)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kv_cache_gives_the_whole_sequence_result(family):
+    model = _model(family=family, momentum_eta=0.8, momentum_learned=True)
     ids = _ids(18)
     with torch.no_grad():
         whole = model(ids).logits
@@ -90,16 +108,17 @@ def test_kv_cache_gives_the_whole_sequence_result():
     torch.testing.assert_close(rest, whole[:, 11:], atol=1e-5, rtol=0)
 
 
-def test_iclgd_shared_prefix_and_loading(tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_iclgd_shared_prefix_and_loading(tmp_path, family):
     """Scored on iclgd's shared prefix (right-padded queries), the logits are the whole sequence's; the folder loads
-    through iclgd's loader as a GPT-2-family model."""
-    model = _model(seed=3, momentum_eta=0.85)
-    _, tokenizer = tiny_model("gpt2", seed=3)
+    through iclgd's loader as a model of its family."""
+    model = _model(seed=3, family=family, momentum_eta=0.85, momentum_learned=family == "llama")
+    _, tokenizer = tiny_model(family, seed=3)
     model.save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     reference = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
     lm = load_model(str(tmp_path / "m"))
-    assert lm.family.name == "gpt2" and type(lm.model) is MomentumGPT2LMHeadModel
+    assert lm.family.name == family and type(lm.model) is FAMILIES[family][3]
     prefix_ids, queries = _ids(12, seed=5)[0], [_ids(n, seed=n)[0] for n in (5, 3, 7)]
     ids = torch.zeros(3, 7, dtype=torch.long)
     mask = torch.zeros(3, 7, dtype=torch.long)
@@ -110,7 +129,7 @@ def test_iclgd_shared_prefix_and_loading(tmp_path):
         with torch.no_grad():
             full = reference(torch.cat([prefix_ids, query])[None]).logits[0, 12:]
         torch.testing.assert_close(logits[row, :len(query)], full, atol=1e-5, rtol=0)
-    assert loaded(model, tokenizer, name="m").family.name == "gpt2"
+    assert loaded(model, tokenizer, name="m").family.name == family
 
 
 def test_bad_decays_are_refused():

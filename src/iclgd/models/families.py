@@ -129,7 +129,7 @@ FAMILIES: tuple[Family, ...] = (
         bos="eos_token", sep="\n",
     ),
     Family(
-        name="llama", model_types=("llama",), blocks="model.layers", attention="self_attn",
+        name="llama", model_types=("llama", "iclgd-momentum-llama"), blocks="model.layers", attention="self_attn",
         q_proj="q_proj", k_proj="k_proj", v_proj="v_proj", o_proj="o_proj",
         embeddings=("model.embed_tokens",), rotary="rotate-half, GQA", bos="bos_token", sep="\n",
     ),

@@ -1,4 +1,4 @@
-"""Momentum attention (Dai et al. 2023, §5) for GPT-2-style models, as a registered transformers model class.
+"""Momentum attention (Dai et al. 2023, §5) for GPT-2 and LLaMA models, as registered transformers model classes.
 
     MoAttn(V, K, q_t) = Attn(V, K, q_t) + Σ_{i<t} η^{t−i} v_i
 
@@ -7,13 +7,15 @@ projection (spec/protocols.md). η is one fixed number (``momentum_eta``), or, w
 per channel (head × head dim) of each layer, η_c = sigmoid(θ_c) trained with the model (the MEGA-style variant the
 authors released informally). η = 0 is vanilla attention, bit for bit.
 
-The class is GPT-2's (``GPT2LMHeadModel`` with each block's attention swapped for :class:`MomentumGPT2Attention`),
-registered with the Auto classes under ``model_type = "iclgd-momentum-gpt2"``: ``save_pretrained`` writes an ordinary
-folder and ``AutoModelForCausalLM.from_pretrained`` reads it once ``iclgd`` (this module) is imported; iclgd's family
-table treats it as GPT-2. The momentum term goes in through a pre-hook on the output projection, so the captured
-attention output (the projection's output) includes it. It sees every past value: those of a KV cache, and those of
-the shared demonstration prefix iclgd scores queries on (positions continue after the prefix). Batches must be
-right-padded (a left-padded one is refused): the sum runs over token indices.
+Two classes: GPT-2's (``GPT2LMHeadModel`` with each block's attention swapped for :class:`MomentumGPT2Attention`,
+``model_type = "iclgd-momentum-gpt2"``) and LLaMA's (``LlamaForCausalLM``, grouped-query attention included, each
+value head's term serving its group of query heads, ``"iclgd-momentum-llama"``), registered with the Auto classes:
+``save_pretrained`` writes an ordinary folder and ``AutoModelForCausalLM.from_pretrained`` reads it once ``iclgd``
+(this module) is imported; iclgd's family table treats them as GPT-2 and LLaMA. The momentum term goes in
+through a pre-hook on the output projection, so the captured attention output (the projection's output) includes
+it. It sees every past value: those of a KV cache, and those of the shared demonstration prefix iclgd scores
+queries on (positions continue after the prefix). Batches must be right-padded (a left-padded one is refused): the
+sum runs over token indices.
 """
 
 from __future__ import annotations
@@ -22,10 +24,19 @@ import math
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
+from transformers.models.llama.modeling_llama import LlamaAttention
 
 MODEL_TYPE = "iclgd-momentum-gpt2"
+LLAMA_MODEL_TYPE = "iclgd-momentum-llama"
+
+
+def _check_momentum(momentum_eta: float, momentum_learned: bool) -> None:
+    if not 0.0 <= momentum_eta < 1.0:
+        raise ValueError(f"momentum_eta must lie in [0, 1), got {momentum_eta}")
+    if momentum_learned and momentum_eta == 0.0:
+        raise ValueError("learned decays start from momentum_eta: give one in (0, 1)")
 
 
 class MomentumGPT2Config(GPT2Config):
@@ -35,10 +46,19 @@ class MomentumGPT2Config(GPT2Config):
     model_type = MODEL_TYPE
 
     def __init__(self, momentum_eta: float = 0.9, momentum_learned: bool = False, **kwargs) -> None:
-        if not 0.0 <= momentum_eta < 1.0:
-            raise ValueError(f"momentum_eta must lie in [0, 1), got {momentum_eta}")
-        if momentum_learned and momentum_eta == 0.0:
-            raise ValueError("learned decays start from momentum_eta: give one in (0, 1)")
+        _check_momentum(momentum_eta, momentum_learned)
+        self.momentum_eta = momentum_eta
+        self.momentum_learned = momentum_learned
+        super().__init__(**kwargs)
+
+
+class MomentumLlamaConfig(LlamaConfig):
+    """LLaMA's config plus ``momentum_eta`` and ``momentum_learned`` (as :class:`MomentumGPT2Config`)."""
+
+    model_type = LLAMA_MODEL_TYPE
+
+    def __init__(self, momentum_eta: float = 0.9, momentum_learned: bool = False, **kwargs) -> None:
+        _check_momentum(momentum_eta, momentum_learned)
         self.momentum_eta = momentum_eta
         self.momentum_learned = momentum_learned
         super().__init__(**kwargs)
@@ -70,23 +90,27 @@ def momentum_term(values: torch.Tensor, query_positions: torch.Tensor, decay: to
     return torch.cat(blocks, dim=2).to(values.dtype)
 
 
-class MomentumGPT2Attention(GPT2Attention):
-    """GPT-2 attention whose output projection receives the attention output plus the momentum term."""
+class MomentumAttention:
+    """What momentum adds to a family's attention module (a mixin before the family's class): the decays, the term
+    computed from the value states (those before this block too: a KV cache's, or iclgd's shared prefix) and handed
+    to the output projection by a pre-hook. A family says how to read its value states (``_value_states``) and which
+    module projects the output (``_output_projection``)."""
 
-    def _init_momentum(self, config: MomentumGPT2Config) -> None:
-        width = self.num_heads * self.head_dim
+    def _init_momentum(self, config, query_heads: int, value_heads: int, head_dim: int) -> None:
+        self._momentum_shape = (value_heads, head_dim)
+        self._query_heads = query_heads
         if config.momentum_learned:
             logit = math.log(config.momentum_eta / (1.0 - config.momentum_eta))
-            self.momentum_logit = nn.Parameter(torch.full((width,), logit))
+            self.momentum_logit = nn.Parameter(torch.full((value_heads * head_dim,), logit))
         else:
             self.momentum_eta = float(config.momentum_eta)  # a number, not a buffer: nothing to load or move
         self._pending_momentum: torch.Tensor | None = None
-        self.c_proj.register_forward_pre_hook(self._add_momentum)
+        self._output_projection().register_forward_pre_hook(self._add_momentum)
 
     def decay(self) -> torch.Tensor:
-        """η: a scalar, or ``[H, D]`` per channel."""
+        """η: a scalar, or ``[value heads, head dim]`` per channel."""
         if hasattr(self, "momentum_logit"):
-            return torch.sigmoid(self.momentum_logit).view(self.num_heads, self.head_dim)
+            return torch.sigmoid(self.momentum_logit).view(*self._momentum_shape)
         return torch.tensor(self.momentum_eta, dtype=torch.float64)
 
     def _add_momentum(self, module: nn.Module, args: tuple) -> tuple | None:
@@ -95,12 +119,11 @@ class MomentumGPT2Attention(GPT2Attention):
         momentum, self._pending_momentum = self._pending_momentum, None
         return (args[0] + momentum.to(args[0].dtype), *args[1:])
 
-    def forward(self, hidden_states: torch.Tensor, past_key_values=None, attention_mask=None, **kwargs):
+    def _prepare_momentum(self, hidden_states: torch.Tensor, past_key_values) -> None:
         from iclgd.models.attention import session_for
 
         batch, length, _ = hidden_states.shape
-        value = self.c_attn(hidden_states).split(self.split_size, dim=2)[2]
-        value = value.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        value = self._value_states(hidden_states)  # [B, H_kv, T, D]
         earlier = None  # the values before this block: a KV cache's, or iclgd's shared prefix
         if past_key_values is not None and past_key_values.get_seq_length(self.layer_idx) > 0:
             earlier = past_key_values.layers[self.layer_idx].values
@@ -112,12 +135,39 @@ class MomentumGPT2Attention(GPT2Attention):
             value = torch.cat([earlier.to(value.dtype).expand(batch, -1, -1, -1), value], dim=2)
         positions = offset + torch.arange(length, device=hidden_states.device)
         momentum = momentum_term(value, positions, self.decay())
+        if self._query_heads != momentum.shape[1]:  # grouped-query attention: a value head serves a group of heads
+            momentum = momentum.repeat_interleave(self._query_heads // momentum.shape[1], dim=1)
         self._pending_momentum = momentum.transpose(1, 2).reshape(batch, length, -1)
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        self._prepare_momentum(hidden_states, kwargs.get("past_key_values"))
         try:
-            return super().forward(hidden_states, past_key_values=past_key_values, attention_mask=attention_mask,
-                                   **kwargs)
+            return super().forward(hidden_states, *args, **kwargs)
         finally:
             self._pending_momentum = None
+
+
+class MomentumGPT2Attention(MomentumAttention, GPT2Attention):
+    """GPT-2 attention whose output projection receives the attention output plus the momentum term."""
+
+    def _value_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = hidden_states.shape
+        value = self.c_attn(hidden_states).split(self.split_size, dim=2)[2]
+        return value.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _output_projection(self) -> nn.Module:
+        return self.c_proj
+
+
+class MomentumLlamaAttention(MomentumAttention, LlamaAttention):
+    """LLaMA attention (grouped-query included) with the momentum term before ``o_proj``."""
+
+    def _value_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = hidden_states.shape
+        return self.v_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)
+
+    def _output_projection(self) -> nn.Module:
+        return self.o_proj
 
 
 class MomentumGPT2LMHeadModel(GPT2LMHeadModel):
@@ -129,16 +179,39 @@ class MomentumGPT2LMHeadModel(GPT2LMHeadModel):
         super().__init__(config)
         for block in self.transformer.h:
             block.attn.__class__ = MomentumGPT2Attention
-            block.attn._init_momentum(config)
+            block.attn._init_momentum(config, config.n_head, config.n_head, config.n_embd // config.n_head)
 
     def forward(self, input_ids=None, attention_mask=None, **kwargs):
-        # The momentum sum runs over token indices: a left-padded row would mix its pad values into it.
-        if attention_mask is not None and attention_mask.dim() == 2 and bool(
-                (attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
-            raise ValueError("momentum attention takes right-padded batches only (padding after the tokens): "
-                             "set tokenizer.padding_side = 'right'")
+        _refuse_left_padding(attention_mask)
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+class MomentumLlamaForCausalLM(LlamaForCausalLM):
+    """LLaMA with momentum attention in every decoder layer."""
+
+    config_class = MomentumLlamaConfig
+
+    def __init__(self, config: MomentumLlamaConfig) -> None:
+        super().__init__(config)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        for layer in self.model.layers:
+            layer.self_attn.__class__ = MomentumLlamaAttention
+            layer.self_attn._init_momentum(config, config.num_attention_heads, config.num_key_value_heads, head_dim)
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        _refuse_left_padding(attention_mask)
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+def _refuse_left_padding(attention_mask: torch.Tensor | None) -> None:
+    """The momentum sum runs over token indices: a left-padded row would mix its pad values into it."""
+    if attention_mask is not None and attention_mask.dim() == 2 and bool(
+            (attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+        raise ValueError("momentum attention takes right-padded batches only (padding after the tokens): "
+                         "set tokenizer.padding_side = 'right'")
 
 
 AutoConfig.register(MODEL_TYPE, MomentumGPT2Config)
 AutoModelForCausalLM.register(MomentumGPT2Config, MomentumGPT2LMHeadModel)
+AutoConfig.register(LLAMA_MODEL_TYPE, MomentumLlamaConfig)
+AutoModelForCausalLM.register(MomentumLlamaConfig, MomentumLlamaForCausalLM)
