@@ -7,8 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from iclgd.errors import UserError
-from iclgd.experiments.momentum import Variant, compare_momentum, onset_step
+from iclgd.experiments.momentum import Variant, compare_momentum
 from iclgd.report.momentum import momentum_table, plot_momentum
+from iclgd.synthetic.pretrain.train import onset_step
 
 TOY = dict(batch_size=4, n_embd=16, n_head=2, n_layer=2, n_positions=32, checkpoint_every=10, log_every=5,
            warmup_steps=2)

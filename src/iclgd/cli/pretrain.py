@@ -26,18 +26,18 @@ def register(app: typer.Typer) -> None:
         """ICL-vs-GD similarity at every kept pretraining checkpoint, beside the untrained baselines: one compare
         unit per checkpoint, then accuracy and every score against training step."""
         from iclgd.experiments.emergence import run_emergence
-        from iclgd.experiments.momentum import onset_step
+        from iclgd.experiments.momentum import ONSET
         from iclgd.report.console import console as wide_console
         from iclgd.report.emergence import emergence_table, emergence_values, plot_emergence
         from iclgd.runner import open_results
+        from iclgd.synthetic.pretrain.train import onset_step
 
         fields = {"shots": shots, "seed": seed, "eval_size": eval_size, **({"lr": lr} if lr is not None else {})}
         run_emergence(run, task, out, untrained=tuple(untrained or ("all",)), fields=fields, progress=progress)
         values = emergence_values(open_results(out))
         terminal = wide_console()
         terminal.print(emergence_table(values))
-        onset = onset_step(run) if (run / "log.csv").is_file() else None
-        for path in plot_emergence(values, out / "_plots" / "emergence", onset=onset):
+        for path in plot_emergence(values, out / "_plots" / "emergence", onset=onset_step(run, ONSET)):
             terminal.print(f"wrote {path}")
 
     @app.command()
@@ -62,13 +62,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Vanilla vs momentum attention (Dai et al. §5): pretrain both per seed, same budget; compare perplexity
         and ICL accuracy."""
-        from iclgd.experiments.momentum import RESULTS_FILE, Variant, compare_momentum, parse_variant
+        from iclgd.experiments.icl_curve import DEFAULT_KS
+        from iclgd.experiments.momentum import LENGTHS, RESULTS_FILE, Variant, compare_momentum, parse_variant
         from iclgd.report.console import console as wide_console
         from iclgd.report.momentum import momentum_table, plot_momentum
 
         variants = (Variant("vanilla"), *(parse_variant(text) for text in momentum or ["0.9"]))
         rows = compare_momentum(out, corpus=corpus, seeds=range(seeds), steps=steps, variants=variants, task=task,
-                                lengths=length or (16, 32, 64), ks=k or (0, 1, 2, 4, 8, 16), demo_seeds=demo_seeds,
+                                lengths=length or LENGTHS, ks=k or DEFAULT_KS, demo_seeds=demo_seeds,
                                 eval_size=eval_size, n_sequences=sequences, progress=progress)
         terminal = wide_console()
         terminal.print(momentum_table(rows))

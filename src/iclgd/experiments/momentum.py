@@ -27,9 +27,11 @@ import torch
 
 from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
+from iclgd.experiments.icl_curve import DEFAULT_KS
 from iclgd.metrics import bootstrap_ci, cluster_bootstrap_ci
 
 ONSET = 0.9  # ICL probe accuracy that marks the onset
+LENGTHS = (16, 32, 64)  # context lengths of the perplexity (the icc recipe's n_positions is 64)
 RESULTS_FILE = "momentum.parquet"
 HELD_OUT_STREAM = 2**32 - 1  # first entry of the held-out sequences' seed (training batches use [seed, step])
 
@@ -78,9 +80,10 @@ def run_configs(corpus: str, seeds: Sequence[int], steps: int | None, variants: 
 
 
 @torch.no_grad()
-def sequence_nll(model_dir: Path, config: Any, length: int, n_sequences: int, batch_size: int = 64) -> torch.Tensor:
-    """Mean next-token NLL of each held-out sequence of ``length`` tokens over the targets the corpus trains on,
-    [n_sequences] (float64). The sequences depend on (length, n_sequences) only, not on the run."""
+def sequence_nll(model_dir: Path, config: Any, lengths: Sequence[int], n_sequences: int,
+                 batch_size: int = 64) -> dict[int, torch.Tensor]:
+    """length -> mean next-token NLL of each held-out sequence of that many tokens over the targets the corpus trains
+    on, [n_sequences] (float64). The sequences depend on (length, n_sequences) only, not on the run."""
     import transformers
     from transformers import AutoModelForCausalLM
 
@@ -89,29 +92,21 @@ def sequence_nll(model_dir: Path, config: Any, length: int, n_sequences: int, ba
     from iclgd.synthetic.pretrain.train import loss_mask
 
     corpus = make_corpus(config.corpus, config.corpus_options)
-    ids = torch.from_numpy(corpus.pretraining_batch(np.random.default_rng([HELD_OUT_STREAM, length]), n_sequences,
-                                                    length))
-    mask = loss_mask(corpus, config, length)
     transformers.utils.logging.disable_progress_bar()  # iclgd shows its own progress
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    out = []
-    for start in range(0, n_sequences, batch_size):
-        batch = ids[start:start + batch_size]
-        logits = model(batch).logits[:, :-1].double()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
-        out.append(nll[:, mask].mean(1) if mask is not None else nll.mean(1))
-    return torch.cat(out)
-
-
-def onset_step(run_dir: Path, threshold: float = ONSET) -> int | None:
-    """The first logged step whose ICL probe reaches ``threshold`` (None: never, or no probe)."""
-    import csv
-
-    with open(run_dir / "log.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("icl_accuracy") and float(row["icl_accuracy"]) >= threshold:
-                return int(row["step"])
-    return None
+    per_length = {}
+    for length in lengths:
+        ids = torch.from_numpy(corpus.pretraining_batch(np.random.default_rng([HELD_OUT_STREAM, length]),
+                                                        n_sequences, length))
+        mask = loss_mask(corpus, config, length)
+        out = []
+        for start in range(0, n_sequences, batch_size):
+            batch = ids[start:start + batch_size]
+            logits = model(batch).logits[:, :-1].double()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+            out.append(nll[:, mask].mean(1) if mask is not None else nll.mean(1))
+        per_length[length] = torch.cat(out)
+    return per_length
 
 
 def _row(variant: str, seed: int | None, measure: str, at: int | None, value: float,
@@ -131,15 +126,15 @@ def _interval(values: torch.Tensor, seed: int, stream: str) -> tuple[float, floa
 def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[int] = (0, 1, 2),
                      steps: int | None = None, variants: Sequence[Variant] = (Variant("vanilla"),
                                                                              Variant("momentum", 0.9)),
-                     task: str = "icc-heldout", lengths: Sequence[int] = (16, 32, 64),
-                     ks: Sequence[int] = (0, 1, 2, 4, 8, 16),
+                     task: str = "icc-heldout", lengths: Sequence[int] = LENGTHS,
+                     ks: Sequence[int] = DEFAULT_KS,
                      demo_seeds: int = 5, eval_size: int | None = 200, n_sequences: int = 512,
                      overrides: dict[str, Any] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Pretrain (or reuse) every run, measure it; return the rows (also written to ``<out>/momentum.parquet``)."""
     from iclgd.experiments.icl_curve import icl_curve
     from iclgd.runner.store import library_versions
     from iclgd.runs import write_parquet
-    from iclgd.synthetic.pretrain.train import pretrain
+    from iclgd.synthetic.pretrain.train import onset_step, pretrain
 
     out = check_output_dir(out)
     if not seeds or not variants or not lengths or not ks:
@@ -161,8 +156,8 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     nll: dict[tuple[str, int, int], torch.Tensor] = {}
     accuracy: dict[tuple[str, int, int, int], float] = {}
     for (label, seed), (config, run_dir) in configs.items():
-        for length in lengths:
-            nll[(label, seed, length)] = values = sequence_nll(run_dir, config, length, n_sequences)
+        for length, values in sequence_nll(run_dir, config, lengths, n_sequences).items():
+            nll[(label, seed, length)] = values
             mean, low, high = _interval(values, seed, f"momentum/{label}/nll/{length}")
             rows.append(_row(label, seed, "perplexity", length, float(np.exp(mean)),
                              (float(np.exp(low)), float(np.exp(high))), values.numel()))
@@ -170,7 +165,7 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
             accuracy[(label, seed, point.k, point.seed)] = point.accuracy
             rows.append(_row(label, seed, "icl_accuracy", point.k, point.accuracy, None, point.n_eval,
                              demo_seed=point.seed))
-        onset = onset_step(run_dir)
+        onset = onset_step(run_dir, ONSET)
         rows.append(_row(label, seed, "onset_step", None, float("nan") if onset is None else float(onset), None, 1))
     # Momentum minus vanilla per pretraining seed (per sequence, or per demo seed), then a two-stage bootstrap:
     # seeds, then the sequences (demo seeds) within each, so the interval carries the spread between runs.

@@ -32,35 +32,36 @@ MODEL_TYPE = "iclgd-momentum-gpt2"
 LLAMA_MODEL_TYPE = "iclgd-momentum-llama"
 
 
-def _check_momentum(momentum_eta: float, momentum_learned: bool) -> None:
+def set_momentum(config, momentum_eta: float, momentum_learned: bool) -> None:
+    """Check and set the fields momentum adds to a family's config: ``momentum_eta`` (η in [0, 1): the fixed decay,
+    or the initial one of learned decays) and ``momentum_learned`` (one trained decay per channel and layer)."""
     if not 0.0 <= momentum_eta < 1.0:
         raise ValueError(f"momentum_eta must lie in [0, 1), got {momentum_eta}")
     if momentum_learned and momentum_eta == 0.0:
         raise ValueError("learned decays start from momentum_eta: give one in (0, 1)")
+    config.momentum_eta = momentum_eta
+    config.momentum_learned = momentum_learned
 
 
+# Each class defines its own __init__: transformers makes every config class a dataclass, which writes an __init__
+# (without the momentum fields) for a subclass that has none.
 class MomentumGPT2Config(GPT2Config):
-    """GPT-2's config plus ``momentum_eta`` (η in [0, 1): the fixed decay, or the initial one of learned decays) and
-    ``momentum_learned`` (one trained decay per channel and layer)."""
+    """GPT-2's config plus the momentum fields (:func:`set_momentum`)."""
 
     model_type = MODEL_TYPE
 
     def __init__(self, momentum_eta: float = 0.9, momentum_learned: bool = False, **kwargs) -> None:
-        _check_momentum(momentum_eta, momentum_learned)
-        self.momentum_eta = momentum_eta
-        self.momentum_learned = momentum_learned
+        set_momentum(self, momentum_eta, momentum_learned)
         super().__init__(**kwargs)
 
 
 class MomentumLlamaConfig(LlamaConfig):
-    """LLaMA's config plus ``momentum_eta`` and ``momentum_learned`` (as :class:`MomentumGPT2Config`)."""
+    """LLaMA's config plus the momentum fields (:func:`set_momentum`)."""
 
     model_type = LLAMA_MODEL_TYPE
 
     def __init__(self, momentum_eta: float = 0.9, momentum_learned: bool = False, **kwargs) -> None:
-        _check_momentum(momentum_eta, momentum_learned)
-        self.momentum_eta = momentum_eta
-        self.momentum_learned = momentum_learned
+        set_momentum(self, momentum_eta, momentum_learned)
         super().__init__(**kwargs)
 
 

@@ -126,6 +126,18 @@ def next_token_loss(model, ids: torch.Tensor, mask: torch.Tensor | None) -> torc
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+def onset_step(out: Path, threshold: float = 0.9) -> int | None:
+    """The first logged step of a run whose ICL probe reaches ``threshold`` (None: never, no probe, or no log)."""
+    path = Path(out) / LOG_FILE
+    if not path.is_file():
+        return None
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("icl_accuracy") and float(row["icl_accuracy"]) >= threshold:
+                return int(row["step"])
+    return None
+
+
 def probe_k(config: PretrainConfig) -> int:
     """Demonstrations in the ICL probe: PROBE_K, fewer where the context is too short for them."""
     return min(PROBE_K, (config.n_positions - 2) // 3)
