@@ -105,8 +105,8 @@ class Cell:
 BELOW_BASELINE_MARK = "†"
 BELOW_BASELINE_NOTE = ("† not above a baseline: the paired 95% bootstrap CI of (score − baseline) over eval examples "
                        "(pooled over a row's units) does not lie above 0; baselines: Dai's random, the random weight "
-                       "direction, SimAM before FT, Kendall's random, the untrained variants run on the same task, "
-                       "seed and order (for TO@10 and OCS@10 the ICL-vs-ICL floor)")
+                       "direction, SimAM before FT, Kendall's random, the untrained variants of the same config "
+                       "(for TO@10 and OCS@10 the ICL-vs-ICL floor)")
 
 
 def cell(values: Sequence[float], cis: Sequence[tuple | None] = ()) -> Cell | None:
