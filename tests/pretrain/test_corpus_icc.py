@@ -5,7 +5,7 @@ import pytest
 
 from iclgd.errors import UserError
 from iclgd.synthetic.pretrain.corpora import make_corpus
-from iclgd.synthetic.pretrain.icc import HELDOUT_MAPPINGS, ICC
+from iclgd.synthetic.pretrain.icc import HELDOUT_MAPPINGS, ICC, ICCExemplars
 from iclgd.synthetic.pretrain.tokenizer import BOS_ID, NEWLINE_ID, build_tokenizer
 
 
@@ -93,6 +93,8 @@ def test_loss_positions_are_labels_and_the_token_after():
 @pytest.mark.parametrize("options", [
     {"n_way": [1]}, {"n_way": [20]}, {"inputs_per_class": [0]}, {"n_inputs": 4, "inputs_per_class": [3]},
     {"p_prior": 1.5}, {"n_prior_labels": 1}, {"heldout": {"t": {"x999": "L1"}}}, {"no_such_option": 1},
+    {"exemplars_per_input": 0}, {"demo_exemplars": 2}, {"exemplars_per_input": 4, "demo_exemplars": 4},
+    {"exemplars_per_input": 4, "demo_exemplars": 0}, {"exemplars_per_input": 4, "heldout": {"t": {"x1_0": "L1"}}},
 ])
 def test_icc_bad_options(options):
     with pytest.raises(UserError):
@@ -118,3 +120,55 @@ def test_heldout_prompts_follow_the_mapping_and_the_icl_layout():
     assert all(mapping[x] == y for x, y in zip(ids[:, 1:13:3].ravel(), ids[:, 2:13:3].ravel(), strict=True))
     assert [mapping[x] for x in ids[:, -1]] == gold.tolist()
     assert sorted(candidates.tolist()) == sorted(set(mapping.values()))
+
+
+def _latent(corpus: ICC, token: int) -> int:
+    """The latent input of an input token."""
+    return (token - corpus.input_id(0)) // corpus.exemplars_per_input
+
+
+def test_exemplar_sequences_show_latent_inputs_as_varying_tokens_with_one_label_each():
+    corpus = ICCExemplars(p_echo=0.5)
+    assert len(corpus.words) == 32 * 16 + 8 + 32 and corpus.words[17] == "x1_1"
+    rng = np.random.default_rng(0)
+    varied = 0
+    for _ in range(200):
+        ids = corpus.sequence(rng, 12)
+        inputs, labels, after = ids[1::3], ids[2::3], ids[3::3]
+        assert all(corpus.input_id(0) <= i < corpus.label_id(0) for i in inputs)
+        echoed = after != NEWLINE_ID
+        assert (after[echoed] == corpus.echo_id(np.array([_latent(corpus, i) for i in inputs[echoed]]))).all()
+        mapping, tokens = {}, {}
+        for x, y in zip(inputs.tolist(), labels.tolist(), strict=True):
+            assert mapping.setdefault(_latent(corpus, x), y) == y  # the mapping is on latent inputs
+            tokens.setdefault(_latent(corpus, x), set()).add(x)
+        varied += any(len(shown) > 1 for shown in tokens.values())
+    assert varied > 150  # a latent input repeats as other exemplars
+
+
+def test_exemplar_corpus_never_shows_two_pairs_of_its_heldout_mapping():
+    corpus = ICCExemplars()
+    heldout = {(int(x[1:]), corpus.label_id(int(y[1:]))) for x, y in corpus.heldout["icc-exemplars-heldout"].items()}
+    rng = np.random.default_rng(1)
+    singles = 0
+    for _ in range(2000):
+        ids = corpus.sequence(rng, 8)
+        shown = {(_latent(corpus, x), y) for x, y in _pairs(ids)} & heldout
+        assert len(shown) <= 1
+        singles += len(shown)
+    assert singles > 50
+
+
+def test_exemplar_heldout_queries_are_never_demos():
+    corpus = ICCExemplars()
+    demos, queries = corpus.heldout_words("icc-exemplars-heldout")
+    assert len(demos) == 6 * 4 and len(queries) == 6 * 12 >= 64 and not set(demos) & set(queries)
+    assert all(word.split("_")[0] in corpus.heldout["icc-exemplars-heldout"] for word in [*demos, *queries])
+    assert ICC().heldout_words("icc-heldout") == (HELDOUT_MAPPINGS["icc-heldout"],) * 2  # one exemplar: both
+    ids, gold, candidates = corpus.heldout_prompts(np.random.default_rng(0), 8, 300)
+    words = [[corpus.words[i - corpus.input_id(0)] for i in row] for row in ids[:, 1:]]
+    assert all(demos[row[3 * j]] == row[3 * j + 1] for row in words for j in range(8))
+    assert all(row[-1] in queries for row in words)
+    assert [corpus.word_ids[queries[row[-1]]] for row in words] == gold.tolist()
+    assert len({row[-1] for row in words}) > 64 and sorted(candidates.tolist()) == [corpus.word_ids["L1"],
+                                                                                      corpus.word_ids["L6"]]

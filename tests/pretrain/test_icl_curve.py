@@ -103,6 +103,22 @@ def test_task_files_load_and_label_words_are_single_tokens(shipped):
     assert load_task("icc-heldout").separator == "\n" and load_task("ginc-l3").separator == " /"
 
 
+def test_exemplar_task_queries_are_64_or_more_tokens_never_in_the_pool():
+    from iclgd.synthetic.pretrain.icc import ICCExemplars
+    from iclgd.synthetic.pretrain.tokenizer import build_tokenizer
+    from iclgd.tasks import load_splits, load_task
+
+    corpus = ICCExemplars()
+    demos, queries = corpus.heldout_words("icc-exemplars-heldout")
+    data = load_splits(load_task("icc-exemplars-heldout"))
+    pool = {row.text_fields["text"]: row.label for row in data.pool}
+    tests = {row.text_fields["text"]: row.label for row in data.eval}
+    assert pool.items() <= demos.items() and tests == queries and len(tests) >= 64 and not set(pool) & set(tests)
+    assert [row.label for row in data.eval].count("L1") == len(data.eval) // 2  # balanced, each query 3 times
+    tokenizer = build_tokenizer(corpus.words)
+    assert all(len(tokenizer(w, add_special_tokens=False)["input_ids"]) == 1 for w in [*pool, *tests])
+
+
 def test_cli_icl_curve(tmp_path, monkeypatch, capsys):
     from iclgd.cli import main
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from iclgd.errors import UserError
 from iclgd.synthetic.pretrain.ginc import GINC
-from iclgd.synthetic.pretrain.icc import ICC
+from iclgd.synthetic.pretrain.icc import ICC, ICCExemplars
 from iclgd.synthetic.pretrain.markov import MarkovChains
 
 
@@ -24,7 +24,7 @@ class Corpus(Protocol):
     def pretraining_batch(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray: ...
 
 
-CORPORA: dict[str, type] = {"icc": ICC, "ginc": GINC, "markov": MarkovChains}
+CORPORA: dict[str, type] = {"icc": ICC, "icc-exemplars": ICCExemplars, "ginc": GINC, "markov": MarkovChains}
 
 
 def make_corpus(name: str, options: dict[str, Any] | None = None) -> Corpus:

@@ -23,6 +23,13 @@ Per sequence (Chan et al. 2022; Reddy 2023: bursty sequences, the mapping only r
   otherwise pays off only once the second half exists (the long plateau before ICL appears). Echoes are
   their own tokens so that "attend to an earlier copy of x_test" finds inputs only (an echo equal to the
   input would be a shortcut that works only where echoes are). Evaluation prompts contain no echo.
+- with ``exemplars_per_input`` E > 1 the inputs are latent (the "classes" of Chan et al. 2022): input i shows as
+  one of E exemplar tokens "x<i>_<j>", drawn uniformly per demonstration, so within a sequence a label's input
+  appears as different tokens. Which exemplars belong together is fixed across the corpus and learnt in the
+  weights (the echo names the latent input); the label of the query is read from demos of other exemplars of
+  its input. The held-out tasks take their demos from each input's first ``demo_exemplars`` exemplars and their
+  queries from the rest, so no query is ever a demo: a mapping of 6 inputs has 6 (E - demo_exemplars) distinct
+  query tokens. The ``icc-exemplars`` corpus is this with E = 16, 4 of them for demos (72 query tokens).
 The loss is on the predictable targets (``loss_positions``): each label and the token after it (SEP or
 the echo); inputs are uniform draws and carry no signal.
 A batch for step s is a pure function of (seed, s): ``default_rng([seed, s])``.
@@ -38,15 +45,16 @@ import numpy as np
 from iclgd.errors import UserError
 from iclgd.synthetic.pretrain.tokenizer import BOS_ID, FIRST_WORD_ID, NEWLINE_ID
 
-# Held-out mappings shipped as evaluation tasks (input word -> label word, no leading space).
+# Held-out mappings shipped as evaluation tasks (input name -> label word, no leading space).
 HELDOUT_MAPPINGS: dict[str, dict[str, str]] = {
     "icc-heldout": {"x26": "L1", "x27": "L1", "x28": "L1", "x29": "L6", "x30": "L6", "x31": "L6"},
 }
+EXEMPLAR_HELDOUT_MAPPINGS: dict[str, dict[str, str]] = {"icc-exemplars-heldout": HELDOUT_MAPPINGS["icc-heldout"]}
 
 
 @dataclass(frozen=True)
 class ICC:
-    """The icc corpus; ``heldout`` maps a task name to its held-out mapping (input word -> label word)."""
+    """The icc corpus; ``heldout`` maps a task name to its held-out mapping (input name "x<i>" -> label word)."""
 
     n_inputs: int = 32
     n_labels: int = 8
@@ -56,6 +64,8 @@ class ICC:
     n_prior_labels: int = 4
     p_prior: float = 0.25
     p_echo: float = 0.25
+    exemplars_per_input: int = 1
+    demo_exemplars: int = 1
     heldout: dict[str, dict[str, str]] = field(default_factory=lambda: dict(HELDOUT_MAPPINGS), hash=False)
 
     def __post_init__(self) -> None:
@@ -78,30 +88,44 @@ class ICC:
                                 f"n_prior_inputs) = {min(self.n_labels, self.n_prior_inputs)}")
             if self.n_prior_inputs > self.n_inputs:
                 raise UserError(f"icc n_prior_inputs {self.n_prior_inputs} exceeds n_inputs {self.n_inputs}")
+        if self.exemplars_per_input < 1:
+            raise UserError(f"icc exemplars_per_input {self.exemplars_per_input} must be >= 1")
+        if self.exemplars_per_input == 1 and self.demo_exemplars != 1:
+            raise UserError(f"icc demo_exemplars {self.demo_exemplars} needs exemplars_per_input > 1 (one exemplar "
+                            "serves demos and queries)")
+        if self.exemplars_per_input > 1 and not 1 <= self.demo_exemplars < self.exemplars_per_input:
+            raise UserError(f"icc demo_exemplars {self.demo_exemplars} must lie in 1..exemplars_per_input - 1 = "
+                            f"{self.exemplars_per_input - 1}: the rest are the held-out queries")
+        names = {f"x{i}" for i in range(self.n_inputs)} | {f"L{j}" for j in range(self.n_labels)}
         for name, mapping in self.heldout.items():
-            unknown = [w for pair in mapping.items() for w in pair if w not in self.word_ids]
+            unknown = [w for pair in mapping.items() for w in pair if w not in names]
             if unknown:
-                raise UserError(f"icc held-out mapping {name!r} uses words {unknown} outside the corpus vocabulary "
+                raise UserError(f"icc held-out mapping {name!r} uses names {unknown} outside the corpus "
                                 f"(x0..x{self.n_inputs - 1}, L0..L{self.n_labels - 1})")
 
     @cached_property
     def words(self) -> tuple[str, ...]:
-        """Vocabulary words: inputs x0.., labels L0.., then echoes e0.. (when p_echo > 0)."""
+        """Vocabulary words: inputs x0.. (exemplars x0_0, x0_1, .. when E > 1), labels L0.., then echoes e0..
+        (when p_echo > 0)."""
         echoes = [f"e{i}" for i in range(self.n_inputs)] if self.p_echo > 0 else []
-        return (*(f"x{i}" for i in range(self.n_inputs)), *(f"L{j}" for j in range(self.n_labels)), *echoes)
+        inputs = [self.input_word(i, j) for i in range(self.n_inputs) for j in range(self.exemplars_per_input)]
+        return (*inputs, *(f"L{j}" for j in range(self.n_labels)), *echoes)
+
+    def input_word(self, i: int, exemplar: int = 0) -> str:
+        return f"x{i}" if self.exemplars_per_input == 1 else f"x{i}_{exemplar}"
 
     @cached_property
     def word_ids(self) -> dict[str, int]:
         return {w: FIRST_WORD_ID + i for i, w in enumerate(self.words)}
 
-    def input_id(self, i: np.ndarray | int) -> np.ndarray | int:
-        return FIRST_WORD_ID + i
+    def input_id(self, i: np.ndarray | int, exemplar: np.ndarray | int = 0) -> np.ndarray | int:
+        return FIRST_WORD_ID + i * self.exemplars_per_input + exemplar
 
     def label_id(self, j: np.ndarray | int) -> np.ndarray | int:
-        return FIRST_WORD_ID + self.n_inputs + j
+        return FIRST_WORD_ID + self.n_inputs * self.exemplars_per_input + j
 
     def echo_id(self, i: np.ndarray | int) -> np.ndarray | int:
-        return FIRST_WORD_ID + self.n_inputs + self.n_labels + i
+        return FIRST_WORD_ID + self.n_inputs * self.exemplars_per_input + self.n_labels + i
 
     def prior_label(self, i: int) -> int:
         """The prior label index of prior input i: i mod n_prior_labels."""
@@ -146,10 +170,12 @@ class ICC:
         pick = rng.integers(0, len(inputs), size=n_demos)
         ids = np.full(self.sequence_length(n_demos), NEWLINE_ID, dtype=np.int64)
         ids[0] = BOS_ID
-        ids[1::3] = self.input_id(inputs[pick])
         ids[2::3] = self.label_id(targets[pick])
         echo = rng.random(n_demos) < self.p_echo
         ids[3::3][echo] = self.echo_id(inputs[pick][echo])
+        # drawn last, so a corpus of one exemplar per input keeps the batches it had before exemplars existed
+        exemplar = rng.integers(0, self.exemplars_per_input, size=n_demos) if self.exemplars_per_input > 1 else 0
+        ids[1::3] = self.input_id(inputs[pick], exemplar)
         return ids
 
     def pretraining_batch(self, rng: np.random.Generator, batch_size: int, length: int) -> np.ndarray:
@@ -166,16 +192,37 @@ class ICC:
         targets = np.arange(length - 1)
         return targets[targets % 3 != 0]
 
+    def heldout_words(self, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The held-out mapping ``name`` as (demo words -> label word, query words -> label word): its inputs'
+        first demo_exemplars exemplars and the rest (with one exemplar per input, the same mapping twice)."""
+        mapping = self.heldout[name]
+        demos, queries = {}, {}
+        for x, y in mapping.items():
+            for j in range(self.exemplars_per_input):
+                target = demos if j < self.demo_exemplars or self.exemplars_per_input == 1 else queries
+                target[self.input_word(int(x[1:]), j)] = y
+        return demos, queries if self.exemplars_per_input > 1 else dict(demos)
+
     def heldout_prompts(self, rng: np.random.Generator, k: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """n evaluation prompts of the first held-out mapping, as icl-curve lays them out: token ids
-        (n, 3k + 2) = [BOS] (x y SEP) * k x_test with uniform draws of its inputs, the gold label id of
-        each, and the mapping's label ids (the candidates)."""
-        mapping = next(iter(self.heldout.values()))
-        xs = np.array([self.word_ids[x] for x in mapping])
-        ys = np.array([self.word_ids[y] for y in mapping.values()])
-        pick, query = rng.integers(0, len(xs), size=(n, k)), rng.integers(0, len(xs), size=n)
+        (n, 3k + 2) = [BOS] (x y SEP) * k x_test with uniform draws of its demo and query words (heldout_words),
+        the gold label id of each, and the mapping's label ids (the candidates)."""
+        demos, queries = self.heldout_words(next(iter(self.heldout)))
+        demo_x, demo_y = (np.array([self.word_ids[w] for w in words]) for words in (demos, demos.values()))
+        query_x, query_y = (np.array([self.word_ids[w] for w in words]) for words in (queries, queries.values()))
+        pick, query = rng.integers(0, len(demo_x), size=(n, k)), rng.integers(0, len(query_x), size=n)
         ids = np.full((n, 3 * k + 2), NEWLINE_ID, dtype=np.int64)
         ids[:, 0] = BOS_ID
-        ids[:, 1:3 * k + 1:3], ids[:, 2:3 * k + 1:3] = xs[pick], ys[pick]
-        ids[:, -1] = xs[query]
-        return ids, ys[query], np.unique(ys)
+        ids[:, 1:3 * k + 1:3], ids[:, 2:3 * k + 1:3] = demo_x[pick], demo_y[pick]
+        ids[:, -1] = query_x[query]
+        return ids, query_y[query], np.unique(demo_y)
+
+
+@dataclass(frozen=True)
+class ICCExemplars(ICC):
+    """icc with latent inputs: each of the 32 inputs shows as one of 16 exemplar tokens; the held-out task's
+    demos use 4 exemplars per input and its queries the other 12 (72 distinct query tokens, none a demo)."""
+
+    exemplars_per_input: int = 16
+    demo_exemplars: int = 4
+    heldout: dict[str, dict[str, str]] = field(default_factory=lambda: dict(EXEMPLAR_HELDOUT_MAPPINGS), hash=False)

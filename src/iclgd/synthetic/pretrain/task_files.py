@@ -1,6 +1,8 @@
 """The evaluation tasks of the pretraining corpora, written as iclgd task files (YAML + local JSONL).
 
     icc-heldout                  a held-out mapping (no prior): zero-shot at chance, only ICL can solve them
+    icc-exemplars-heldout        the same, on the icc-exemplars corpus: demos from 4 exemplars of each input, queries
+                                 from the other 12 (72 distinct query tokens, none ever a demo)
     icc-prior                    inputs with a prior learnt in the weights: zero-shot above chance
     icc-prior-flipped            the same inputs with their prior labels swapped: the context must override
     ginc-l3, ginc-l5             GINC prompts (Xie et al. 2022) of one in-distribution concept
@@ -17,7 +19,7 @@ import numpy as np
 import yaml
 
 from iclgd.synthetic.pretrain.ginc import GINC
-from iclgd.synthetic.pretrain.icc import HELDOUT_MAPPINGS, ICC
+from iclgd.synthetic.pretrain.icc import ICC, ICCExemplars
 
 TASKS_PACKAGE = Path(__file__).resolve().parents[2] / "tasks"
 BUILTIN_DIR = TASKS_PACKAGE / "builtin"
@@ -60,10 +62,13 @@ def icc_prior_mapping(corpus: ICC, labels: tuple[int, int] = (0, 1), per_label: 
     return mapping
 
 
-def icc_task(name: str, mapping: dict[str, str], description: str, seed: int) -> TaskFile:
+def icc_task(name: str, mapping: dict[str, str], description: str, seed: int,
+             queries: dict[str, str] | None = None, n_test: int = 200) -> TaskFile:
+    """Train rows (the demo pool) from ``mapping``, test rows from ``queries`` (default: the same mapping)."""
+    queries = mapping if queries is None else queries
     words = {label: f" {label}" for label in sorted(set(mapping.values()), key=lambda w: int(w[1:]))}
     return TaskFile(name, description, words, "\n", mapping_rows(mapping, 64, seed, balanced=False),
-                    mapping_rows(mapping, 200, seed + 1, balanced=True))
+                    mapping_rows(queries, n_test, seed + 1, balanced=True))
 
 
 def ginc_task(name: str, ginc: GINC, concept: int, start_slot: int, prompt_length: int, seed: int) -> TaskFile:
@@ -77,9 +82,16 @@ def ginc_task(name: str, ginc: GINC, concept: int, start_slot: int, prompt_lengt
 
 def builtin_task_files() -> list[TaskFile]:
     """Every shipped pretraining task, from the default corpora."""
-    icc, ginc = ICC(), GINC()
+    icc, exemplars, ginc = ICC(), ICCExemplars(), GINC()
     tasks = [icc_task(name, mapping, "in-context classification, a mapping held out from pretraining (no prior)",
-                      seed=10 + i) for i, (name, mapping) in enumerate(HELDOUT_MAPPINGS.items())]
+                      seed=10 + i) for i, (name, mapping) in enumerate(icc.heldout.items())]
+    for i, name in enumerate(exemplars.heldout):
+        demos, queries = exemplars.heldout_words(name)
+        rest = exemplars.exemplars_per_input - exemplars.demo_exemplars
+        tasks.append(icc_task(name, demos, "in-context classification on the icc-exemplars corpus, a mapping held "
+                              f"out from pretraining: demos from {exemplars.demo_exemplars} exemplars of each "
+                              f"input, queries from the other {rest} (never a demo)", seed=40 + i, queries=queries,
+                              n_test=3 * len(queries)))
     tasks.append(icc_task("icc-prior", icc_prior_mapping(icc), "in-context classification, inputs whose prior "
                           "labels the model learnt in its weights", seed=20))
     tasks.append(icc_task("icc-prior-flipped", icc_prior_mapping(icc, flipped=True), "in-context classification, "
