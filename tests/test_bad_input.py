@@ -89,6 +89,7 @@ def assets(tmp_path_factory):
 
     BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2).save_pretrained(root / "bert")
     (root / "empty-dir").mkdir()
+    shutil.copytree(MODEL, root / "step-models" / "step-000100")  # checkpoints without the run that made them
     (root / "file.txt").write_text("a file\n")
     foreign = root / "foreign"
     foreign.mkdir()
@@ -165,6 +166,9 @@ CASES = [
     (["emergence", "--run", "{assets}/missing", "--out", "{work}/e"], "does not exist"),
     (["emergence", "--run", "{assets}/empty-dir", "--out", "{work}/e"], "holds no checkpoints"),
     (["emergence", "--run", "{assets}/pretrain-run", "--out", "{work}/e"], "holds no checkpoints"),
+    (["emergence", "--run", "{assets}/step-models", "--out", "{work}/e"], "no pretrain.yaml naming its corpus): give "
+                                                                            "--task"),
+    (["momentum", "--out", "{work}/m", "--corpus", "markov"], "corpus 'markov' has no held-out task: give --task"),
     (["momentum", "--out", "{work}/m", "--length", "abc"], "Invalid value for '--length'"),
     (["momentum", "--out", "{work}/m", "--k", "-2"], "k values [-2] must be >= 0"),
     (["momentum", "--out", "{work}/m", "--k", "99999"], "99999"),

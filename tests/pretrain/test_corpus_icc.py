@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from iclgd.errors import UserError
-from iclgd.synthetic.pretrain.corpora import make_corpus
+from iclgd.synthetic.pretrain.corpora import heldout_task, make_corpus
 from iclgd.synthetic.pretrain.icc import HELDOUT_MAPPINGS, ICC, ICCExemplars
 from iclgd.synthetic.pretrain.tokenizer import BOS_ID, NEWLINE_ID, build_tokenizer
 
@@ -99,6 +99,13 @@ def test_loss_positions_are_labels_and_the_token_after():
 def test_icc_bad_options(options):
     with pytest.raises(UserError):
         make_corpus("icc", options)
+
+
+def test_each_corpus_names_its_heldout_task():
+    assert heldout_task("icc") == "icc-heldout" and heldout_task("icc-exemplars") == "icc-exemplars-heldout"
+    assert heldout_task("icc", {"heldout": {"mine": {"x0": "L0", "x1": "L1"}}}) == "mine"
+    with pytest.raises(UserError, match="no held-out task: give --task"):
+        heldout_task("ginc")
 
 
 def test_unknown_corpus():

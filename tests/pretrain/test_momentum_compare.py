@@ -54,6 +54,16 @@ def test_momentum_table_and_figure(tmp_path):
     assert onset_step(tmp_path / "runs" / "vanilla-s0", threshold=0.0) == 5  # the first logged step
 
 
+def test_the_task_defaults_to_the_corpus_heldout_task(tmp_path):
+    import json
+
+    rows = compare_momentum(tmp_path, corpus="icc-exemplars", variants=(Variant("vanilla"), Variant("momentum", 0.5)),
+                            **{**SIZES, "seeds": (0,), "steps": 2, "ks": (2,), "demo_seeds": 1})
+    settings = json.loads(pq.read_table(tmp_path / "momentum.parquet").schema.metadata[b"iclgd"])["settings"]
+    assert settings["task"] == "icc-exemplars-heldout" and settings["corpus"] == "icc-exemplars"
+    assert {r["count"] for r in rows if r["measure"] == "icl_accuracy"} == {6}
+
+
 def test_bad_settings_fail_before_training(tmp_path):
     with pytest.raises(UserError, match="context lengths"):
         compare_momentum(tmp_path / "a", **{**SIZES, "lengths": (8, 64)})

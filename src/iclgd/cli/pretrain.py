@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
                                                "--keep-every N), or a folder of model folders named by step")],
         out: Annotated[Path, typer.Option(help="results folder: one unit per checkpoint and variant, "
                                                "emergence.png/pdf")],
-        task: Annotated[str, typer.Option(help="task of the compare units")] = "icc-heldout",
+        task: Annotated[str | None, typer.Option(help="task of the compare units (default: the held-out task "
+                                                       "of the run's corpus)")] = None,
         shots: Annotated[int, typer.Option(min=1, help="demonstrations k (icc-heldout: ICL is full at 16)")] = 16,
         seed: Annotated[int, typer.Option(min=0, help="demonstration seed")] = 1,
         eval_size: Annotated[int, typer.Option(min=1, help="eval rows")] = 100,
@@ -44,8 +45,9 @@ def register(app: typer.Typer) -> None:
     def momentum(
         out: Annotated[Path, typer.Option(help="folder for the runs (runs/<variant>-s<seed>), momentum.parquet, "
                                                "momentum.png/pdf")],
-        corpus: Annotated[str, typer.Option(help="pretraining corpus (its recipe)")] = "icc",
-        task: Annotated[str, typer.Option(help="held-out task of the ICL accuracy")] = "icc-heldout",
+        corpus: Annotated[str, typer.Option(help="pretraining corpus (its recipe): icc | icc-exemplars")] = "icc",
+        task: Annotated[str | None, typer.Option(help="held-out task of the ICL accuracy (default: the "
+                                                       "corpus's)")] = None,
         seeds: Annotated[int, typer.Option(min=1, help="pretraining seeds 0..seeds-1")] = 3,
         steps: Annotated[int | None, typer.Option(help="pretraining steps of every run (default: recipe)")] = None,
         momentum: Annotated[list[str] | None, typer.Option(
@@ -78,7 +80,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def pretrain(
-        corpus: Annotated[str | None, typer.Option(help="icc | ginc | markov")] = None,
+        corpus: Annotated[str | None, typer.Option(help="icc | icc-exemplars | ginc | markov")] = None,
         out: Annotated[Path | None, typer.Option(help="run folder (default models/<corpus>); rerun to resume")] = None,
         config: Annotated[
             Path | None, typer.Option("--config", help="YAML of PretrainConfig fields (default: the corpus recipe)")

@@ -41,15 +41,20 @@ def emergence_configs(run: str | Path, task: str, out: str | Path, *, untrained:
     return trained, variants, steps
 
 
-def run_emergence(run: str | Path, task: str, out: str | Path, *, untrained: tuple[str, ...] = ("all",),
+def run_emergence(run: str | Path, task: str | None, out: str | Path, *, untrained: tuple[str, ...] = ("all",),
                   fields: dict[str, Any] | None = None, progress: bool = True) -> tuple[list[CompareConfig],
                                                                                         dict[str, int]]:
     """Run (or resume) every checkpoint's units in ``out``, trained first; every input is checked before any model
-    work. Returns the units and the step of each model folder."""
+    work; ``task`` None: the held-out task of the run's corpus. Returns the units and the step of each model
+    folder."""
     from iclgd.experiments.sweep import check_units, run_unit
+    from iclgd.experiments.weights import checkpoint_folders
     from iclgd.runner.results import read_record
     from iclgd.runner.sweep import run_sweep
+    from iclgd.synthetic.pretrain.train import run_heldout_task
 
+    checkpoint_folders(run)  # a missing run, or one without checkpoints, is named as such before the task
+    task = task or run_heldout_task(Path(run))
     out = check_output_dir(out)
     trained, variants, steps = emergence_configs(run, task, out, untrained=untrained, fields=fields)
     check_units(trained + variants)

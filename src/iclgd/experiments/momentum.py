@@ -5,7 +5,7 @@ For each pretraining seed, one iclgd pretraining run per attention with the same
 
     perplexity     on held-out corpus sequences at each context length (the same sequences for every run; the
                    targets the corpus trains on), with its 95% bootstrap interval over the sequences
-    ICL accuracy   at each k on a held-out task (icc-heldout), through icl-curve's pipeline, per demo seed
+    ICL accuracy   at each k on the corpus's held-out task (icc-heldout), through icl-curve's pipeline, per demo seed
     onset          the first logged step whose ICL probe (k = 16 on the held-out mapping) reaches ONSET
 
 and, momentum minus vanilla, paired within each pretraining seed (per sequence on log-perplexity, per demo seed on
@@ -126,11 +126,12 @@ def _interval(values: torch.Tensor, seed: int, stream: str) -> tuple[float, floa
 def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[int] = (0, 1, 2),
                      steps: int | None = None, variants: Sequence[Variant] = (Variant("vanilla"),
                                                                              Variant("momentum", 0.9)),
-                     task: str = "icc-heldout", lengths: Sequence[int] = LENGTHS,
+                     task: str | None = None, lengths: Sequence[int] = LENGTHS,
                      ks: Sequence[int] = DEFAULT_KS,
                      demo_seeds: int = 5, eval_size: int | None = 200, n_sequences: int = 512,
                      overrides: dict[str, Any] | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Pretrain (or reuse) every run, measure it; return the rows (also written to ``<out>/momentum.parquet``)."""
+    """Pretrain (or reuse) every run, measure it; return the rows (also written to ``<out>/momentum.parquet``).
+    ``task`` None: the corpus's held-out task."""
     from iclgd.experiments.icl_curve import icl_curve
     from iclgd.runner.store import library_versions
     from iclgd.runs import write_parquet
@@ -143,7 +144,10 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     n_positions = next(iter(configs.values()))[0].n_positions
     if max(lengths) > n_positions or min(lengths) < 2:
         raise UserError(f"context lengths {list(lengths)} must lie in 2..{n_positions} (the model's n_positions)")
+    from iclgd.synthetic.pretrain.corpora import heldout_task
     from iclgd.tasks import load_splits, load_task, sample_demo_indices
+
+    task = task or heldout_task(corpus, next(iter(configs.values()))[0].corpus_options)
 
     if min(ks) < 0 or demo_seeds < 1:
         raise UserError(f"k values {list(ks)} must be >= 0 (0 is zero-shot), with at least one demo seed")

@@ -45,3 +45,12 @@ def make_corpus(name: str, options: dict[str, Any] | None = None) -> Corpus:
         return cls(**options)
     except TypeError as err:
         raise UserError(f"corpus {name!r}: bad option value ({err})") from None
+
+
+def heldout_task(name: str, options: dict[str, Any] | None = None) -> str:
+    """The first held-out evaluation task of corpus ``name`` (icc: icc-heldout); UserError if it has none."""
+    tasks = list(getattr(make_corpus(name, options), "heldout", {}))
+    if not tasks:
+        raise UserError(f"corpus {name!r} has no held-out task: give --task (icc-heldout and icc-exemplars-heldout "
+                        "belong to the icc corpora)")
+    return tasks[0]

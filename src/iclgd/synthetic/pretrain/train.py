@@ -138,6 +138,19 @@ def onset_step(out: Path, threshold: float = 0.9) -> int | None:
     return None
 
 
+def run_heldout_task(out: Path) -> str:
+    """The held-out task of the corpus a run was trained on (its pretrain.yaml; ``out`` may be the run's
+    checkpoints/ folder); UserError without one."""
+    from iclgd.synthetic.pretrain.corpora import heldout_task
+
+    out = Path(out)
+    path = out / CONFIG_FILE if (out / CONFIG_FILE).is_file() or out.name != "checkpoints" else out.parent / CONFIG_FILE
+    recorded = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not isinstance(recorded, dict) or "corpus" not in recorded:
+        raise UserError(f"{out} is not an iclgd pretrain run (no {CONFIG_FILE} naming its corpus): give --task")
+    return heldout_task(recorded["corpus"], recorded.get("corpus_options"))
+
+
 def probe_k(config: PretrainConfig) -> int:
     """Demonstrations in the ICL probe: PROBE_K, fewer where the context is too short for them."""
     return min(PROBE_K, (config.n_positions - 2) // 3)
