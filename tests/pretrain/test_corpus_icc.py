@@ -95,6 +95,7 @@ def test_loss_positions_are_labels_and_the_token_after():
     {"p_prior": 1.5}, {"n_prior_labels": 1}, {"heldout": {"t": {"x999": "L1"}}}, {"no_such_option": 1},
     {"exemplars_per_input": 0}, {"demo_exemplars": 2}, {"exemplars_per_input": 4, "demo_exemplars": 4},
     {"exemplars_per_input": 4, "demo_exemplars": 0}, {"exemplars_per_input": 4, "heldout": {"t": {"x1_0": "L1"}}},
+    {"heldout_rule": "labels"},
 ])
 def test_icc_bad_options(options):
     with pytest.raises(UserError):
@@ -153,17 +154,26 @@ def test_exemplar_sequences_show_latent_inputs_as_varying_tokens_with_one_label_
     assert varied > 150  # a latent input repeats as other exemplars
 
 
-def test_exemplar_corpus_never_shows_two_pairs_of_its_heldout_mapping():
+def test_exemplar_corpus_never_shows_two_heldout_inputs_and_its_rule_ignores_labels():
     corpus = ICCExemplars()
-    heldout = {(int(x[1:]), corpus.label_id(int(y[1:]))) for x, y in corpus.heldout["icc-exemplars-heldout"].items()}
+    heldout = {int(x[1:]) for x in corpus.heldout["icc-exemplars-heldout"]}
     rng = np.random.default_rng(1)
     singles = 0
     for _ in range(2000):
-        ids = corpus.sequence(rng, 8)
-        shown = {(_latent(corpus, x), y) for x, y in _pairs(ids)} & heldout
+        shown = {_latent(corpus, x) for x in corpus.sequence(rng, 8)[1::3]} & heldout
         assert len(shown) <= 1
         singles += len(shown)
-    assert singles > 50
+    assert singles > 200
+    # the rejection depends on the inputs only, so a held-out input's labels stay uniform (no zero-shot bias),
+    # unlike icc's pair rule, which rejects by label
+    for _ in range(500):
+        inputs, targets = corpus._mapping(rng)
+        relabelled = rng.permutation(corpus.n_labels)[targets]
+        assert corpus._shows_heldout(inputs, targets) == corpus._shows_heldout(inputs, relabelled)
+    pairs_rule = ICC(heldout_rule="pairs")
+    assert pairs_rule._shows_heldout(np.array([26, 27]), np.array([1, 1]))
+    assert not pairs_rule._shows_heldout(np.array([26, 27]), np.array([1, 2]))
+    assert ICC(heldout_rule="inputs")._shows_heldout(np.array([26, 27]), np.array([1, 2]))
 
 
 def test_exemplar_heldout_queries_are_never_demos():
