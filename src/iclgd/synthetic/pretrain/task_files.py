@@ -1,8 +1,8 @@
 """The evaluation tasks of the pretraining corpora, written as iclgd task files (YAML + local JSONL).
 
     icc-heldout                  a held-out mapping (no prior): zero-shot at chance, only ICL can solve them
-    icc-exemplars-heldout        the same, on the icc-exemplars corpus: demos from 4 exemplars of each input, queries
-                                 from the other 12 (72 distinct query tokens, none ever a demo)
+    icc-exemplars-heldout        icc-exemplars: demos from 4 exemplars of each input, queries from the other 12 (72
+                                 distinct query tokens, none ever a demo); the mapping is not held out of pretraining
     icc-prior                    inputs with a prior learnt in the weights: zero-shot above chance
     icc-prior-flipped            the same inputs with their prior labels swapped: the context must override
     ginc-l3, ginc-l5             GINC prompts (Xie et al. 2022) of one in-distribution concept
@@ -88,10 +88,10 @@ def builtin_task_files() -> list[TaskFile]:
     for i, name in enumerate(exemplars.heldout):
         demos, queries = exemplars.heldout_words(name)
         rest = exemplars.exemplars_per_input - exemplars.demo_exemplars
-        tasks.append(icc_task(name, demos, "in-context classification on the icc-exemplars corpus, a mapping held "
-                              f"out from pretraining: demos from {exemplars.demo_exemplars} exemplars of each "
-                              f"input, queries from the other {rest} (never a demo)", seed=40 + i, queries=queries,
-                              n_test=3 * len(queries)))
+        tasks.append(icc_task(name, demos, "in-context classification on the icc-exemplars corpus: demos from "
+                              f"{exemplars.demo_exemplars} exemplars of each input, queries from the other {rest} "
+                              "(never a demo); the mapping is drawn in pretraining like any other, so zero-shot is "
+                              "at chance", seed=40 + i, queries=queries, n_test=3 * len(queries)))
     tasks.append(icc_task("icc-prior", icc_prior_mapping(icc), "in-context classification, inputs whose prior "
                           "labels the model learnt in its weights", seed=20))
     tasks.append(icc_task("icc-prior-flipped", icc_prior_mapping(icc, flipped=True), "in-context classification, "
