@@ -1,11 +1,11 @@
 """The shipped model really learns in context, and the demo runs end to end on it."""
 
+import pytest
+
 from iclgd.experiments.compare import run_compare
 from iclgd.experiments.config import CompareConfig
 from iclgd.experiments.demo import DEMOS, demo_configs, run_demo
 from iclgd.models.offline import SHIPPED_MODELS
-
-DEMO_MODEL, DEMO_TASK = SHIPPED_MODELS["icc-gpt2"], DEMOS["icc-gpt2"]["task"]
 
 
 def _icl_accuracy(cfg: CompareConfig) -> tuple[float, float]:
@@ -14,9 +14,10 @@ def _icl_accuracy(cfg: CompareConfig) -> tuple[float, float]:
     return acc["zs"], acc["icl"]
 
 
-def test_shipped_model_learns_in_context_and_untrained_does_not(tmp_path):
-    common = dict(model=str(DEMO_MODEL), task=DEMO_TASK, shots=16, seed=1, lr=1e-2, eval_size=100,
-                  kendall_examples=0, out=str(tmp_path))
+@pytest.mark.parametrize("name", ["icc-gpt2", "icc-exemplars-gpt2"])
+def test_shipped_model_learns_in_context_and_untrained_does_not(tmp_path, name):
+    common = dict(model=str(SHIPPED_MODELS[name]), task=DEMOS[name]["task"], shots=16, seed=1, lr=DEMOS[name]["lr"],
+                  eval_size=100, kendall_examples=0, out=str(tmp_path))
     zs, icl = _icl_accuracy(CompareConfig(**common))
     assert icl >= 0.75 and icl - zs >= 0.2  # chance is 0.5 on this two-label held-out mapping
     _, untrained_icl = _icl_accuracy(CompareConfig(**common, untrained="all"))

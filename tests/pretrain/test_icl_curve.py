@@ -15,6 +15,7 @@ from iclgd.synthetic.pretrain.icc import HELDOUT_MAPPINGS
 from iclgd.synthetic.pretrain.task_files import TASKS_PACKAGE, builtin_task_files, task_file_contents
 
 SHIPPED = Path(iclgd.__file__).parent / "assets" / "icc-gpt2"
+EXEMPLARS = Path(iclgd.__file__).parent / "assets" / "icc-exemplars-gpt2"
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +25,12 @@ def shipped():
     return AutoModelForCausalLM.from_pretrained(SHIPPED).eval(), AutoTokenizer.from_pretrained(SHIPPED)
 
 
-def test_shipped_checkpoint_is_small_and_complete():
-    files = {p.name for p in SHIPPED.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "pretrain.yaml"} <= files
-    assert (SHIPPED / "model.safetensors").stat().st_size < 3_000_000
+@pytest.mark.parametrize("folder", [SHIPPED, EXEMPLARS])
+def test_shipped_checkpoint_is_small_and_complete(folder):
+    files = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "pretrain.yaml",
+            "log.csv", "README.md"} <= files
+    assert (folder / "model.safetensors").stat().st_size < 3_000_000
     assert "checkpoint.pt" not in files  # the optimizer state does not ship
 
 
@@ -61,6 +64,17 @@ def test_shipped_model_learns_heldout_mappings_in_context():
     assert 0.3 <= means["trained"][0] <= 0.7  # no prior: zero-shot at chance
     assert means["trained"][16] >= 0.9
     assert 0.3 <= means["all"][16] <= 0.7  # the untrained model stays at chance
+
+
+def test_exemplar_model_answers_queries_its_demos_never_show():
+    """icc-exemplars-gpt2: 72 query tokens, none among the demos; zero-shot at chance (labels uniform in
+    pretraining), ICL near the ceiling at k = 16, an untrained model at chance."""
+    points = icl_curve(str(EXEMPLARS), "icc-exemplars-heldout", ks=(0, 16), seeds=(0, 1), untrained=("all",),
+                       eval_size=216)
+    assert {p.n_eval for p in points} == {216}
+    means = mean_by_k(points)
+    assert 0.4 <= means["trained"][0] <= 0.6 and means["trained"][16] >= 0.9
+    assert 0.35 <= means["all"][16] <= 0.65
 
 
 def test_shipped_model_has_a_prior_on_prior_inputs():

@@ -117,14 +117,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert err.startswith("error:") and "unknown corpus" in err and len(err.splitlines()) == 1
 
 
-def test_shipped_checkpoint_was_trained_with_the_defaults():
-    """`iclgd pretrain --corpus icc` runs the config the shipped checkpoint records (so it reproduces it)."""
-    import iclgd
+@pytest.mark.parametrize("name, corpus", [("icc-gpt2", "icc"), ("icc-exemplars-gpt2", "icc-exemplars")])
+def test_shipped_checkpoint_was_trained_with_the_defaults(name, corpus):
+    """`iclgd pretrain --corpus <corpus>` runs the config the shipped checkpoint records (so it reproduces it)."""
+    from iclgd.models.offline import SHIPPED_MODELS
     from iclgd.synthetic.pretrain.config import PretrainConfig
 
-    shipped = Path(iclgd.__file__).parent / "assets" / "icc-gpt2"
-    recorded = PretrainConfig(**yaml.safe_load((shipped / CONFIG_FILE).read_text()))
-    assert recorded.identity() == load_config(None, corpus="icc").identity()
+    recorded = PretrainConfig(**yaml.safe_load((SHIPPED_MODELS[name] / CONFIG_FILE).read_text()))
+    assert recorded.identity() == load_config(None, corpus=corpus).identity()
     assert recorded.threads == load_config(None).threads == 1  # the float sums depend on the thread count
 
 

@@ -5,8 +5,8 @@ variants go through the same ZS / ICL / GD / LCGD pipeline on a real task where 
 beats its zero-shot accuracy (WordNet noun categories: measured in the README). The side-by-side tables and the
 per-layer plot show how much of the ICL-GD "similarity" survives without any training at all.
 
-Each demo is one preset (model, task, k, seed, lr, eval size); `iclgd demo --model icc-gpt2` runs the one of
-iclgd's own small LM, whose ICL emerged in pretraining on a synthetic corpus.
+Each demo is one preset (model, task, k, seed, lr, eval size); `iclgd demo --model icc-gpt2` (or
+icc-exemplars-gpt2) runs the one of iclgd's own small LMs, whose ICL emerged in pretraining on a synthetic corpus.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ DEMOS: dict[str, dict[str, Any]] = {
                          kendall_examples=100, batch_size=32),
     "icc-gpt2": dict(task="icc-heldout", shots=16, seed=1, lr=1e-2, methods=["gd", "lcgd"], eval_size=200,
                      kendall_examples=100, batch_size=50),
+    "icc-exemplars-gpt2": dict(task="icc-exemplars-heldout", shots=16, seed=1, lr=0.3, methods=["gd", "lcgd"],
+                               eval_size=216, kendall_examples=100, batch_size=54),
 }
 DEFAULT_DEMO = "smollm2-135m"
 VARIANTS = (None, "all", "keep_layernorm", "trained_embeddings")

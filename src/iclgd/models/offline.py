@@ -94,8 +94,10 @@ NAMED_MODELS: dict[str, NamedModel] = {m.name: m for m in (
 )}
 
 
-# Models shipped inside the package: no fetch. iclgd's own small LM, pretrained by `iclgd pretrain --corpus icc`.
-SHIPPED_MODELS: dict[str, Path] = {"icc-gpt2": Path(__file__).resolve().parent.parent / "assets" / "icc-gpt2"}
+# Models shipped inside the package: no fetch. iclgd's own small LMs, pretrained by `iclgd pretrain --corpus icc`
+# and `--corpus icc-exemplars`.
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+SHIPPED_MODELS: dict[str, Path] = {name: ASSETS / name for name in ("icc-gpt2", "icc-exemplars-gpt2")}
 
 
 def named_model(name: str) -> NamedModel:
