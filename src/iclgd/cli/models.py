@@ -31,9 +31,7 @@ def register(app: typer.Typer) -> None:
                           "yes" if fetched else "no",
                           str(offline.folder_of(model)) if fetched else f"iclgd models fetch {model.name}")
         for name, folder in offline.SHIPPED_MODELS.items():
-            table.add_row(name, "iclgd's own small LM (GPT-2, 2 layers, 76k parameters), pretrained by `iclgd "
-                          "pretrain --corpus icc`: in-context classification of synthetic tokens", "MIT", "-",
-                          "shipped", str(folder))
+            table.add_row(name, offline.SHIPPED_DESCRIPTIONS[name], "MIT", "-", "shipped", str(folder))
         console().print(table)
 
     @models_app.command()

@@ -97,7 +97,13 @@ NAMED_MODELS: dict[str, NamedModel] = {m.name: m for m in (
 # Models shipped inside the package: no fetch. iclgd's own small LMs, pretrained by `iclgd pretrain --corpus icc`
 # and `--corpus icc-exemplars`.
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-SHIPPED_MODELS: dict[str, Path] = {name: ASSETS / name for name in ("icc-gpt2", "icc-exemplars-gpt2")}
+SHIPPED_DESCRIPTIONS: dict[str, str] = {
+    "icc-gpt2": "iclgd's own small LM (GPT-2, 2 layers, 76k parameters), pretrained by `iclgd pretrain --corpus "
+                "icc`: in-context classification of synthetic tokens",
+    "icc-exemplars-gpt2": "iclgd's own small LM (GPT-2, 2 layers, 107k parameters), pretrained by `iclgd pretrain "
+                          "--corpus icc-exemplars`: in-context classification of latent inputs shown as exemplars",
+}
+SHIPPED_MODELS: dict[str, Path] = {name: ASSETS / name for name in SHIPPED_DESCRIPTIONS}
 
 
 def named_model(name: str) -> NamedModel:
