@@ -99,6 +99,7 @@ def assets(tmp_path_factory):
     (root / "list.yaml").write_text("- 1\n- 2\n")
     (root / "extra.yaml").write_text("model: x\ntask: y\nwings: 2\n")
     (root / "lr-inf.yaml").write_text("lr: .inf\n")
+    (root / "exemplars-float.yaml").write_text("corpus: icc-exemplars\ncorpus_options: {exemplars_per_input: 2.5}\n")
     # a task whose data files are empty
     data = root / "empty-data"
     data.mkdir()
@@ -166,6 +167,12 @@ CASES = [
     (["emergence", "--run", "{assets}/missing", "--out", "{work}/e"], "does not exist"),
     (["emergence", "--run", "{assets}/empty-dir", "--out", "{work}/e"], "holds no checkpoints"),
     (["emergence", "--run", "{assets}/pretrain-run", "--out", "{work}/e"], "holds no checkpoints"),
+    (["icl-curve", "--model", "{model}", "--task", "icc-exemplars-heldout", "--k", "2", "--seeds", "1",
+      "--out", "{work}/c"], "input 'x26_9' maps only to the unknown token '<unk>'"),
+    (["compare", "--model", "{model}", "--task", "icc-exemplars-heldout", "--shots", "2", "--lr", "0.01",
+      "--eval-size", "4", "--out", "{work}/x"], "maps only to the unknown token '<unk>'"),
+    (["pretrain", "--config", "{assets}/exemplars-float.yaml", "--out", "{work}/p"],
+     "icc exemplars_per_input 2.5 must be a whole number >= 1"),
     (["emergence", "--run", "{assets}/step-models", "--out", "{work}/e"], "no pretrain.yaml naming its corpus): give "
                                                                             "--task"),
     (["momentum", "--out", "{work}/m", "--corpus", "markov"], "corpus 'markov' has no held-out task: give --task"),

@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
                                                        "of the run's corpus)")] = None,
         shots: Annotated[int, typer.Option(min=1, help="demonstrations k (icc-heldout: ICL is full at 16)")] = 16,
         seed: Annotated[int, typer.Option(min=0, help="demonstration seed")] = 1,
-        eval_size: Annotated[int, typer.Option(min=1, help="eval rows")] = 100,
+        eval_size: Annotated[int | None, typer.Option(min=1, help="eval rows (default: the task's; "
+                                                              "icc-exemplars-heldout: 216)")] = None,
         untrained: Annotated[list[str] | None, typer.Option(help="untrained variant (repeat; default all)")] = None,
         lr: Annotated[float | None, typer.Option(help="fixed lr (default: the halving search per checkpoint)")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
@@ -33,7 +34,8 @@ def register(app: typer.Typer) -> None:
         from iclgd.runner import open_results
         from iclgd.synthetic.pretrain.train import onset_step
 
-        fields = {"shots": shots, "seed": seed, "eval_size": eval_size, **({"lr": lr} if lr is not None else {})}
+        fields = {"shots": shots, "seed": seed, **({"eval_size": eval_size} if eval_size is not None else {}),
+                  **({"lr": lr} if lr is not None else {})}
         run_emergence(run, task, out, untrained=tuple(untrained or ("all",)), fields=fields, progress=progress)
         values = emergence_values(open_results(out))
         terminal = wide_console()
@@ -58,7 +60,8 @@ def register(app: typer.Typer) -> None:
         k: Annotated[list[int] | None, typer.Option(
             "--k", help="demonstrations of the ICL accuracy (repeat; default 0, 1, 2, 4, 8, 16)")] = None,
         demo_seeds: Annotated[int, typer.Option(min=1, help="demo seeds per k")] = 5,
-        eval_size: Annotated[int, typer.Option(min=1, help="eval rows of the held-out task")] = 200,
+        eval_size: Annotated[int | None, typer.Option(min=1, help="eval rows of the held-out task (default: all "
+                                                              "its rows)")] = None,
         sequences: Annotated[int, typer.Option(min=1, help="held-out sequences per context length")] = 512,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show progress bars")] = True,
     ) -> None:

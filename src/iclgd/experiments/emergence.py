@@ -19,7 +19,7 @@ from typing import Any
 from iclgd.checks import check_output_dir
 from iclgd.experiments.config import CompareConfig, load_config
 
-DEFAULTS: dict[str, Any] = {"shots": 16, "seed": 1, "eval_size": 100, "methods": ["gd", "lcgd"],
+DEFAULTS: dict[str, Any] = {"shots": 16, "seed": 1, "eval_size": None, "methods": ["gd", "lcgd"],
                             "output_metrics": True, "orderings": 2, "lr_search": "halving", "lr_search_rows": 100,
                             "kendall_examples": 50, "batch_size": 32}
 

@@ -128,7 +128,7 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
                                                                              Variant("momentum", 0.9)),
                      task: str | None = None, lengths: Sequence[int] = LENGTHS,
                      ks: Sequence[int] = DEFAULT_KS,
-                     demo_seeds: int = 5, eval_size: int | None = 200, n_sequences: int = 512,
+                     demo_seeds: int = 5, eval_size: int | None = None, n_sequences: int = 512,
                      overrides: dict[str, Any] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Pretrain (or reuse) every run, measure it; return the rows (also written to ``<out>/momentum.parquet``).
     ``task`` None: the corpus's held-out task."""

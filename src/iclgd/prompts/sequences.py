@@ -176,6 +176,16 @@ def check_label_ids(tokenizer, label_words: Sequence[str], label_ids: Sequence[l
             )
 
 
+def check_known(tokenizer, text: str, ids: list[int]) -> None:
+    """An input the model sees only as unknown tokens carries nothing (a task built for another vocabulary, e.g.
+    icc-exemplars-heldout on icc-gpt2): refused, rather than scored at chance."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and ids and all(i == unk for i in ids):
+        raise UserError(f"input {text!r} maps only to the unknown token {tokenizer.unk_token!r}: the model's "
+                        "vocabulary lacks it; use a task made for this model (for iclgd's own models, the task of "
+                        "the corpus it was pretrained on)")
+
+
 def build_prompts(
     tokenizer,
     *,
@@ -199,6 +209,7 @@ def build_prompts(
         input_ids = pieces(text)
         if not input_ids:
             raise UserError("an eval example renders to no tokens: check the task's template and fields")
+        check_known(tokenizer, text, input_ids)
         queries.append(Query(input_ids + label_ids[0], len(input_ids), gold))
     # The longest eval sequence as Dai's code measures it: [BOS] input label, BOS included; with the longest label
     # candidate, which a multi-token scoring pass appends.
@@ -207,6 +218,7 @@ def build_prompts(
 
     demos = []
     for text, label in zip(demo_inputs, demo_labels, strict=True):
+        check_known(tokenizer, text, pieces(text))
         demos.append(pieces(text) + label_ids[label])
     k = true_k([len(d) + len(sep_ids) for d in demos], len(bos_ids), max_eval_len, max_context)
     if k == 0:

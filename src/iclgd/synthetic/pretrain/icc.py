@@ -18,12 +18,12 @@ Per sequence (Chan et al. 2022; Reddy 2023: bursty sequences, the mapping only r
   pair occurs about 11% less often than the input's other labels (over 60 000 mappings: 0.113 vs 0.127,
   mean over icc-heldout's six pairs), an in-weight bias against the held-out answer. With "none"
   (icc-exemplars) nothing is rejected: the evaluation mapping is drawn like any other (0.4% of sequences
-  show two of its pairs, as for any mapping of its shape), so every input's labels are exactly uniform and
-  zero-shot is at chance; what is held out is the queries, exemplars the demos never use (below). Rules
-  that hide the mapping without biasing the labels change what co-occurs instead, and were measured worse
-  on icc-exemplars (seed 0): with no two held-out inputs in a sequence, or none grouped as the mapping
-  groups them, ICL on the evaluation mapping did not appear within 3 500 steps (the pair rule:
-  zero-shot 0.000, every query answered with the other label; no rule: ICL by step 1 250);
+  show two of its pairs, as for any mapping of its shape), so the labels of every input without a prior are
+  exactly uniform and zero-shot is at chance; what is held out is the queries, exemplars the demos never
+  use (below). Rules that hide the mapping without biasing the labels change what co-occurs instead, and
+  were measured worse on icc-exemplars (seed 0): with no two held-out inputs in a sequence, or none grouped
+  as the mapping groups them, ICL on the evaluation mapping did not appear within 3 500 steps (the pair
+  rule: zero-shot 0.000, every query answered with the other label; no rule: ICL by step 1 250);
 - after each demonstration, with probability ``p_echo``, an echo token e_i of its input ("x7" -> "e7")
   takes the place of SEP (x_i y_i e_i x_{i+1} ...). The echo is predictable only from the token before
   the label, and at a label position the model cannot know whether an echo or SEP comes next: this
@@ -57,7 +57,7 @@ from iclgd.synthetic.pretrain.tokenizer import BOS_ID, FIRST_WORD_ID, NEWLINE_ID
 HELDOUT_MAPPINGS: dict[str, dict[str, str]] = {
     "icc-heldout": {"x26": "L1", "x27": "L1", "x28": "L1", "x29": "L6", "x30": "L6", "x31": "L6"},
 }
-EXEMPLAR_HELDOUT_MAPPINGS: dict[str, dict[str, str]] = {"icc-exemplars-heldout": HELDOUT_MAPPINGS["icc-heldout"]}
+EXEMPLAR_HELDOUT_MAPPINGS: dict[str, dict[str, str]] = {"icc-exemplars-heldout": dict(HELDOUT_MAPPINGS["icc-heldout"])}
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,13 @@ class ICC:
         if self.heldout_rule not in ("pairs", "none"):
             raise UserError(f"icc heldout_rule {self.heldout_rule!r} must be 'pairs' (no two pairs of an evaluation "
                             "mapping in one sequence) or 'none'")
-        if self.exemplars_per_input < 1:
-            raise UserError(f"icc exemplars_per_input {self.exemplars_per_input} must be >= 1")
+        for name in ("exemplars_per_input", "demo_exemplars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"icc {name} {value!r} must be a whole number >= 1")
         if self.exemplars_per_input == 1 and self.demo_exemplars != 1:
             raise UserError(f"icc demo_exemplars {self.demo_exemplars} needs exemplars_per_input > 1 (one exemplar "
-                            "serves demos and queries)")
+                            "serves demos and queries): set demo_exemplars: 1, or more exemplars per input")
         if self.exemplars_per_input > 1 and not 1 <= self.demo_exemplars < self.exemplars_per_input:
             raise UserError(f"icc demo_exemplars {self.demo_exemplars} must lie in 1..exemplars_per_input - 1 = "
                             f"{self.exemplars_per_input - 1}: the rest are the held-out queries")
@@ -112,8 +114,8 @@ class ICC:
         for name, mapping in self.heldout.items():
             unknown = [w for pair in mapping.items() for w in pair if w not in names]
             if unknown:
-                raise UserError(f"icc held-out mapping {name!r} uses names {unknown} outside the corpus "
-                                f"(x0..x{self.n_inputs - 1}, L0..L{self.n_labels - 1})")
+                raise UserError(f"icc held-out mapping {name!r} uses names {unknown}: a mapping names latent inputs "
+                                f"x0..x{self.n_inputs - 1} (not their exemplars) and labels L0..L{self.n_labels - 1}")
 
     @cached_property
     def words(self) -> tuple[str, ...]:
@@ -211,20 +213,21 @@ class ICC:
         """The held-out mapping ``name`` as (demo words -> label word, query words -> label word): its inputs'
         first demo_exemplars exemplars and the rest (with one exemplar per input, the same mapping twice)."""
         mapping = self.heldout[name]
+        if self.exemplars_per_input == 1:
+            return dict(mapping), dict(mapping)
         demos, queries = {}, {}
         for x, y in mapping.items():
             for j in range(self.exemplars_per_input):
-                target = demos if j < self.demo_exemplars or self.exemplars_per_input == 1 else queries
-                target[self.input_word(int(x[1:]), j)] = y
-        return demos, queries if self.exemplars_per_input > 1 else dict(demos)
+                (demos if j < self.demo_exemplars else queries)[self.input_word(int(x[1:]), j)] = y
+        return demos, queries
 
     def heldout_prompts(self, rng: np.random.Generator, k: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """n evaluation prompts of the first held-out mapping, as icl-curve lays them out: token ids
         (n, 3k + 2) = [BOS] (x y SEP) * k x_test with uniform draws of its demo and query words (heldout_words),
         the gold label id of each, and the mapping's label ids (the candidates)."""
         demos, queries = self.heldout_words(next(iter(self.heldout)))
-        demo_x, demo_y = (np.array([self.word_ids[w] for w in words]) for words in (demos, demos.values()))
-        query_x, query_y = (np.array([self.word_ids[w] for w in words]) for words in (queries, queries.values()))
+        demo_x, demo_y, query_x, query_y = (np.array([self.word_ids[w] for w in words])
+                                            for words in (demos, demos.values(), queries, queries.values()))
         pick, query = rng.integers(0, len(demo_x), size=(n, k)), rng.integers(0, len(query_x), size=n)
         ids = np.full((n, 3 * k + 2), NEWLINE_ID, dtype=np.int64)
         ids[:, 0] = BOS_ID
@@ -237,7 +240,8 @@ class ICC:
 class ICCExemplars(ICC):
     """icc with latent inputs: each of the 32 inputs shows as one of 16 exemplar tokens; the held-out task's
     demos use 4 exemplars per input and its queries the other 12 (72 distinct query tokens, none a demo). Its
-    mapping is not held out from pretraining (heldout_rule "none"), so every input's labels are exactly uniform."""
+    mapping is not held out from pretraining (heldout_rule "none"), so the labels of every input without a prior
+    (x16..x31, the task's among them) are exactly uniform."""
 
     exemplars_per_input: int = 16
     demo_exemplars: int = 4
