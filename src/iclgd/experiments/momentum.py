@@ -5,7 +5,8 @@ For each pretraining seed, one iclgd pretraining run per attention with the same
 
     perplexity     on held-out corpus sequences at each context length (the same sequences for every run; the
                    targets the corpus trains on), with its 95% bootstrap interval over the sequences
-    ICL accuracy   at each k on the corpus's held-out task (icc-heldout), through icl-curve's pipeline, per demo seed
+    ICL accuracy   at each k on the corpus's held-out task (icc: icc-heldout), through icl-curve's pipeline, per demo
+                   seed
     onset          the first logged step whose ICL probe (k = 16 on the held-out mapping) reaches ONSET
 
 and, momentum minus vanilla, paired within each pretraining seed (per sequence on log-perplexity, per demo seed on
@@ -135,6 +136,7 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     from iclgd.experiments.icl_curve import icl_curve
     from iclgd.runner.store import library_versions
     from iclgd.runs import write_parquet
+    from iclgd.synthetic.pretrain.corpora import heldout_task
     from iclgd.synthetic.pretrain.train import onset_step, pretrain
 
     out = check_output_dir(out)
@@ -144,11 +146,9 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     n_positions = next(iter(configs.values()))[0].n_positions
     if max(lengths) > n_positions or min(lengths) < 2:
         raise UserError(f"context lengths {list(lengths)} must lie in 2..{n_positions} (the model's n_positions)")
-    from iclgd.synthetic.pretrain.corpora import heldout_task
     from iclgd.tasks import load_splits, load_task, sample_demo_indices
 
     task = task or heldout_task(corpus, next(iter(configs.values()))[0].corpus_options)
-
     if min(ks) < 0 or demo_seeds < 1:
         raise UserError(f"k values {list(ks)} must be >= 0 (0 is zero-shot), with at least one demo seed")
     labels = [example.label for example in load_splits(load_task(task)).pool]  # an unknown task fails here
