@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
             table.add_column(column, overflow="fold")
         for task in list_tasks() + [read_task_file(path) for path in task_files or []]:
             words = ", ".join(f"{name}→{word!r}" for name, word in task.label_words.items())
-            table.add_row(task.name, task.origin or task.source, task.license or "-",
+            table.add_row(task.name, task.origin or _shown_source(task.source), task.license or "-",
                           f"{task.training_split} / {task.eval_split}", str(len(task.label_words)), words,
                           str(len(task.templates)))
         console().print(table)
@@ -111,3 +111,13 @@ def _build_sources(names: list[str], archive: Path | None, out: Path | None) -> 
                       f"{', '.join(tasks)} under {root}")
     if out is not None:
         console.print(f"use them by path, e.g. --task {root / 'builtin' / (tasks[0] + '.yaml')}")
+
+
+def _shown_source(source: str) -> str:
+    """A shipped task's data folder relative to the installed package (iclgd/tasks/data/...), so the table reads
+    the same wherever iclgd is installed; any other source as it is."""
+    import iclgd
+
+    package = Path(iclgd.__file__).resolve().parent
+    path = Path(source)
+    return str(Path("iclgd") / path.relative_to(package)) if path.is_relative_to(package) else source
