@@ -143,12 +143,13 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     if not seeds or not variants or not lengths or not ks:
         raise UserError("give at least one seed, variant, context length and k")
     configs = run_configs(corpus, seeds, steps, variants, out, overrides)  # every setting checked before training
-    n_positions = next(iter(configs.values()))[0].n_positions
+    recipe = next(iter(configs.values()))[0]  # every run's shape and corpus
+    n_positions = recipe.n_positions
     if max(lengths) > n_positions or min(lengths) < 2:
         raise UserError(f"context lengths {list(lengths)} must lie in 2..{n_positions} (the model's n_positions)")
     from iclgd.tasks import load_splits, load_task, sample_demo_indices
 
-    task = task or heldout_task(corpus, next(iter(configs.values()))[0].corpus_options)
+    task = task or heldout_task(corpus, recipe.corpus_options)
     if min(ks) < 0 or demo_seeds < 1:
         raise UserError(f"k values {list(ks)} must be >= 0 (0 is zero-shot), with at least one demo seed")
     labels = [example.label for example in load_splits(load_task(task)).pool]  # an unknown task fails here

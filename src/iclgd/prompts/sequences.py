@@ -218,8 +218,9 @@ def build_prompts(
 
     demos = []
     for text, label in zip(demo_inputs, demo_labels, strict=True):
-        check_known(tokenizer, text, pieces(text))
-        demos.append(pieces(text) + label_ids[label])
+        input_ids = pieces(text)
+        check_known(tokenizer, text, input_ids)
+        demos.append(input_ids + label_ids[label])
     k = true_k([len(d) + len(sep_ids) for d in demos], len(bos_ids), max_eval_len, max_context)
     if k == 0:
         raise UserError(

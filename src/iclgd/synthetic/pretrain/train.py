@@ -144,7 +144,8 @@ def run_heldout_task(out: Path) -> str:
     from iclgd.synthetic.pretrain.corpora import heldout_task
 
     out = Path(out)
-    path = out / CONFIG_FILE if (out / CONFIG_FILE).is_file() or out.name != "checkpoints" else out.parent / CONFIG_FILE
+    run = out.parent if out.name == KEPT_DIR and not (out / CONFIG_FILE).is_file() else out
+    path = run / CONFIG_FILE
     recorded = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     if not isinstance(recorded, dict) or "corpus" not in recorded:
         raise UserError(f"{out} is not an iclgd pretrain run (no {CONFIG_FILE} naming its corpus): give --task")
