@@ -9,7 +9,7 @@ from iclgd.experiments.weights import step_number
 from iclgd.report.emergence import emergence_table, emergence_values, plot_emergence
 from iclgd.runner import open_results
 from iclgd.synthetic.pretrain.config import load_config
-from iclgd.synthetic.pretrain.train import pretrain
+from iclgd.synthetic.pretrain.train import circuit_log, onset_step, pretrain
 
 TOY = dict(steps=12, batch_size=4, n_embd=16, n_head=2, n_layer=2, n_positions=32, checkpoint_every=6, log_every=6,
            warmup_steps=2, keep_every=6)
@@ -47,6 +47,14 @@ def test_emergence_measures_every_checkpoint_beside_its_untrained_variant(run, t
     assert "ICL acc" in text and "SimAOU_norm" in text and "TO@10" in text and text.count("\n│") >= 3
     paths = plot_emergence(values, tmp_path / "fig", onset=6)
     assert all(p.stat().st_size > 0 for p in paths)
+    circuit = circuit_log(run)  # the run's logged progress measures, one more panel
+    assert sorted(circuit) == ["induction_score", "label_attention", "previous_token_score"]
+    assert all(sorted(logged) == [6, 12] and all(0 <= v <= 1 + 1e-6 for v in logged.values())
+               for logged in circuit.values())
+    assert circuit_log(run / "checkpoints") == circuit and circuit_log(tmp_path) == {}
+    assert onset_step(run / "checkpoints", 0.0) == onset_step(run, 0.0) == 6
+    with_circuit = plot_emergence(values, tmp_path / "fig-circuit", onset=6, circuit=circuit)
+    assert all(p.stat().st_size > 0 for p in with_circuit)
     again, _ = run_emergence(run, "icc-heldout", tmp_path / "out", fields=FIELDS, progress=False)  # resumes: no work
     assert [c.unit_id() for c in again] == [c.unit_id() for c in configs]
     run_emergence(run, "icc-heldout", tmp_path / "out", fields={**FIELDS, "shots": 2}, untrained=(), progress=False)

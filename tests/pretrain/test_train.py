@@ -45,14 +45,55 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     log = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
     assert log == (tmp_path / "straight" / "log.csv").read_text().splitlines()[:1] + log[1:]
     assert [int(r.split(",")[0]) for r in log[1:]] == list(range(5, 41, 5))
-    assert log[0] == "step,loss,lr,seconds,icl_accuracy"
-    assert all(0 <= float(r.split(",")[4]) <= 1 for r in log[1:])  # the ICL probe of the icc corpus
+    assert log[0] == "step,loss,lr,seconds,icl_accuracy,previous_token_score,label_attention,induction_score"
+    # the ICL probe of the icc corpus and the circuit's progress measures: shares of attention
+    assert all(0 <= float(value) <= 1 + 1e-6 for r in log[1:] for value in r.split(",")[4:])
     # a complete run is left alone
     assert pretrain(config, tmp_path / "straight", progress=False).steps == 0
     # another seed gives other weights
     other = pretrain(load_config(None, **{**TINY, "seed": 1}), tmp_path / "other", progress=False)
     assert other.steps == 40 and not torch.equal(_weights(tmp_path / "other")["transformer.wte.weight"],
                                                  a["transformer.wte.weight"])
+
+
+def test_a_log_from_before_the_circuit_measures_is_resumed(tmp_path):
+    """A run killed under an iclgd whose log had five columns resumes: its rows get empty measures."""
+    config = load_config(None, **TINY)
+    pretrain(config, tmp_path, progress=False, stop_after=20)
+    path = tmp_path / "log.csv"
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join(",".join(row.split(",")[:5]) for row in rows) + "\n")
+    pretrain(config, tmp_path, progress=False)
+    log = path.read_text().splitlines()
+    assert log[0].endswith(",induction_score") and len(log) == 9
+    assert all(r.endswith(",,,") for r in log[1:5]) and all(r.split(",")[-1] for r in log[5:])
+    assert train_module.onset_step(tmp_path, threshold=0.0) == 5
+
+
+def test_one_layer_models_log_no_circuit_measures(tmp_path):
+    """The induction circuit needs two layers: a one-layer run logs its ICL probe and empty measures."""
+    pretrain(load_config(None, **{**TINY, "steps": 5, "n_layer": 1}), tmp_path, progress=False)
+    (row,) = (tmp_path / "log.csv").read_text().splitlines()[1:]
+    assert 0 <= float(row.split(",")[4]) <= 1 and row.endswith(",,,")
+
+
+@pytest.mark.parametrize("name", ["icc-gpt2", "icc-exemplars-gpt2"])
+def test_shipped_models_have_an_induction_circuit(name):
+    """The probe's measures on the shipped models, which learn in context: layer 0 has a previous-token head and
+    the query of layer 1 attends to the labels of its own input (Olsson et al. 2022); chance would be ~1/6 of
+    the label attention (6 inputs in the held-out mapping)."""
+    from transformers import AutoModelForCausalLM
+
+    from iclgd.models.offline import SHIPPED_MODELS
+    from iclgd.synthetic.pretrain.config import PretrainConfig
+    from iclgd.synthetic.pretrain.corpora import make_corpus
+
+    config = PretrainConfig(**yaml.safe_load((SHIPPED_MODELS[name] / CONFIG_FILE).read_text()))
+    model = AutoModelForCausalLM.from_pretrained(SHIPPED_MODELS[name])
+    probe = train_module.icl_probe(model, make_corpus(config.corpus, config.corpus_options), config)
+    assert probe["icl_accuracy"] > 0.95 and probe["previous_token_score"] > 0.95
+    assert probe["label_attention"] > 0.85 and probe["induction_score"] > 0.85
+    assert model.config._attn_implementation == "sdpa"  # restored after the eager pass
 
 
 def test_saved_folder_loads_like_a_hub_model(tmp_path):

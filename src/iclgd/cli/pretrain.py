@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         from iclgd.report.console import console as wide_console
         from iclgd.report.emergence import emergence_table, emergence_values, plot_emergence
         from iclgd.runner import open_results
-        from iclgd.synthetic.pretrain.train import onset_step
+        from iclgd.synthetic.pretrain.train import circuit_log, onset_step
 
         fields = {"shots": shots, "seed": seed, **({"eval_size": eval_size} if eval_size is not None else {}),
                   **({"lr": lr} if lr is not None else {})}
@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         values = emergence_values(open_results(out))
         terminal = wide_console()
         terminal.print(emergence_table(values))
-        for path in plot_emergence(values, out / "_plots" / "emergence", onset=onset_step(run, ONSET)):
+        for path in plot_emergence(values, out / "_plots" / "emergence", onset=onset_step(run, ONSET),
+                                   circuit=circuit_log(run)):
             terminal.print(f"wrote {path}")
 
     @app.command()

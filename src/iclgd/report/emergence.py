@@ -90,12 +90,17 @@ def emergence_table(values: dict[tuple[str, str, str], dict[int, tuple]]) -> Tab
     return table
 
 
+CIRCUIT_TITLES = {"previous_token_score": "previous-token head", "label_attention": "query → all labels",
+                  "induction_score": "query → its input's labels"}
+
+
 def plot_emergence(values: dict[tuple[str, str, str], dict[int, tuple]], stem: str | Path,
-                   onset: int | None = None) -> list[Path]:
+                   onset: int | None = None, circuit: dict[str, dict[int, float]] | None = None) -> list[Path]:
     """Accuracy and one panel per score against pretraining step; trained solid with its 95% interval, untrained
-    dashed, within-unit floors dotted; ``onset`` (the step ICL switched on) as a vertical line."""
+    dashed, within-unit floors dotted; ``onset`` (the step ICL switched on) as a vertical line; ``circuit`` (the
+    run's logged progress measures of the induction circuit, measure -> {step: value}) as one more panel."""
     scores = [s for s in SCORES if ("trained", s.method, s.metric) in values]
-    panels = 1 + len(scores)
+    panels = 1 + len(scores) + bool(circuit)
     columns = min(4, panels)
     rows = -(-panels // columns)
     figure = Figure(figsize=(3.4 * columns, 2.8 * rows))
@@ -105,6 +110,15 @@ def plot_emergence(values: dict[tuple[str, str, str], dict[int, tuple]], stem: s
     _panel(axes[0], values, ACCURACY, variants, "accuracy (%)", onset)
     for axis, series in zip(axes[1:], scores, strict=False):
         _panel(axis, values, (series,), variants, series.title, onset)
+    if circuit:
+        axis = axes[panels - 1]
+        for name, logged in circuit.items():
+            axis.plot(sorted(logged), [logged[step] for step in sorted(logged)], label=CIRCUIT_TITLES.get(name, name))
+        if onset is not None:
+            axis.axvline(onset, color="black", linewidth=0.8, alpha=0.5)
+        axis.set(title="induction circuit (pretraining log)", xlabel="pretraining step", ylabel="attention share",
+                 ylim=(-0.02, 1.02))
+        axis.legend(frameon=False, fontsize=7)
     for axis in axes[panels:]:
         axis.set_visible(False)
     figure.tight_layout()

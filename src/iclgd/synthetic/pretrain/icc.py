@@ -135,6 +135,10 @@ class ICC:
     def input_id(self, i: np.ndarray | int, exemplar: np.ndarray | int = 0) -> np.ndarray | int:
         return FIRST_WORD_ID + i * self.exemplars_per_input + exemplar
 
+    def latent_input(self, ids: np.ndarray) -> np.ndarray:
+        """The latent input index of each input token id (meaningless for other tokens)."""
+        return (np.asarray(ids) - FIRST_WORD_ID) // self.exemplars_per_input
+
     def label_id(self, j: np.ndarray | int) -> np.ndarray | int:
         return FIRST_WORD_ID + self.n_inputs * self.exemplars_per_input + j
 

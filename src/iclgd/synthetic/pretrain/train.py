@@ -4,7 +4,8 @@ The run folder ``out`` holds, while training:
     pretrain.yaml      the config (marks the folder as an iclgd pretrain run; a rerun must match it)
     checkpoint.pt      model + optimizer + RNG states + step, replaced atomically every checkpoint_every steps
     log.csv            step, loss, lr, seconds, icl_accuracy (corpora with held-out mappings: ICL accuracy
-                       at k = probe_k on the first one, so the sudden onset of ICL shows in the log)
+                       at k = probe_k on the first one, so the sudden onset of ICL shows in the log), and the
+                       induction circuit's progress measures on the same prompts (circuit_measures)
     checkpoints/       with ``keep_every``: step-NNNNNN/ every keep_every steps, at step 0 and at the last step,
                        each a loadable model folder (model + tokenizer, written atomically), for analyses over
                        training (``iclgd weights checkpoints``); not used to resume
@@ -126,16 +127,34 @@ def next_token_loss(model, ids: torch.Tensor, mask: torch.Tensor | None) -> torc
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+def run_folder(out: Path) -> Path:
+    """The run folder of ``out``, which may be the run's checkpoints/ folder."""
+    out = Path(out)
+    return out.parent if out.name == KEPT_DIR and not (out / CONFIG_FILE).is_file() else out
+
+
+def read_log(out: Path) -> list[dict[str, str]]:
+    """The rows of a run's log.csv (``out`` may be its checkpoints/ folder); [] without one."""
+    path = run_folder(out) / LOG_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def onset_step(out: Path, threshold: float = 0.9) -> int | None:
     """The first logged step of a run whose ICL probe reaches ``threshold`` (None: never, no probe, or no log)."""
-    path = Path(out) / LOG_FILE
-    if not path.is_file():
-        return None
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("icl_accuracy") and float(row["icl_accuracy"]) >= threshold:
-                return int(row["step"])
+    for row in read_log(out):
+        if row.get("icl_accuracy") and float(row["icl_accuracy"]) >= threshold:
+            return int(row["step"])
     return None
+
+
+def circuit_log(out: Path) -> dict[str, dict[int, float]]:
+    """The induction circuit's progress measures a run logged: measure -> {step: value} (only those logged)."""
+    logged = {name: {int(row["step"]): float(row[name]) for row in read_log(out) if row.get(name)}
+              for name in PROBE_COLUMNS[1:]}
+    return {name: values for name, values in logged.items() if values}
 
 
 def run_heldout_task(out: Path) -> str:
@@ -143,9 +162,7 @@ def run_heldout_task(out: Path) -> str:
     checkpoints/ folder); UserError without one."""
     from iclgd.synthetic.pretrain.corpora import heldout_task
 
-    out = Path(out)
-    run = out.parent if out.name == KEPT_DIR and not (out / CONFIG_FILE).is_file() else out
-    path = run / CONFIG_FILE
+    path = run_folder(out) / CONFIG_FILE
     recorded = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     if not isinstance(recorded, dict) or "corpus" not in recorded:
         raise UserError(f"{out} is not an iclgd pretrain run (no {CONFIG_FILE} naming its corpus): give --task")
@@ -157,20 +174,62 @@ def probe_k(config: PretrainConfig) -> int:
     return min(PROBE_K, (config.n_positions - 2) // 3)
 
 
+PROBE_COLUMNS = ("icl_accuracy", "previous_token_score", "label_attention", "induction_score")
+LOG_COLUMNS = ("step", "loss", "lr", "seconds", *PROBE_COLUMNS)
+
+
 @torch.no_grad()
-def icl_probe(model, corpus: Corpus, config: PretrainConfig) -> float | None:
-    """ICL accuracy at k = probe_k on the corpus's first held-out mapping (None: the corpus has none). Its own
-    seeded rng and no dropout: the training run is not disturbed."""
+def icl_probe(model, corpus: Corpus, config: PretrainConfig) -> dict[str, float | None] | None:
+    """On PROBE_PROMPTS prompts of the corpus's first held-out mapping at k = probe_k (None: the corpus has none):
+    the ICL accuracy, and the induction circuit's progress measures (:func:`circuit_measures`). Its own seeded rng
+    and no dropout: the training run is not disturbed."""
     k = probe_k(config)
     if not hasattr(corpus, "heldout_prompts") or not corpus.heldout or k < 1:
         return None
     ids, gold, candidates = corpus.heldout_prompts(np.random.default_rng([config.seed, 1 << 20]), k, PROBE_PROMPTS)
     device = next(model.parameters()).device
+    tokens = torch.from_numpy(ids).to(device)
     model.eval()
-    logits = model(torch.from_numpy(ids).to(device)).logits[:, -1, torch.from_numpy(candidates).to(device)]
+    logits = model(tokens).logits[:, -1, torch.from_numpy(candidates).to(device)]
+    attention = attention_probabilities(model, tokens)
     model.train()
     predicted = candidates[logits.argmax(-1).cpu().numpy()]
-    return float((predicted == gold).mean())
+    return {"icl_accuracy": float((predicted == gold).mean()), **circuit_measures(attention, ids, corpus)}
+
+
+def attention_probabilities(model, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each layer's attention probabilities (batch, heads, T, T), by transformers' eager attention (the fused
+    kernels return none); the model's own implementation is restored after."""
+    implementation = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        return tuple(model(tokens, output_attentions=True).attentions)
+    finally:
+        model.set_attn_implementation(implementation)
+
+
+def circuit_measures(attention: tuple[torch.Tensor, ...], ids: np.ndarray, corpus) -> dict[str, float | None]:
+    """The induction circuit's progress measures on ICL prompts [BOS] (x y SEP)*k x_q, each the largest over heads
+    (``iclgd.metrics.circuits``): ``previous_token_score`` in the layers before the last (attention from each demo
+    label to its input), ``label_attention`` and ``induction_score`` in the layers after the first (the query's
+    attention on all demo labels; on the labels whose input is the query's latent input, chance being
+    label_attention times their share of the labels). None in a one-layer model, which has no circuit of two."""
+    from iclgd.metrics.circuits import attention_mass, previous_token_score
+
+    if len(attention) < 2:
+        return dict.fromkeys(PROBE_COLUMNS[1:])
+    labels = corpus.label_positions(ids.shape[1]) + 1  # label_positions are targets: the label token is next
+    latent = corpus.latent_input(ids)
+    all_labels = np.zeros(ids.shape, dtype=bool)
+    all_labels[:, labels] = True
+    matching = np.zeros(ids.shape, dtype=bool)
+    matching[:, labels] = latent[:, labels - 1] == latent[:, -1:]
+    all_labels, matching = torch.from_numpy(all_labels), torch.from_numpy(matching)
+    return {
+        "previous_token_score": max(float(previous_token_score(a, labels).max()) for a in attention[:-1]),
+        "label_attention": max(float(attention_mass(a, -1, all_labels).max()) for a in attention[1:]),
+        "induction_score": max(float(attention_mass(a, -1, matching).max()) for a in attention[1:]),
+    }
 
 
 def check_out(out: Path, config: PretrainConfig) -> bool:
@@ -286,9 +345,10 @@ def _log_rows(out: Path, rows: list[tuple], step_from: int) -> None:
         with path.open(newline="") as f:
             kept = [r for r in csv.reader(f)][1:]
         kept = [r for r in kept if int(r[0]) <= step_from]
+        kept = [r + [""] * (len(LOG_COLUMNS) - len(r)) for r in kept]  # a log from before the circuit measures
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["step", "loss", "lr", "seconds", "icl_accuracy"])
+        writer.writerow(LOG_COLUMNS)
         writer.writerows(kept)
         writer.writerows(rows)
 
@@ -328,7 +388,7 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
     hf_logging.disable_progress_bar()  # save_pretrained's shard bar, once per kept checkpoint and at the end
     if config.keep_every and start_step == 0:
         save_kept(out, 0, model, tokenizer)  # the initialisation: the reference of "weights moved by training"
-    log: list[tuple[int, float, float, float, float | str]] = []
+    log: list[tuple[int | float | str, ...]] = []
     last_step = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
     start = time.perf_counter()
     running, seen, loss_value = 0.0, 0, math.nan
@@ -348,10 +408,11 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
             if step % config.log_every == 0 or step == config.steps:
                 loss_value = running / seen
                 probe = icl_probe(model, corpus, config)
+                measures = [(probe or {}).get(name) for name in PROBE_COLUMNS]
                 log.append((step, loss_value, config.lr_at(step), time.perf_counter() - start,
-                            "" if probe is None else probe))
+                            *("" if value is None else value for value in measures)))
                 running, seen = 0.0, 0
-                shown = "" if probe is None else f", ICL@{probe_k(config)} {probe:.2f}"
+                shown = "" if probe is None else f", ICL@{probe_k(config)} {probe['icl_accuracy']:.2f}"
                 bar.update(task, completed=step, info=f"loss {loss_value:.4f}{shown}")
             if config.keep_every and (step % config.keep_every == 0 or step == config.steps):
                 save_kept(out, step, model, tokenizer)
