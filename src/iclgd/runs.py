@@ -61,6 +61,16 @@ def remove_stale(folder: Path) -> list[Path]:
     return removed
 
 
+def plain_modes(path: Path) -> None:
+    """Give ``path`` (a file, or every file under a folder) the mode a plain ``open`` gives under the umask:
+    safetensors writes its files 0600, which a cache or run shared with a group could not read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path = Path(path)
+    for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+        os.chmod(file, 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """A temporary path to write; on success it replaces ``path`` in one rename, on error it is removed."""
@@ -70,6 +80,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     tmp = tmp_sibling(path)
     try:
         yield tmp
+        if tmp.exists():
+            plain_modes(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -92,6 +104,7 @@ def atomic_folder(path: str | Path, *, replace: bool = False,
     tmp.mkdir()
     try:
         yield tmp
+        plain_modes(tmp)
         if replace and path.exists():
             old = tmp_sibling(path.with_name(path.name + ".old"))
             os.replace(path, old)

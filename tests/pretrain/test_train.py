@@ -109,6 +109,14 @@ def test_saved_folder_loads_like_a_hub_model(tmp_path):
     assert tokenizer.eos_token == "<|endoftext|>" and model.config.vocab_size == len(tokenizer)
     recorded = yaml.safe_load((tmp_path / CONFIG_FILE).read_text())
     assert recorded["steps"] == 3 and recorded["corpus"] == "icc"
+    mode = 0o666 & ~_umask()  # safetensors writes 0600; the saved folder is readable like any other
+    assert {os.stat(tmp_path / name).st_mode & 0o777 for name in FINAL_FILES} == {mode}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @pytest.mark.parametrize("corpus", ["ginc", "markov"])

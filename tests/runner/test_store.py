@@ -160,3 +160,27 @@ def test_a_new_result_is_never_dropped_for_a_damaged_folder_in_its_place(tmp_pat
     with pytest.raises(FileExistsError, match="not a finished result"):
         write_unit(tmp_path, "u1", CONFIG, fake_result(CONFIG))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["u1"]  # no temporary folder left behind
+
+
+def test_written_files_take_the_umask_mode_though_safetensors_writes_0600(tmp_path):
+    """safetensors creates its files 0600: iclgd's writers give them the mode of any other file they write."""
+    from safetensors.torch import save_file
+
+    from iclgd.runner.store import write_tensors
+    from iclgd.runs import atomic_file, atomic_folder
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_folder(tmp_path / "folder") as staging:
+            save_file({"w": torch.zeros(2)}, str(staging / "model.safetensors"))
+            (staging / "notes.txt").write_text("plain")
+        with atomic_file(tmp_path / "one.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp))
+        unit = tmp_path / "unit"
+        unit.mkdir()
+        captured = write_tensors(unit, "attn_out", {"blocks.0.attn_out": torch.zeros(2)})
+        for path in (tmp_path / "folder" / "model.safetensors", tmp_path / "folder" / "notes.txt",
+                     tmp_path / "one.safetensors", captured):
+            assert os.stat(path).st_mode & 0o777 == 0o644, path
+    finally:
+        os.umask(mask)

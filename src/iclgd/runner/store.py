@@ -51,7 +51,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from iclgd.runner.units import check_unit_id, config_dict
-from iclgd.runs import atomic_folder
+from iclgd.runs import atomic_folder, plain_modes
 
 UNIT_FILES = ("record.json", "metrics.parquet", "predictions.parquet", "example_scores.parquet")
 # The layout of a unit folder and the meaning of its ids and values; a reader refuses units of another format
@@ -271,6 +271,7 @@ def write_tensors(unit_dir: Path, name: str, tensors: Mapping[str, Any], dtype: 
     path = Path(unit_dir) / "captures" / f"{name}.safetensors"
     path.parent.mkdir(exist_ok=True)
     save_file(ready, str(path), metadata=dict(metadata) if metadata else None)
+    plain_modes(path)
     return path
 
 

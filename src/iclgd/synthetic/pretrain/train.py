@@ -36,7 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iclgd.checks import check_device, check_output_dir
 from iclgd.errors import UserError, warn
-from iclgd.runs import atomic_file, atomic_folder
+from iclgd.runs import atomic_file, atomic_folder, plain_modes
 from iclgd.synthetic.pretrain.config import PretrainConfig
 from iclgd.synthetic.pretrain.corpora import Corpus, make_corpus
 from iclgd.synthetic.pretrain.tokenizer import BOS_ID, build_tokenizer, vocabulary
@@ -324,6 +324,7 @@ def save_final(out: Path, model, tokenizer) -> None:
     staging.mkdir()
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    plain_modes(staging)
     missing = [name for name in FINAL_FILES if not (staging / name).is_file()]
     if missing:
         raise RuntimeError(f"save_pretrained did not write {missing} in {staging}")
