@@ -98,6 +98,8 @@ def assets(tmp_path_factory):
     (root / "bad.yaml").write_text("shots: [unclosed\n")
     (root / "list.yaml").write_text("- 1\n- 2\n")
     (root / "extra.yaml").write_text("model: x\ntask: y\nwings: 2\n")
+    (root / "typo.yaml").write_text("model: x\ntask: y\neval_sise: 10\n")
+    (root / "pretrain-typo.yaml").write_text("corpus: icc\nstpes: 10\n")
     (root / "lr-inf.yaml").write_text("lr: .inf\n")
     (root / "exemplars-float.yaml").write_text("corpus: icc-exemplars\ncorpus_options: {exemplars_per_input: 2.5}\n")
     # a task whose data files are empty
@@ -116,6 +118,7 @@ def assets(tmp_path_factory):
         "grid-not-list": base + "grid: {seed: 3}\n",
         "bad-task-late": base + "grid: {task: [icc-heldout, icc-prior, no-such-task]}\n",
         "two-outs": base + "runs: [{out: a}, {out: b}]\n",
+        "run-typo": base + "runs: [{seed: 2}, {mehtods: [gd]}]\n",
         "lr-inf": base.replace("lr: 0.01", "lr: .inf"),
         "cuda": base + "grid: {device: [cpu, cuda]}\n",
         "ok": base + "grid: {seed: [1, 2]}\n",
@@ -194,6 +197,7 @@ CASES = [
     (["compare", *UNIT, "--device", "cuda:1"], "CUDA is not available"),
     (["compare", *UNIT, "--device", "nonsense"], "unknown device 'nonsense'"),
     (["compare", *UNIT, "--seed", "-1"], "'seed'"),
+    (["compare", "--model", "icc-gtp2", *UNIT[2:]], "did you mean 'icc-gpt2'? (iclgd models lists"),
     (["compare", *UNIT, "--shots", "0"], "'shots'"),
     (["compare", *UNIT, "--shots", "9999"], "pool has only"),
     (["compare", *UNIT, "--order", "-1"], "'order'"),
@@ -206,7 +210,8 @@ CASES = [
     (["compare", *UNIT, "--max-context", "6000"], "longer than the context"),
     (["compare", *UNIT, "--bos", "L1 L6 L1"], "BOS must be one token"),
     (["compare", *UNIT, "--template", "7"], "template 7 does not exist"),
-    (["compare", *UNIT, "--template", "no field here"], "placeholder"),
+    (["compare", *UNIT, "--template", "no field here"], "has no placeholder for the row's fields; add one, "
+                                                         "e.g. 'Text: {text} Label:'"),
     (["compare", *UNIT, "--task", "no-such-task"], "unknown task"),
     (["compare", *UNIT, "--task", "{assets}/empty-task.yaml"], "is empty"),
     (["compare", *UNIT, "--dtype", "float64"], "'dtype'"),
@@ -237,7 +242,10 @@ CASES = [
     (["compare", "--config", "{assets}/missing.yaml"], "does not exist"),
     (["compare", "--config", "{assets}/bad.yaml"], "not valid YAML"),
     (["compare", "--config", "{assets}/list.yaml"], "must hold a mapping"),
-    (["compare", "--config", "{assets}/extra.yaml"], "'wings'"),
+    (["compare", "--config", "{assets}/extra.yaml"], "unknown key 'wings' (the keys are model, task,"),
+    (["compare", "--config", "{assets}/typo.yaml"], "unknown key 'eval_sise' (did you mean 'eval_size'?): fix the key"),
+    (["pretrain", "--config", "{assets}/pretrain-typo.yaml", "--out", "{work}/p"],
+     "unknown key 'stpes' (did you mean 'steps'?)"),
     (["compare", "--task", "icc-heldout"], "'model'"),
     # --- demo ----------------------------------------------------------------------------------------------
     (["demo", "--eval-size", "-1"], "'eval_size'"),
@@ -253,6 +261,8 @@ CASES = [
     (["sweep", "{assets}/sweep-grid-not-list.yaml"], "lists of values"),
     (["sweep", "{assets}/sweep-bad-task-late.yaml"], "unknown task"),
     (["sweep", "{assets}/sweep-two-outs.yaml"], "one results folder"),
+    (["sweep", "{assets}/sweep-run-typo.yaml"], "sweep-run-typo.yaml, `runs` entry 2: unknown key 'mehtods' (did "
+                                                "you mean 'methods'?)"),
     (["sweep", "{assets}/sweep-lr-inf.yaml"], "finite number"),
     (["sweep", "{assets}/sweep-cuda.yaml"], "CUDA is not available"),
     (["sweep", "{assets}/sweep-ok.yaml", "--out", "{ro}/sweep"], "cannot be written"),

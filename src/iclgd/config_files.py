@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,12 +37,28 @@ def validation_message(err: ValidationError) -> str:
     return f"'{where}': {message}{got}" if where else message
 
 
-def build_config(cls: type[Model], path: str | Path | None, overrides: dict[str, Any] | None, example: str) -> Model:
-    """``cls`` from an optional YAML file, overridden by the non-None ``overrides`` (the CLI flags)."""
+def unknown_key_message(err: ValidationError, cls: type[BaseModel]) -> str | None:
+    """For a key the model does not have: "unknown key 'eval_sise' (did you mean 'eval_size'?)"; else None."""
+    first = err.errors()[0]
+    if first["type"] != "extra_forbidden" or len(first["loc"]) != 1:
+        return None
+    key = str(first["loc"][0])
+    close = difflib.get_close_matches(key, list(cls.model_fields), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(cls.model_fields)}"
+    return f"unknown key '{key}' ({hint})"
+
+
+def build_config(cls: type[Model], path: str | Path | None, overrides: dict[str, Any] | None, example: str,
+                 source: str | None = None) -> Model:
+    """``cls`` from an optional YAML file, overridden by the non-None ``overrides`` (the CLI flags); ``source``
+    names where the settings came from in an error (default: the file, or the command line)."""
     data = read_yaml_mapping(path, example) if path is not None else {}
     data.update({key: value for key, value in (overrides or {}).items() if value is not None})
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        source = f"config file {path}" if path is not None else "the command line"
+        source = source or (f"config file {path}" if path is not None else "the command line")
+        unknown = unknown_key_message(err, cls)
+        if unknown is not None:
+            raise UserError(f"bad setting in {source}: {unknown}: fix the key and run again") from None
         raise UserError(f"bad setting in {source}: {validation_message(err)} (fix the value and run again)") from None

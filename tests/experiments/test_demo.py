@@ -30,6 +30,17 @@ def test_demo_writes_tables_and_plots(tmp_path):
     out = tmp_path / "icc-gpt2"
     units = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
     assert len(units) == 4  # trained + three untrained variants
+    import typer
+    from typer.testing import CliRunner
+
+    from iclgd.cli import compare as compare_cli
+
+    app = typer.Typer()
+    compare_cli.register(app)
+    again = CliRunner().invoke(app, ["demo", "--model", "icc-gpt2", "--out", str(tmp_path), "--eval-size", "20",
+                                     "--no-progress"], env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output  # every unit done already: tables and plot again
+    assert "results:" in again.output
 
 
 def test_the_real_lm_demo_is_the_default_and_its_preset_is_valid(tmp_path):

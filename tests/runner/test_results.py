@@ -71,6 +71,17 @@ def test_damaged_folders_name_the_path_and_the_fix(results, how, message):
     assert str(results / name) in text and "delete" in text and "\n" not in text
 
 
+def test_a_results_folder_inside_another_is_named_as_such(results):
+    """`iclgd report results/` with results/c1 (a compare's --out) inside: pass results/c1 itself."""
+    import shutil
+
+    shutil.copytree(results, results / "c1", ignore=shutil.ignore_patterns("c1"))
+    with pytest.raises(UserError, match="is a results folder of its own") as error:
+        open_results(results)
+    assert f"iclgd report {results / 'c1'}" in str(error.value) and "delete" not in str(error.value)
+    assert open_results(results / "c1") is not None
+
+
 @pytest.mark.parametrize("setup,message", [
     (lambda p: None, "does not exist"),
     (lambda p: p.write_text("x"), "is a file"),

@@ -80,15 +80,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        model: Annotated[str, typer.Option(help="smollm2-135m (a real LM, fetched once) | icc-gpt2 (iclgd's own)")]
-        = "smollm2-135m",
+        model: Annotated[str, typer.Option(help="smollm2-135m (a real LM, fetched once) | icc-gpt2 | "
+                                                "icc-exemplars-gpt2 (iclgd's own)")] = "smollm2-135m",
         out: Annotated[str, typer.Option(help="results folder (the demo writes <out>/<model>/)")] = "results/demo",
         eval_size: Annotated[int | None, typer.Option(help="eval rows per unit (default: the preset's)")] = None,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     ) -> None:
         """End to end, offline: a real LM vs its untrained variants (ZS, ICL, GD, LCGD), tables and plot."""
         from iclgd.experiments.demo import run_demo
 
-        run_demo(out, model=model, eval_size=eval_size)
+        run_demo(out, model=model, eval_size=eval_size, progress=progress)
 
     register_sweep(app)
 

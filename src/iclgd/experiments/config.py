@@ -127,6 +127,7 @@ class CompareConfig(BaseModel):
         return unit_id(self.unit_fields())
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any]) -> CompareConfig:
-    """The config from a YAML file (optional) with CLI overrides (None values are ignored)."""
-    return build_config(CompareConfig, path, overrides, example="configs/dai2023/sst2.yaml")
+def load_config(path: str | Path | None, overrides: dict[str, Any], source: str | None = None) -> CompareConfig:
+    """The config from a YAML file (optional) with CLI overrides (None values are ignored); ``source`` names where
+    the settings came from in an error."""
+    return build_config(CompareConfig, path, overrides, example="configs/dai2023/sst2.yaml", source=source)

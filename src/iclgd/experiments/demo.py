@@ -65,7 +65,8 @@ def ensure_model(model: str) -> float:
     return time.time() - started
 
 
-def run_demo(out: str | Path, *, model: str = DEFAULT_DEMO, eval_size: int | None = None) -> list[Path]:
+def run_demo(out: str | Path, *, model: str = DEFAULT_DEMO, eval_size: int | None = None,
+             progress: bool = True) -> list[Path]:
     """Fetch the model if needed, run the demo units (skipping finished ones), print the tables, write the plot.
 
     Results go to ``<out>/<model>/``.
@@ -74,7 +75,8 @@ def run_demo(out: str | Path, *, model: str = DEFAULT_DEMO, eval_size: int | Non
     configs = demo_configs(out, model=model, eval_size=eval_size)
     check_units(configs)
     ensure_model(model)
-    run_sweep(configs, lambda cfg: run_compare(cfg, show_progress=False), out, key=lambda c: c.unit_id())
+    run_sweep(configs, lambda cfg: run_compare(cfg, show_progress=False), out, key=lambda c: c.unit_id(),
+              progress=progress)
     con = open_results(out)
     shell = console()
     for method in ("gd", "lcgd"):

@@ -26,8 +26,10 @@ from iclgd.runner.sweep import SweepReport, run_sweep
 SWEEP_KEYS = {"base", "runs", "grid", "out", "backend", "ray_address", "slurm"}
 
 
-def expand(spec: dict[str, Any], overrides: dict[str, Any] | None = None) -> list[CompareConfig]:
-    """The unit configs of a sweep spec: base + each run + each grid point (+ CLI overrides)."""
+def expand(spec: dict[str, Any], overrides: dict[str, Any] | None = None,
+           where: str = "the sweep file") -> list[CompareConfig]:
+    """The unit configs of a sweep spec: base + each run + each grid point (+ CLI overrides); ``where`` names the
+    spec in errors."""
     unknown = set(spec) - SWEEP_KEYS
     if unknown:
         raise UserError(f"unknown sweep key(s) {sorted(unknown)}: a sweep file has {sorted(SWEEP_KEYS)}")
@@ -41,10 +43,11 @@ def expand(spec: dict[str, Any], overrides: dict[str, Any] | None = None) -> lis
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise UserError("sweep `grid` must map field names to lists of values, e.g. {seed: [1, 2, 3]}")
     configs = []
-    for run in runs:
+    for number, run in enumerate(runs, start=1):
+        source = f"{where}, `runs` entry {number}" if spec.get("runs") else where
         for point in itertools.product(*grid.values()):
             fields = {**base, **run, **dict(zip(grid, point, strict=True)), **(overrides or {})}
-            configs.append(load_config(None, fields))
+            configs.append(load_config(None, fields, source=source))
     return configs
 
 
@@ -83,7 +86,7 @@ def run_unit(cfg: CompareConfig):
 def run_sweep_file(path: str | Path, *, out: str | None = None, backend: str | None = None,
                    progress: bool = True) -> tuple[SweepReport, list[CompareConfig]]:
     spec = load_sweep(path)
-    configs = expand(spec, {"out": out} if out else None)
+    configs = expand(spec, {"out": out} if out else None, where=f"sweep file {path}")
     outs = {c.out for c in configs}
     if len(outs) != 1:
         raise UserError(f"a sweep writes to one results folder; its units name {sorted(outs)}: set `out:` once")

@@ -153,6 +153,15 @@ def _resolve(name_or_path: str) -> tuple[str, bool]:
     except (OSError, ValueError):
         pass
     if _offline():
+        import difflib
+
+        from iclgd.models import offline
+
+        named = [*offline.NAMED_MODELS, *offline.SHIPPED_MODELS]
+        close = difflib.get_close_matches(name_or_path, named, n=1)
+        if close and "/" not in name_or_path:  # a hub id has an org/; a misspelt named model has not
+            raise UserError(f"{name_or_path!r} is not a named model, a local folder or a cached hub id: did you mean "
+                            f"{close[0]!r}? (iclgd models lists the named ones)")
         raise UserError(
             f"{name_or_path!r} is not a local folder and is not in the Hugging Face cache, and there is no network: "
             f"download it on a machine with network (huggingface-cli download {name_or_path}) and pass the local "

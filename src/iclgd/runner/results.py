@@ -62,6 +62,9 @@ def check_unit_dir(unit_dir: Path) -> dict[str, Any]:
     """Check that a unit folder is complete and readable; return its record."""
     present = [name for name in UNIT_FILES if (unit_dir / name).is_file()]
     if not present:
+        if unit_dir.is_dir() and next(unit_dir.rglob("record.json"), None) is not None:
+            raise UserError(f"{unit_dir} is a results folder of its own, inside {unit_dir.parent}: pass it itself "
+                            f"(e.g. iclgd report {unit_dir}); a results folder holds unit folders only")
         raise UserError(f"{unit_dir} is not an iclgd unit folder (no {', '.join(UNIT_FILES)}): move it out of "
                         f"{unit_dir.parent} or delete it")
     missing = [name for name in UNIT_FILES if name not in present]

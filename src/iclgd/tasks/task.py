@@ -94,7 +94,7 @@ class Task:
         if which is None:
             return self.templates[0]
         if isinstance(which, str):
-            template_fields(which, where=f"task {self.name!r}")
+            template_fields(which, where=f"task {self.name!r}", example_field=template_fields(self.templates[0])[0])
             return which
         if not 0 <= which < len(self.templates):
             raise UserError(f"task {self.name!r} has {len(self.templates)} template(s) (0..{len(self.templates) - 1}); "

@@ -13,9 +13,10 @@ from collections.abc import Iterable
 from iclgd.errors import UserError
 
 
-def template_fields(template: str, *, where: str = "template") -> tuple[str, ...]:
+def template_fields(template: str, *, where: str = "template", example_field: str | None = None) -> tuple[str, ...]:
     """The field names a template fills, in order of first use; UserError if it fills none or uses a
-    placeholder that is not a plain field name (``{}``, ``{0}``, ``{text.upper}``, ``{text[0]}``)."""
+    placeholder that is not a plain field name (``{}``, ``{0}``, ``{text.upper}``, ``{text[0]}``). The error's
+    example template uses ``example_field`` (a field the rows have) where one is known."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as err:
@@ -31,15 +32,16 @@ def template_fields(template: str, *, where: str = "template") -> tuple[str, ...
         if field not in fields:
             fields.append(field)
     if not fields:
-        raise UserError(f"{where}: template {template!r} has no placeholder for the row's fields; "
-                        "add one, e.g. 'Sentence: {sentence} Label:'")
+        example = (f"e.g. '{example_field.capitalize()}: {{{example_field}}} Label:'" if example_field
+                   else "e.g. 'Sentence: {sentence} Label:' with a field the rows have")
+        raise UserError(f"{where}: template {template!r} has no placeholder for the row's fields; add one, {example}")
     return tuple(fields)
 
 
 def validate_template(template: str, available: Iterable[str], *, where: str = "template") -> None:
     """UserError naming the template and the first field it uses that the rows do not have."""
     available = tuple(available)
-    for field in template_fields(template, where=where):
+    for field in template_fields(template, where=where, example_field=available[0] if available else None):
         if field not in available:
             raise UserError(f"{where}: template {template!r} uses field {{{field}}}, which the rows do not have "
                             f"(fields: {', '.join(available) or 'none'})")
