@@ -70,6 +70,26 @@ def test_a_log_from_before_the_circuit_measures_is_resumed(tmp_path):
     assert train_module.onset_step(tmp_path, threshold=0.0) == 5
 
 
+def test_the_run_records_its_environment_and_a_resume_elsewhere_is_warned_of(tmp_path, capsys):
+    """The weights depend on library versions and the CPU type besides the config: the run records them, and
+    resuming under others says so (the run goes on)."""
+    import json
+    from importlib import metadata
+
+    config = load_config(None, **TINY)
+    pretrain(config, tmp_path, progress=False, stop_after=10)
+    recorded = json.loads((tmp_path / train_module.ENVIRONMENT_FILE).read_text())
+    assert recorded["torch"] == metadata.version("torch") and recorded["cpu"]
+    assert recorded["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    pretrain(config, tmp_path, progress=False, stop_after=10)
+    assert "warning" not in capsys.readouterr().err  # same environment: silent
+    (tmp_path / train_module.ENVIRONMENT_FILE).write_text(json.dumps({**recorded, "cpu_capability": "AVX2",
+                                                                      "torch": "2.0.0"}))
+    assert pretrain(config, tmp_path, progress=False).steps == 20
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "started with other cpu_capability, torch" in err
+
+
 def test_one_layer_models_log_no_circuit_measures(tmp_path):
     """The induction circuit needs two layers: a one-layer run logs its ICL probe and empty measures."""
     pretrain(load_config(None, **{**TINY, "steps": 5, "n_layer": 1}), tmp_path, progress=False)

@@ -2,6 +2,8 @@
 
 The run folder ``out`` holds, while training:
     pretrain.yaml      the config (marks the folder as an iclgd pretrain run; a rerun must match it)
+    environment.json   library versions and the CPU it started on: the float sums, hence the weights, depend on
+                       them too (a resume elsewhere is warned of)
     checkpoint.pt      model + optimizer + RNG states + step, replaced atomically every checkpoint_every steps
     log.csv            step, loss, lr, seconds, icl_accuracy (corpora with held-out mappings: ICL accuracy
                        at k = probe_k on the first one, so the sudden onset of ICL shows in the log), and the
@@ -22,7 +24,9 @@ the rerun finds the last checkpoint at the last step and saves again.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import math
 import os
 import time
@@ -42,6 +46,7 @@ from iclgd.synthetic.pretrain.corpora import Corpus, make_corpus
 from iclgd.synthetic.pretrain.tokenizer import BOS_ID, build_tokenizer, vocabulary
 
 CONFIG_FILE = "pretrain.yaml"
+ENVIRONMENT_FILE = "environment.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.csv"
 FINAL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -125,6 +130,39 @@ def next_token_loss(model, ids: torch.Tensor, mask: torch.Tensor | None) -> torc
     if mask is not None:
         logits, targets = logits[:, mask], targets[:, mask]
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def environment() -> dict[str, str]:
+    """What a run's weights depend on besides its config: the library versions and the CPU, whose instruction set
+    picks torch's kernels (another CPU type sums the same floats in another order)."""
+    from iclgd.runner.store import library_versions
+
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {**library_versions(), "cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def check_environment(out: Path, config: PretrainConfig) -> None:
+    """Record the environment of a new run; warn when a run is resumed in another one (its weights can then differ
+    from an uninterrupted run's)."""
+    path = out / ENVIRONMENT_FILE
+    now = environment()
+    if not path.is_file():
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(now, indent=2) + "\n", encoding="utf-8")
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = {}
+    changed = sorted(key for key in now if key != "iclgd" and recorded.get(key) != now[key])
+    if changed and config.device == "cpu":
+        warn(f"{out} was started with other {', '.join(changed)} ({path}): the resumed weights can differ from an "
+             "uninterrupted run's")
 
 
 def run_folder(out: Path) -> Path:
@@ -377,6 +415,9 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
     out.mkdir(parents=True, exist_ok=True)
     if not (out / CHECKPOINT_FILE).is_file():  # a new run, or one killed before its first checkpoint
         (out / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
+        (out / ENVIRONMENT_FILE).unlink(missing_ok=True)
+    if not is_complete(out):
+        check_environment(out, config)
     if is_complete(out):
         if config.keep_every and not (out / KEPT_DIR).is_dir():
             warn(f"{out} was trained already without keep_every: checkpoints are kept only while training; "
