@@ -14,6 +14,7 @@ from iclgd.finetune.lr_search import (
     DAI_LR_GRID,
     HALF_DECADE_GRID,
     halving_search,
+    no_signal,
     published_lr,
     published_seed,
     search_grid,
@@ -73,6 +74,21 @@ def test_search_grid_picks_the_best_and_the_smaller_on_ties():
     assert result.lr == 0.02 and len(result.scores) == 36
     lr, scores, _ = search_grid(lambda lr: lr, grid=(0.1, 0.3))
     assert lr == 0.3 and scores == {0.1: 0.1, 0.3: 0.3}
+
+
+def test_a_search_where_every_point_scores_the_same_has_no_signal(capsys):
+    """All 36 points at 0.5 (an untrained model): the tie rule picks 1e-4, and compare says so."""
+    from iclgd.experiments.compare import _flat
+
+    flat = search_grid(lambda lr: 0.5)
+    assert flat.lr == 1e-4 and no_signal(flat)
+    assert not no_signal(search_grid(lambda lr: 1.0 if lr == 0.02 else 0.5))
+    assert not no_signal(search_grid(lambda lr: 0.5, grid=(0.1,)))  # one point: nothing to compare
+    source = _flat(flat, "search on Dai's grid")
+    assert source == "search on Dai's grid; every point scored 0.50, so the smallest lr by the tie rule"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lr 0.0001 is the smallest by the tie rule" in err and "--lr" in err
+    assert _flat(search_grid(lambda lr: lr), "x") == "x" and capsys.readouterr().err == ""
 
 
 def test_search_lr_scores_trained_tensors_and_leaves_the_model_unchanged(gpt2):

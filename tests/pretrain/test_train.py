@@ -45,6 +45,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     log = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
     assert log == (tmp_path / "straight" / "log.csv").read_text().splitlines()[:1] + log[1:]
     assert [int(r.split(",")[0]) for r in log[1:]] == list(range(5, 41, 5))
+    seconds = [float(r.split(",")[3]) for r in log[1:]]
+    assert seconds == sorted(seconds)  # the whole run's time: a resume goes on from the last kept row
     assert log[0] == "step,loss,lr,seconds,icl_accuracy,previous_token_score,label_attention,induction_score"
     # the ICL probe of the icc corpus and the circuit's progress measures: shares of attention
     assert all(0 <= float(value) <= 1 + 1e-6 for r in log[1:] for value in r.split(",")[4:])

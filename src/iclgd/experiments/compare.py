@@ -216,7 +216,7 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
                 progress.advance(bar)
 
         search = finetuning.search_lr(lm, demos, held_out_accuracy, on_point=on_point)
-        return search.lr, f"search on Dai's grid: FT accuracy on {n_rows} held-out training rows", search
+        return search.lr, _flat(search, f"search on Dai's grid: FT accuracy on {n_rows} held-out training rows"), search
 
     def train(lrs: list[float]) -> list[dict[str, torch.Tensor]]:
         if supports_batched_trajectories(lm):
@@ -224,8 +224,18 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
         return [finetuning.finetune_gd(lm, demos, lr).tensors for lr in lrs]
 
     search = finetuning.halving_search(train, lambda t, rows: round(held_out_accuracy(t, rows) * len(rows)), n_rows)
-    return search.lr, (f"successive halving on Dai's grid at mantissas 1 and 3: FT accuracy on up to "
-                       f"{max(search.rows.values())} of {n_rows} held-out training rows"), search
+    return search.lr, _flat(search, f"successive halving on Dai's grid at mantissas 1 and 3: FT accuracy on up to "
+                                    f"{max(search.rows.values())} of {n_rows} held-out training rows"), search
+
+
+def _flat(search: finetuning.LrSearch, source: str) -> str:
+    """``source``, marked (and warned of) where every point scored the same: the lr is then the tie rule's."""
+    if not finetuning.no_signal(search):
+        return source
+    score = next(iter(search.scores.values()))
+    warn(f"every learning rate of the search scored {score:.2f} on the held-out rows: lr {search.lr:g} is the "
+         "smallest by the tie rule, not a measured best; give --lr to choose one")
+    return f"{source}; every point scored {score:.2f}, so the smallest lr by the tie rule"
 
 
 def random_direction(lm: LoadedModel, original: dict, trained: dict, seed: int) -> dict[str, torch.Tensor]:

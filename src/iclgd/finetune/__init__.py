@@ -32,6 +32,7 @@ from iclgd.finetune.lr_search import (
     PUBLISHED_SEED,
     LrSearch,
     halving_search,
+    no_signal,
     published_lr,
     published_seed,
     search_grid,
@@ -40,7 +41,7 @@ from iclgd.finetune.lr_search import (
 from iclgd.finetune.methods import BUILT_IN, LOSSES, PARAMETERS, FTMethod, finetune, parse_method
 
 __all__ = [
-    "BUILT_IN", "DAI_LR_GRID", "HALF_DECADE_GRID", "halving_search",
+    "BUILT_IN", "DAI_LR_GRID", "HALF_DECADE_GRID", "halving_search", "no_signal",
     "LOSSES", "OPTIMIZERS", "PARAMETERS", "FTMethod", "Model", "label_loss", "lm_loss",
     "parse_method", "step_batches", "train", "PUBLISHED_LR", "PUBLISHED_SEED", "FinetuneResult", "LrSearch", "finetune",
     "finetune_full_batch", "finetune_gd", "finetune_lcgd", "layer_causal_loss", "published_lr", "published_seed",

@@ -79,6 +79,12 @@ class LrSearch(NamedTuple):
     rows: dict[float, int] | None = None
 
 
+def no_signal(search: LrSearch) -> bool:
+    """Whether every point of the search scored as its winner did: the choice is then the tie rule's (the smallest
+    lr), not a measurement (an untrained model, or a task the FT cannot move on these rows)."""
+    return len(search.scores) > 1 and len(set(search.scores.values())) == 1
+
+
 def search_grid(score_lr: Callable[[float], float], grid: Sequence[float] = DAI_LR_GRID) -> LrSearch:
     """argmax_{η ∈ grid} score_lr(η); ties go to the smaller η (grid order ascending)."""
     scores = {lr: float(score_lr(lr)) for lr in grid}

@@ -433,6 +433,9 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
     log: list[tuple[int | float | str, ...]] = []
     last_step = config.steps if stop_after is None else min(config.steps, start_step + stop_after)
     start = time.perf_counter()
+    # the seconds column counts the whole run: a resumed run goes on from the time its last kept row records
+    earlier = [float(row["seconds"]) for row in read_log(out) if int(row["step"]) <= start_step and row.get("seconds")]
+    logged_from = start - (earlier[-1] if earlier else 0.0)
     running, seen, loss_value = 0.0, 0, math.nan
     with _progress(progress) as bar:
         task = bar.add_task(f"pretrain {config.corpus}", total=config.steps, completed=start_step, info="")
@@ -451,7 +454,7 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
                 loss_value = running / seen
                 probe = icl_probe(model, corpus, config)
                 measures = [(probe or {}).get(name) for name in PROBE_COLUMNS]
-                log.append((step, loss_value, config.lr_at(step), time.perf_counter() - start,
+                log.append((step, loss_value, config.lr_at(step), time.perf_counter() - logged_from,
                             *("" if value is None else value for value in measures)))
                 running, seen = 0.0, 0
                 shown = "" if probe is None else f", ICL@{probe_k(config)} {probe['icl_accuracy']:.2f}"
