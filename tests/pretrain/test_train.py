@@ -92,6 +92,17 @@ def test_the_run_records_its_environment_and_a_resume_elsewhere_is_warned_of(tmp
     assert err.count("\n") == 1 and "started with other cpu_capability, torch" in err
 
 
+def test_a_damaged_log_stops_the_resume_with_one_line(tmp_path):
+    config = load_config(None, **TINY)
+    pretrain(config, tmp_path, progress=False, stop_after=10)
+    path = tmp_path / "log.csv"
+    path.write_text(path.read_text().replace(",", ";", 3))
+    with pytest.raises(UserError, match="log.csv is damaged") as error:
+        pretrain(config, tmp_path, progress=False)
+    assert "\n" not in str(error.value)
+    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)["step"] == 10  # nothing trained or written
+
+
 def test_one_layer_models_log_no_circuit_measures(tmp_path):
     """The induction circuit needs two layers: a one-layer run logs its ICL probe and empty measures."""
     pretrain(load_config(None, **{**TINY, "steps": 5, "n_layer": 1}), tmp_path, progress=False)

@@ -177,7 +177,15 @@ def read_log(out: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        rows = list(csv.DictReader(handle))
+    try:
+        for row in rows:
+            int(row["step"])
+            [float(value) for key, value in row.items() if key != "step" and value]
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is damaged (a row without a step, or a value that is not a number): restore it, "
+                        "or delete it and rerun (the log then starts after the last checkpoint)") from None
+    return rows
 
 
 def onset_step(out: Path, threshold: float = 0.9) -> int | None:
