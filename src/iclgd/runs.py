@@ -61,14 +61,25 @@ def remove_stale(folder: Path) -> list[Path]:
     return removed
 
 
+def current_umask() -> int:
+    """The process's umask. Linux shows it in /proc/self/status; elsewhere it is read by setting it, which for
+    that instant changes it for every thread of the process."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def plain_modes(path: Path) -> None:
     """Give ``path`` (a file, or every file under a folder) the mode a plain ``open`` gives under the umask:
     safetensors writes its files 0600, which a cache or run shared with a group could not read."""
-    mask = os.umask(0)
-    os.umask(mask)
+    mode = 0o666 & ~current_umask()
     path = Path(path)
     for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
-        os.chmod(file, 0o666 & ~mask)
+        os.chmod(file, mode)
 
 
 @contextlib.contextmanager

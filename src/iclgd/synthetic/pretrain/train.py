@@ -198,8 +198,8 @@ def onset_step(out: Path, threshold: float = 0.9) -> int | None:
 
 def circuit_log(out: Path) -> dict[str, dict[int, float]]:
     """The induction circuit's progress measures a run logged: measure -> {step: value} (only those logged)."""
-    logged = {name: {int(row["step"]): float(row[name]) for row in read_log(out) if row.get(name)}
-              for name in PROBE_COLUMNS[1:]}
+    rows = read_log(out)
+    logged = {name: {int(row["step"]): float(row[name]) for row in rows if row.get(name)} for name in PROBE_COLUMNS[1:]}
     return {name: values for name, values in logged.items() if values}
 
 
@@ -236,6 +236,8 @@ def icl_probe(model, corpus: Corpus, config: PretrainConfig) -> dict[str, float 
     device = next(model.parameters()).device
     tokens = torch.from_numpy(ids).to(device)
     model.eval()
+    # the accuracy from the model's own attention kernel (as every log before the circuit measures had it), the
+    # attention probabilities from a second, eager pass: the fused kernels return none
     logits = model(tokens).logits[:, -1, torch.from_numpy(candidates).to(device)]
     attention = attention_probabilities(model, tokens)
     model.train()
@@ -386,18 +388,13 @@ def _progress(enabled: bool) -> Progress:
 
 def _log_rows(out: Path, rows: list[tuple], step_from: int) -> None:
     """Append log rows, dropping rows past ``step_from`` left by a killed run (they are recomputed)."""
-    path = out / LOG_FILE
-    kept = []
-    if path.is_file():
-        with path.open(newline="") as f:
-            kept = [r for r in csv.reader(f)][1:]
-        kept = [r for r in kept if int(r[0]) <= step_from]
-        kept = [r + [""] * (len(LOG_COLUMNS) - len(r)) for r in kept]  # a log from before the circuit measures
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(LOG_COLUMNS)
-        writer.writerows(kept)
-        writer.writerows(rows)
+    kept = [row for row in read_log(out) if int(row["step"]) <= step_from]
+    with (out / LOG_FILE).open("w", newline="") as f:
+        # restval: a log from before the circuit measures has no such columns, its rows get them empty
+        earlier = csv.DictWriter(f, LOG_COLUMNS, restval="")
+        earlier.writeheader()
+        earlier.writerows(kept)
+        csv.writer(f).writerows(rows)
 
 
 def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
