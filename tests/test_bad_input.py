@@ -102,6 +102,8 @@ def assets(tmp_path_factory):
     (root / "pretrain-typo.yaml").write_text("corpus: icc\nstpes: 10\n")
     (root / "lr-inf.yaml").write_text("lr: .inf\n")
     (root / "exemplars-float.yaml").write_text("corpus: icc-exemplars\ncorpus_options: {exemplars_per_input: 2.5}\n")
+    (root / "init-zero.yaml").write_text("corpus: icc-exemplars\ninit_std: 0\n")
+    (root / "tie-maybe.yaml").write_text("corpus: icc-exemplars\ntie_embeddings: maybe\n")
     # a task whose data files are empty
     data = root / "empty-data"
     data.mkdir()
@@ -176,6 +178,8 @@ CASES = [
       "--eval-size", "4", "--out", "{work}/x"], "maps only to the unknown token '<unk>'"),
     (["pretrain", "--config", "{assets}/exemplars-float.yaml", "--out", "{work}/p"],
      "icc exemplars_per_input 2.5 must be a whole number >= 1"),
+    (["pretrain", "--config", "{assets}/init-zero.yaml", "--out", "{work}/p"], "'init_std': Input should be greater"),
+    (["pretrain", "--config", "{assets}/tie-maybe.yaml", "--out", "{work}/p"], "'tie_embeddings': Input should be"),
     (["emergence", "--run", "{assets}/step-models", "--out", "{work}/e"], "no pretrain.yaml naming its corpus): give "
                                                                             "--task"),
     (["momentum", "--out", "{work}/m", "--corpus", "markov"], "corpus 'markov' has no held-out task: give --task"),

@@ -152,6 +152,32 @@ def _umask() -> int:
     return mask
 
 
+def test_untied_embeddings_and_init_std_train_resume_and_load(tmp_path):
+    """tie_embeddings: false gives the unembedding its own weights (saved, resumed and loaded as such); init_std
+    is the std of the initial weights."""
+    from transformers import AutoModelForCausalLM
+
+    from iclgd.synthetic.pretrain.corpora import make_corpus
+    from iclgd.synthetic.pretrain.train import build_model
+
+    config = load_config(None, **{**TINY, "steps": 6, "checkpoint_every": 3, "tie_embeddings": False})
+    pretrain(config, tmp_path / "straight", progress=False)
+    pretrain(config, tmp_path / "resumed", progress=False, stop_after=3)
+    pretrain(config, tmp_path / "resumed", progress=False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "straight")
+    assert model.config.tie_word_embeddings is False
+    assert not torch.equal(model.lm_head.weight, model.transformer.wte.weight)
+    assert torch.equal(model.lm_head.weight, a["lm_head.weight"])
+    tied = build_model(load_config(None, **TINY), make_corpus("icc", {}))
+    assert tied.lm_head.weight is tied.transformer.wte.weight  # GPT-2's default
+    corpus = make_corpus("icc-exemplars", {})
+    for std in (0.01, 0.05):
+        weight = build_model(load_config(None, corpus="icc-exemplars", init_std=std), corpus).transformer.wte.weight
+        assert weight.std().item() == pytest.approx(std, rel=0.05)
+
+
 @pytest.mark.parametrize("corpus", ["ginc", "markov"])
 def test_other_corpora_pretrain(tmp_path, corpus):
     config = load_config(None, **{**TINY, "steps": 2, "corpus": corpus, "log_every": 1})

@@ -32,6 +32,8 @@ class PretrainConfig(BaseModel):
     n_positions: int = Field(64, description="context length of the model")
     vocab_size: int | None = Field(None, description="default: the corpus vocabulary; larger leaves unused ids")
     activation: str = Field("gelu", description="GPT-2 activation_function")
+    tie_embeddings: bool = Field(True, description="the unembedding is the token embedding (GPT-2's default)")
+    init_std: float = Field(0.02, gt=0, description="std of the normal initial weights (GPT-2's initializer_range)")
     position_init: Literal["sinusoidal", "random"] = Field(
         "sinusoidal", description="initial position embeddings: scaled sinusoids (trainable) or GPT-2's N(0, 0.02)")
     position_scale: float = Field(0.1, gt=0, description="amplitude of the sinusoidal initial position embeddings")

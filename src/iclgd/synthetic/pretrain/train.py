@@ -95,6 +95,7 @@ def build_model(config: PretrainConfig, corpus: Corpus):
         vocab_size=vocab_size, n_positions=config.n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
         n_head=config.n_head, n_inner=config.n_inner, activation_function=config.activation,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=BOS_ID, eos_token_id=BOS_ID,
+        tie_word_embeddings=config.tie_embeddings, initializer_range=config.init_std,
     )
     torch.manual_seed(config.seed)
     if config.attention == "momentum":
