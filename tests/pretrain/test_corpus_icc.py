@@ -109,10 +109,33 @@ def test_loss_positions_are_labels_and_the_token_after():
     {"exemplars_per_input": 0}, {"demo_exemplars": 2}, {"exemplars_per_input": 4, "demo_exemplars": 4},
     {"exemplars_per_input": 4, "demo_exemplars": 0}, {"exemplars_per_input": 4, "heldout": {"t": {"x1_0": "L1"}}},
     {"heldout_rule": "labels"}, {"exemplars_per_input": 2.5}, {"exemplars_per_input": 4, "demo_exemplars": True},
+    {"label_draw": "random"},
 ])
 def test_icc_bad_options(options):
     with pytest.raises(UserError):
         make_corpus("icc", options)
+
+
+def test_uniform_label_draw_gives_each_input_one_of_the_sequence_labels_independently():
+    """label_draw "uniform": each input's label is drawn from the sequence's n_way labels, so the labels of the
+    other inputs say nothing about an input's own (with "balanced", one input per label makes the other input's
+    label the complement of its own)."""
+    rng = np.random.default_rng(0)
+    one_input_per_label = dict(p_prior=0, inputs_per_class=(1,))
+    uniform, balanced = ICC(label_draw="uniform", **one_input_per_label), ICC(**one_input_per_label)
+    same = []
+    for _ in range(2000):
+        inputs, targets = uniform._mapping(rng)
+        assert len(inputs) == 2 == len(set(inputs.tolist())) and set(targets.tolist()) <= set(range(8))
+        same.append(targets[0] == targets[1])
+        inputs, targets = balanced._mapping(rng)
+        assert targets[0] != targets[1]
+    assert abs(np.mean(same) - 0.5) < 0.04  # two labels drawn independently from two: the same half the time
+    corpus = ICC(label_draw="uniform")  # one label per input within a sequence, as before
+    for _ in range(100):
+        ids = corpus.sequence(rng, 12)
+        pairs = _pairs(ids)
+        assert all(len({y for x2, y in pairs if x2 == x}) == 1 for x, _ in pairs)
 
 
 def test_each_corpus_names_its_heldout_task():

@@ -8,7 +8,12 @@ it" is one hop (an induction head); a template word between input and label woul
 
 Per sequence (Chan et al. 2022; Reddy 2023: bursty sequences, the mapping only readable in context):
 - ``n_way`` labels drawn from the L labels, ``inputs_per_class`` inputs per label drawn from the inputs,
-  each demonstration an input drawn uniformly from those (so inputs repeat within the sequence);
+  each demonstration an input drawn uniformly from those (so inputs repeat within the sequence); with
+  ``label_draw`` "uniform" each input's label is instead drawn from the sequence's n_way labels independently.
+  Balanced labels leave a shortcut that competes with induction: with one input per label, the label the query's
+  input does NOT have is the other input's, so a head that attends to the labels of the other inputs (an
+  anti-induction head) answers as well as an induction head, and it still pays partly with more inputs per label;
+  independent labels make the other inputs' labels carry nothing about the query's;
 - with probability ``p_prior`` a "prior" sequence instead: inputs only from the first ``n_prior_inputs``,
   each with its FIXED prior label L(i mod n_prior_labels). Those inputs also appear in ordinary sequences
   with random labels, so the model learns the prior in its weights (zero-shot above chance on them) and
@@ -75,6 +80,7 @@ class ICC:
     exemplars_per_input: int = 1
     demo_exemplars: int = 1
     heldout_rule: str = "pairs"
+    label_draw: str = "balanced"
     heldout: dict[str, dict[str, str]] = field(default_factory=lambda: dict(HELDOUT_MAPPINGS), hash=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +103,9 @@ class ICC:
                                 f"n_prior_inputs) = {min(self.n_labels, self.n_prior_inputs)}")
             if self.n_prior_inputs > self.n_inputs:
                 raise UserError(f"icc n_prior_inputs {self.n_prior_inputs} exceeds n_inputs {self.n_inputs}")
+        if self.label_draw not in ("balanced", "uniform"):
+            raise UserError(f"icc label_draw {self.label_draw!r} must be 'balanced' (inputs_per_class inputs per "
+                            "label) or 'uniform' (each input's label drawn from the sequence's n_way labels)")
         if self.heldout_rule not in ("pairs", "none"):
             raise UserError(f"icc heldout_rule {self.heldout_rule!r} must be 'pairs' (no two pairs of an evaluation "
                             "mapping in one sequence) or 'none'")
@@ -174,6 +183,8 @@ class ICC:
         m = int(rng.choice(self.inputs_per_class))
         labels = rng.choice(self.n_labels, size=n_way, replace=False)
         inputs = rng.choice(self.n_inputs, size=n_way * m, replace=False)
+        if self.label_draw == "uniform":
+            return inputs, rng.choice(labels, size=n_way * m)
         return inputs, np.repeat(labels, m)
 
     def _shows_heldout(self, inputs: np.ndarray, targets: np.ndarray) -> bool:
