@@ -48,7 +48,7 @@ def test_emergence_measures_every_checkpoint_beside_its_untrained_variant(run, t
     paths = plot_emergence(values, tmp_path / "fig", onset=6)
     assert all(p.stat().st_size > 0 for p in paths)
     circuit = circuit_log(run)  # the run's logged progress measures, one more panel
-    assert sorted(circuit) == ["induction_score", "label_attention", "previous_token_score"]
+    assert sorted(circuit) == ["induction_score", "induction_share", "label_attention", "previous_token_score"]
     assert all(sorted(logged) == [6, 12] and all(0 <= v <= 1 + 1e-6 for v in logged.values())
                for logged in circuit.values())
     assert circuit_log(run / "checkpoints") == circuit and circuit_log(tmp_path) == {}

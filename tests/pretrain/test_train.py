@@ -4,6 +4,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -47,7 +48,8 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     assert [int(r.split(",")[0]) for r in log[1:]] == list(range(5, 41, 5))
     seconds = [float(r.split(",")[3]) for r in log[1:]]
     assert seconds == sorted(seconds)  # the whole run's time: a resume goes on from the last kept row
-    assert log[0] == "step,loss,lr,seconds,icl_accuracy,previous_token_score,label_attention,induction_score"
+    assert log[0] == ("step,loss,lr,seconds,icl_accuracy,previous_token_score,label_attention,induction_score,"
+                      "induction_share")
     # the ICL probe of the icc corpus and the circuit's progress measures: shares of attention
     assert all(0 <= float(value) <= 1 + 1e-6 for r in log[1:] for value in r.split(",")[4:])
     # a complete run is left alone
@@ -67,7 +69,7 @@ def test_a_log_from_before_the_circuit_measures_is_resumed(tmp_path):
     path.write_text("\n".join(",".join(row.split(",")[:5]) for row in rows) + "\n")
     pretrain(config, tmp_path, progress=False)
     log = path.read_text().splitlines()
-    assert log[0].endswith(",induction_score") and len(log) == 9
+    assert log[0].endswith(",induction_score,induction_share") and len(log) == 9
     assert all(r.endswith(",,,") for r in log[1:5]) and all(r.split(",")[-1] for r in log[5:])
     assert train_module.onset_step(tmp_path, threshold=0.0) == 5
 
@@ -103,11 +105,32 @@ def test_a_damaged_log_stops_the_resume_with_one_line(tmp_path):
     assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)["step"] == 10  # nothing trained or written
 
 
+def test_circuit_measures_by_hand():
+    """[BOS] x0 y SEP x1 y SEP x0: layer 0 head 0 attends from the labels to their inputs with 1 and 0.5; in layer
+    1 head 0 puts 0.6 on the query's own label and 0.2 on the other (induction share 0.6 / 0.8), head 1 (the most
+    label attention, 0.9) 0.1 and 0.8 (an anti-induction head)."""
+    from iclgd.synthetic.pretrain.icc import ICC
+
+    corpus = ICC()
+    ids = np.array([[0, corpus.input_id(0), corpus.label_id(1), 1, corpus.input_id(1), corpus.label_id(2), 1,
+                     corpus.input_id(0)]])
+    layer0, layer1 = torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8)
+    layer0[0, 0, 2, 1], layer0[0, 0, 5, 4], layer0[0, 0, 5, 5] = 1.0, 0.5, 0.5
+    layer1[0, 0, 7, [2, 5, 7]] = torch.tensor([0.6, 0.2, 0.2])
+    layer1[0, 1, 7, [0, 2, 5]] = torch.tensor([0.1, 0.1, 0.8])
+    measures = train_module.circuit_measures((layer0, layer1), ids, corpus)
+    assert measures == pytest.approx({"previous_token_score": 0.75, "label_attention": 0.9, "induction_score": 0.6,
+                                      "induction_share": 0.75})
+    layer1[0, :, 7] = 0.0
+    layer1[0, :, 7, 0] = 1.0  # no head attends to the labels: share 0, not NaN
+    assert train_module.circuit_measures((layer0, layer1), ids, corpus)["induction_share"] == 0.0
+
+
 def test_one_layer_models_log_no_circuit_measures(tmp_path):
     """The induction circuit needs two layers: a one-layer run logs its ICL probe and empty measures."""
     pretrain(load_config(None, **{**TINY, "steps": 5, "n_layer": 1}), tmp_path, progress=False)
     (row,) = (tmp_path / "log.csv").read_text().splitlines()[1:]
-    assert 0 <= float(row.split(",")[4]) <= 1 and row.endswith(",,,")
+    assert 0 <= float(row.split(",")[4]) <= 1 and row.endswith(",,,,")
 
 
 @pytest.mark.parametrize("name", ["icc-gpt2", "icc-exemplars-gpt2"])
@@ -125,7 +148,7 @@ def test_shipped_models_have_an_induction_circuit(name):
     model = AutoModelForCausalLM.from_pretrained(SHIPPED_MODELS[name])
     probe = train_module.icl_probe(model, make_corpus(config.corpus, config.corpus_options), config)
     assert probe["icl_accuracy"] > 0.95 and probe["previous_token_score"] > 0.95
-    assert probe["label_attention"] > 0.85 and probe["induction_score"] > 0.85
+    assert probe["label_attention"] > 0.85 and probe["induction_score"] > 0.85 and probe["induction_share"] > 0.9
     assert model.config._attn_implementation == "sdpa"  # restored after the eager pass
 
 

@@ -221,7 +221,7 @@ def probe_k(config: PretrainConfig) -> int:
     return min(PROBE_K, (config.n_positions - 2) // 3)
 
 
-PROBE_COLUMNS = ("icl_accuracy", "previous_token_score", "label_attention", "induction_score")
+PROBE_COLUMNS = ("icl_accuracy", "previous_token_score", "label_attention", "induction_score", "induction_share")
 LOG_COLUMNS = ("step", "loss", "lr", "seconds", *PROBE_COLUMNS)
 
 
@@ -262,7 +262,10 @@ def circuit_measures(attention: tuple[torch.Tensor, ...], ids: np.ndarray, corpu
     (``iclgd.metrics.circuits``): ``previous_token_score`` in the layers before the last (attention from each demo
     label to its input), ``label_attention`` and ``induction_score`` in the layers after the first (the query's
     attention on all demo labels; on the labels whose input is the query's latent input, chance being
-    label_attention times their share of the labels). None in a one-layer model, which has no circuit of two."""
+    label_attention times their share of the labels); and ``induction_share``, for the head of that largest
+    induction score, the share of its label attention on those labels: ~1 for an induction head, about the labels'
+    share (~1/6 on the held-out mapping) where no head matches the query's input, less where heads avoid it (0
+    where no head attends to the labels). None in a one-layer model, which has no circuit of two."""
     from iclgd.metrics.circuits import attention_mass, previous_token_score
 
     if len(attention) < 2:
@@ -274,10 +277,14 @@ def circuit_measures(attention: tuple[torch.Tensor, ...], ids: np.ndarray, corpu
     matching = np.zeros(ids.shape, dtype=bool)
     matching[:, labels] = latent[:, labels - 1] == latent[:, -1:]
     all_labels, matching = torch.from_numpy(all_labels), torch.from_numpy(matching)
+    label_mass = torch.cat([attention_mass(a, -1, all_labels) for a in attention[1:]])  # every head of those layers
+    matching_mass = torch.cat([attention_mass(a, -1, matching) for a in attention[1:]])
+    top = int(matching_mass.argmax())
     return {
         "previous_token_score": max(float(previous_token_score(a, labels).max()) for a in attention[:-1]),
-        "label_attention": max(float(attention_mass(a, -1, all_labels).max()) for a in attention[1:]),
-        "induction_score": max(float(attention_mass(a, -1, matching).max()) for a in attention[1:]),
+        "label_attention": float(label_mass.max()),
+        "induction_score": float(matching_mass[top]),
+        "induction_share": float(matching_mass[top] / label_mass[top]) if label_mass[top] > 0 else 0.0,
     }
 
 
