@@ -131,11 +131,15 @@ def test_uniform_label_draw_gives_each_input_one_of_the_sequence_labels_independ
         inputs, targets = balanced._mapping(rng)
         assert targets[0] != targets[1]
     assert abs(np.mean(same) - 0.5) < 0.04  # two labels drawn independently from two: the same half the time
-    corpus = ICC(label_draw="uniform")  # one label per input within a sequence, as before
-    for _ in range(100):
-        ids = corpus.sequence(rng, 12)
-        pairs = _pairs(ids)
-        assert all(len({y for x2, y in pairs if x2 == x}) == 1 for x, _ in pairs)
+    # in sequences: each input keeps one label, and with uniform draws some sequences show a single label
+    shown = {"uniform": [], "balanced": []}
+    for name, corpus in (("uniform", ICC(label_draw="uniform", p_prior=0)), ("balanced", ICC(p_prior=0))):
+        for _ in range(300):
+            pairs = _pairs(corpus.sequence(rng, 12))
+            assert all(len({y for x2, y in pairs if x2 == x}) == 1 for x, _ in pairs)
+            shown[name].append(len({y for _, y in pairs}))
+    single = {name: np.mean([n == 1 for n in counts]) for name, counts in shown.items()}
+    assert single["uniform"] > 0.2 and single["balanced"] < 0.01  # balanced: both labels, bar a rare unlucky draw
 
 
 def test_each_corpus_names_its_heldout_task():

@@ -60,17 +60,20 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
                                                  a["transformer.wte.weight"])
 
 
-def test_a_log_from_before_the_circuit_measures_is_resumed(tmp_path):
-    """A run killed under an iclgd whose log had five columns resumes: its rows get empty measures."""
+@pytest.mark.parametrize("kept", [5, 8])
+def test_a_log_from_before_the_circuit_measures_is_resumed(tmp_path, kept):
+    """A run killed under an iclgd whose log had five columns (before the circuit measures) or eight (before
+    induction_share) resumes: its rows get the missing measures empty, and keep the others."""
     config = load_config(None, **TINY)
     pretrain(config, tmp_path, progress=False, stop_after=20)
     path = tmp_path / "log.csv"
     rows = path.read_text().splitlines()
-    path.write_text("\n".join(",".join(row.split(",")[:5]) for row in rows) + "\n")
+    path.write_text("\n".join(",".join(row.split(",")[:kept]) for row in rows) + "\n")
     pretrain(config, tmp_path, progress=False)
-    log = path.read_text().splitlines()
-    assert log[0].endswith(",induction_score,induction_share") and len(log) == 9
-    assert all(r.endswith(",,,") for r in log[1:5]) and all(r.split(",")[-1] for r in log[5:])
+    log = [row.split(",") for row in path.read_text().splitlines()]
+    assert log[0][-2:] == ["induction_score", "induction_share"] and len(log) == 9
+    assert all(len(r) == 9 for r in log)
+    assert all(all(r[:kept]) and not any(r[kept:]) for r in log[1:5]) and all(all(r) for r in log[5:])
     assert train_module.onset_step(tmp_path, threshold=0.0) == 5
 
 
@@ -108,16 +111,18 @@ def test_a_damaged_log_stops_the_resume_with_one_line(tmp_path):
 def test_circuit_measures_by_hand():
     """[BOS] x0 y SEP x1 y SEP x0: layer 0 head 0 attends from the labels to their inputs with 1 and 0.5; in layer
     1 head 0 puts 0.6 on the query's own label and 0.2 on the other (induction share 0.6 / 0.8), head 1 (the most
-    label attention, 0.9) 0.1 and 0.8 (an anti-induction head)."""
+    label attention, 0.9) 0.1 and 0.8 (an anti-induction head), head 2 0.1 and 0: the share is head 0's, the head
+    of the largest induction score."""
     from iclgd.synthetic.pretrain.icc import ICC
 
     corpus = ICC()
     ids = np.array([[0, corpus.input_id(0), corpus.label_id(1), 1, corpus.input_id(1), corpus.label_id(2), 1,
                      corpus.input_id(0)]])
-    layer0, layer1 = torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8)
+    layer0, layer1 = torch.zeros(1, 2, 8, 8), torch.zeros(1, 3, 8, 8)
     layer0[0, 0, 2, 1], layer0[0, 0, 5, 4], layer0[0, 0, 5, 5] = 1.0, 0.5, 0.5
     layer1[0, 0, 7, [2, 5, 7]] = torch.tensor([0.6, 0.2, 0.2])
     layer1[0, 1, 7, [0, 2, 5]] = torch.tensor([0.1, 0.1, 0.8])
+    layer1[0, 2, 7, [0, 2]] = torch.tensor([0.9, 0.1])  # share 1, but the smallest induction score: not the one
     measures = train_module.circuit_measures((layer0, layer1), ids, corpus)
     assert measures == pytest.approx({"previous_token_score": 0.75, "label_attention": 0.9, "induction_score": 0.6,
                                       "induction_share": 0.75})

@@ -92,7 +92,7 @@ def emergence_table(values: dict[tuple[str, str, str], dict[int, tuple]]) -> Tab
 
 CIRCUIT_TITLES = {"previous_token_score": "previous-token head", "label_attention": "query → all labels",
                   "induction_score": "query → its input's labels",
-                  "induction_share": "its input's share of the label attention"}
+                  "induction_share": "query → its input's share of the labels"}
 
 
 def plot_emergence(values: dict[tuple[str, str, str], dict[int, tuple]], stem: str | Path,

@@ -9,7 +9,8 @@ it" is one hop (an induction head); a template word between input and label woul
 Per sequence (Chan et al. 2022; Reddy 2023: bursty sequences, the mapping only readable in context):
 - ``n_way`` labels drawn from the L labels, ``inputs_per_class`` inputs per label drawn from the inputs,
   each demonstration an input drawn uniformly from those (so inputs repeat within the sequence); with
-  ``label_draw`` "uniform" each input's label is instead drawn from the sequence's n_way labels independently.
+  ``label_draw`` "uniform" each input's label is instead drawn from the sequence's n_way labels independently
+  (prior sequences keep their fixed labels).
   Balanced labels leave a shortcut that competes with induction: with one input per label, the label the query's
   input does NOT have is the other input's, so a head that attends to the labels of the other inputs (an
   anti-induction head) answers as well as an induction head, and it still pays partly with more inputs per label;

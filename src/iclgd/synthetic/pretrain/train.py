@@ -258,10 +258,10 @@ def attention_probabilities(model, tokens: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def circuit_measures(attention: tuple[torch.Tensor, ...], ids: np.ndarray, corpus) -> dict[str, float | None]:
-    """The induction circuit's progress measures on ICL prompts [BOS] (x y SEP)*k x_q, each the largest over heads
-    (``iclgd.metrics.circuits``): ``previous_token_score`` in the layers before the last (attention from each demo
-    label to its input), ``label_attention`` and ``induction_score`` in the layers after the first (the query's
-    attention on all demo labels; on the labels whose input is the query's latent input, chance being
+    """The induction circuit's progress measures on ICL prompts [BOS] (x y SEP)*k x_q (``iclgd.metrics.circuits``),
+    the first three each the largest over heads: ``previous_token_score`` in the layers before the last (attention
+    from each demo label to its input), ``label_attention`` and ``induction_score`` in the layers after the first
+    (the query's attention on all demo labels; on the labels whose input is the query's latent input, chance being
     label_attention times their share of the labels); and ``induction_share``, for the head of that largest
     induction score, the share of its label attention on those labels: ~1 for an induction head, about the labels'
     share (~1/6 on the held-out mapping) where no head matches the query's input, less where heads avoid it (0
