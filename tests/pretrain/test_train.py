@@ -254,7 +254,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("name, corpus", [("icc-gpt2", "icc"), ("icc-exemplars-gpt2", "icc-exemplars")])
-def test_shipped_checkpoint_was_trained_with_the_defaults(name, corpus):
+def test_shipped_checkpoint_was_trained_with_its_corpus_recipe(name, corpus):
     """`iclgd pretrain --corpus <corpus>` runs the config the shipped checkpoint records (so it reproduces it)."""
     from iclgd.models.offline import SHIPPED_MODELS
     from iclgd.synthetic.pretrain.config import PretrainConfig

@@ -100,7 +100,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED_DESCRIPTIONS: dict[str, str] = {
     "icc-gpt2": "iclgd's own small LM (GPT-2, 2 layers, 76k parameters), pretrained by `iclgd pretrain --corpus "
                 "icc`: in-context classification of synthetic tokens",
-    "icc-exemplars-gpt2": "iclgd's own small LM (GPT-2, 2 layers, 107k parameters), pretrained by `iclgd pretrain "
+    "icc-exemplars-gpt2": "iclgd's own small LM (GPT-2, 2 layers, 142k parameters), pretrained by `iclgd pretrain "
                           "--corpus icc-exemplars`: in-context classification of latent inputs shown as exemplars",
 }
 SHIPPED_MODELS: dict[str, Path] = {name: ASSETS / name for name in SHIPPED_DESCRIPTIONS}
