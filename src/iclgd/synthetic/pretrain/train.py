@@ -429,13 +429,12 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
     if not (out / CHECKPOINT_FILE).is_file():  # a new run, or one killed before its first checkpoint
         (out / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
         (out / ENVIRONMENT_FILE).unlink(missing_ok=True)
-    if not is_complete(out):
-        check_environment(out, config)
     if is_complete(out):
         if config.keep_every and not (out / KEPT_DIR).is_dir():
             warn(f"{out} was trained already without keep_every: checkpoints are kept only while training; "
                  "pretrain into a new folder to keep them")
         return PretrainResult(out, 0, 0.0, math.nan, saved=False)
+    check_environment(out, config)
     start_step = load_checkpoint(out, model, optimizer)  # loads into the parameters, already on the device
     from transformers.utils import logging as hf_logging
 
