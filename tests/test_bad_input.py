@@ -104,6 +104,7 @@ def assets(tmp_path_factory):
     (root / "exemplars-float.yaml").write_text("corpus: icc-exemplars\ncorpus_options: {exemplars_per_input: 2.5}\n")
     (root / "init-zero.yaml").write_text("corpus: icc-exemplars\ninit_std: 0\n")
     (root / "tie-maybe.yaml").write_text("corpus: icc-exemplars\ntie_embeddings: maybe\n")
+    (root / "label-draw.yaml").write_text("corpus: icc-exemplars\ncorpus_options: {label_draw: random}\n")
     # a task whose data files are empty
     data = root / "empty-data"
     data.mkdir()
@@ -180,6 +181,8 @@ CASES = [
      "icc exemplars_per_input 2.5 must be a whole number >= 1"),
     (["pretrain", "--config", "{assets}/init-zero.yaml", "--out", "{work}/p"], "'init_std': Input should be greater"),
     (["pretrain", "--config", "{assets}/tie-maybe.yaml", "--out", "{work}/p"], "'tie_embeddings': Input should be"),
+    (["pretrain", "--config", "{assets}/label-draw.yaml", "--out", "{work}/p"],
+     "icc label_draw 'random' must be 'balanced'"),
     (["emergence", "--run", "{assets}/step-models", "--out", "{work}/e"], "no pretrain.yaml naming its corpus): give "
                                                                             "--task"),
     (["momentum", "--out", "{work}/m", "--corpus", "markov"], "corpus 'markov' has no held-out task: give --task"),
