@@ -239,3 +239,39 @@ def test_bad_requests_are_refused():
         forward(lm, ids, mask, request=CaptureRequest(torch.tensor([2, 0]), torch.tensor([0, 1])))
     with pytest.raises(ValueError, match="needs a prefix"):
         forward(lm, ids, mask, request=CaptureRequest(torch.tensor([2, 1]), torch.tensor([0, 0]), torch.tensor([0])))
+
+
+def test_fused_prefix_attention_equals_the_explicit_merge():
+    """The fused CPU kernel on the prefix block, merged by log-sum-exp, gives the explicit path's output: GQA (9
+    heads on 3), left padding, a fully padded row (the prefix alone answers), and a batch of one."""
+    from iclgd.models.attention import _attend_with_prefix, _attend_with_prefix_fused, fused_prefix_applies
+
+    generator = torch.Generator().manual_seed(0)
+    for batch, q_len in ((5, 7), (1, 4)):
+        query = torch.randn(batch, 9, q_len, 16, generator=generator)
+        key, value = (torch.randn(batch, 3, q_len, 16, generator=generator) for _ in range(2))
+        prefix_key, prefix_value = (torch.randn(1, 3, 11, 16, generator=generator) for _ in range(2))
+        lengths = torch.tensor([q_len, 3, 0, q_len - 1, 1][:batch])
+        real = torch.arange(q_len)[None, :] >= (q_len - lengths)[:, None]
+        mask = torch.ones(q_len, q_len, dtype=torch.bool).tril()[None, None] & real[:, None, None, :]
+        with torch.no_grad():
+            assert fused_prefix_applies(query, key, value, None, None, 0.0)
+            fused = _attend_with_prefix_fused(query, key, value, mask, prefix_key, prefix_value, 0.25)
+        explicit = _attend_with_prefix(query, key, value, mask, prefix_key, prefix_value, 0.25, None, 0.0, False)
+        assert torch.isfinite(fused).all()
+        torch.testing.assert_close(fused, explicit, atol=1e-6, rtol=0)
+
+
+def test_fused_prefix_attention_only_where_it_is_exact():
+    """Gradients, a soft cap, a window into the prefix, dropout and non-fp32 tensors keep the explicit path."""
+    from iclgd.models.attention import fused_prefix_applies
+
+    q, k, v = (torch.randn(1, 2, 3, 4) for _ in range(3))
+    window = torch.ones(3, 5, dtype=torch.bool)
+    assert fused_prefix_applies(q, k, v, None, None, 0.0)
+    assert not fused_prefix_applies(q.requires_grad_(), k, v, None, None, 0.0)
+    q = q.detach()
+    assert not fused_prefix_applies(q, k, v, window, None, 0.0)
+    assert not fused_prefix_applies(q, k, v, None, 50.0, 0.0)
+    assert not fused_prefix_applies(q, k, v, None, None, 0.1)
+    assert not fused_prefix_applies(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, None, 0.0)

@@ -18,6 +18,9 @@ A forward pass sees at most one :class:`Session`, set by :mod:`iclgd.models.capt
       s_pre = q K_pre^T · scaling            (one batched matmul, batch and GQA groups folded into rows)
       s_blk = q K_blk^T · scaling + mask
       m = max(max s_pre, max s_blk);  out = (e^{s_pre−m} V_pre + e^{s_blk−m} V_blk) / (Σ e^{s_pre−m} + Σ e^{s_blk−m})
+  A pass that needs no gradient (fp32, CPU, no soft cap, no window into the prefix) runs the prefix block in
+  PyTorch's fused CPU kernel instead and merges its log-sum-exp the same way (:func:`_attend_with_prefix_fused`).
+
   With a soft cap (Gemma 2 passes ``softcap=``) every score becomes ``cap·tanh(s/cap)`` before the mask, in both
   blocks and in the plain path, as transformers' eager attention does. Query positions continue after the prefix
   (position ids ``P + t``); a layer with a window W lets query position p see key position j iff
@@ -173,6 +176,71 @@ def _attend_with_prefix(
     return out.permute(2, 3, 0, 1, 4).reshape(batch, q_len, n_heads, head_dim)
 
 
+# PyTorch's fused CPU attention that also returns each row's log-sum-exp (what merging two key blocks needs);
+# a private op, so looked up once and the explicit path kept for when it is missing.
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def fused_prefix_applies(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         prefix_allowed: torch.Tensor | None, softcap: float | None, dropout: float) -> bool:
+    """Whether :func:`_attend_with_prefix_fused` may run: an fp32 CPU pass that needs no gradient, with every
+    prefix key visible to every query (no window reaching into the prefix), no soft cap and no dropout."""
+    return (
+        _CPU_FLASH is not None
+        and query.device.type == "cpu"
+        and query.dtype == key.dtype == value.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad))
+        and prefix_allowed is None
+        and softcap is None
+        and dropout == 0.0
+    )
+
+
+def _attend_with_prefix_fused(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    prefix_key: torch.Tensor,
+    prefix_value: torch.Tensor,
+    scaling: float,
+) -> torch.Tensor:
+    """:func:`_attend_with_prefix` for a pass without gradients: the same merge by log-sum-exp, with the prefix block
+    run by PyTorch's fused CPU kernel. Returns ``[B, T, H, D]``.
+
+    The prefix scores ``[H_kv, g·B·T, P]`` are the largest tensor of a scoring pass; written out they are stored and
+    reread four times, the kernel keeps them in cache (2x faster on the prefix block at P = 472). It gives the
+    prefix block's normalised output o_pre and its log-sum-exp L; with the query block's row max m_b, sum s_b and
+    unnormalised output o_b:  out = (e^{L−m} o_pre + e^{m_b−m} o_b) / (e^{L−m} + e^{m_b−m} s_b),  m = max(L, m_b).
+    """
+    batch, n_heads, q_len, head_dim = query.shape
+    n_kv, k_len = key.shape[1], key.shape[2]
+    group = n_heads // n_kv
+    q_groups = query.view(batch, n_kv, group, q_len, head_dim)
+    q_rows = q_groups.permute(1, 2, 0, 3, 4).reshape(1, n_kv, group * batch * q_len, head_dim)
+    o_pre, lse_pre = _CPU_FLASH(q_rows, prefix_key, prefix_value, 0.0, False, attn_mask=None, scale=scaling)[:2]
+    o_pre = o_pre.view(n_kv, group, batch, q_len, head_dim).permute(2, 0, 1, 3, 4)  # [B, H_kv, g, T, D]
+    lse_pre = lse_pre.view(n_kv, group, batch, q_len).permute(2, 0, 1, 3)
+
+    k_flat = key.reshape(batch * n_kv, k_len, head_dim).transpose(-1, -2)
+    s_blk = torch.baddbmm(query.new_empty(batch * n_kv, group * q_len, k_len),
+                          q_groups.reshape(batch * n_kv, group * q_len, head_dim), k_flat, beta=0.0, alpha=scaling)
+    s_blk = s_blk.view(batch, n_kv, group, q_len, k_len)
+    if mask is None:
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)[None, None]
+    s_blk = s_blk.masked_fill_(~mask[:, :, None], float("-inf"))
+    # A fully masked (padding) row has m_b = the smallest float: e^{m_b−m} = 0 and the prefix alone answers.
+    max_blk = s_blk.amax(-1).clamp_min(torch.finfo(torch.float32).min)
+    e_blk = s_blk.sub_(max_blk[..., None]).exp_()
+    o_blk = torch.bmm(e_blk.view(batch * n_kv, group * q_len, k_len), value.reshape(batch * n_kv, k_len, -1))
+    row_max = torch.maximum(lse_pre, max_blk)
+    w_pre, w_blk = (lse_pre - row_max).exp(), (max_blk - row_max).exp()
+    norm = w_pre + e_blk.sum(-1) * w_blk
+    out = (o_pre * w_pre[..., None] + o_blk.view(batch, n_kv, group, q_len, head_dim) * w_blk[..., None])
+    out = out / norm[..., None]
+    return out.permute(0, 3, 1, 2, 4).reshape(batch, q_len, n_heads, head_dim)
+
+
 def _plain_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -238,12 +306,17 @@ def attend(
         cache_key = ("prefix_window", q_len, window)
         if cache_key not in session.cache:
             session.cache[cache_key] = prefix_window_mask(q_len, prefix.length, window, query.device)
-        n_rows = query.shape[0] * query.shape[1] * q_len // key.shape[1]
-        workspace = prefix.workspace((key.shape[1], n_rows, prefix.length), query.dtype, query.device)
-        out = _attend_with_prefix(
-            query, key, value, mask, prefix_key.to(query.dtype), prefix_value, scaling,
-            session.cache[cache_key], dropout, module.training, workspace, softcap,
-        )
+        prefix_allowed = session.cache[cache_key]
+        if fused_prefix_applies(query, key, value, prefix_allowed, softcap, dropout if module.training else 0.0):
+            out = _attend_with_prefix_fused(query, key, value, mask, prefix_key.to(query.dtype),
+                                            prefix_value.to(query.dtype), scaling)
+        else:
+            n_rows = query.shape[0] * query.shape[1] * q_len // key.shape[1]
+            workspace = prefix.workspace((key.shape[1], n_rows, prefix.length), query.dtype, query.device)
+            out = _attend_with_prefix(
+                query, key, value, mask, prefix_key.to(query.dtype), prefix_value, scaling,
+                prefix_allowed, dropout, module.training, workspace, softcap,
+            )
     if session is not None and session.buffer is not None:
         session.buffer.on_attention(layer, query, key, mask, scaling, prefix_key, softcap)
     return out
