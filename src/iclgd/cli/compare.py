@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from iclgd.experiments.config import load_config
-
 
 def _template(value: str | None) -> int | str | None:
     if value is None:
@@ -74,6 +72,8 @@ def register(app: typer.Typer) -> None:
             bos=bos, data_dir=data_dir, kendall_examples=kendall_examples, balanced=balanced,
             captures=captures, out=out,
         )
+        from iclgd.experiments.config import load_config  # here, not at the top: `iclgd --help` needs no torch
+
         cfg = load_config(config, overrides)
         unit_dir = run_and_store(cfg)
         print_unit_summary(unit_dir)
