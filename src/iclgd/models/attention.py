@@ -108,6 +108,28 @@ def prefix_window_mask(q_len: int, prefix_len: int, window: int | None, device: 
     return k_pos > q_pos - window
 
 
+def _causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """Boolean ``[1, 1, T_q, T_k]``, True where a query (the last ``T_q`` of the ``T_k`` keys) may see a key."""
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)[None, None]
+
+
+def _query_block_scores(q_groups: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float,
+                        softcap: float | None) -> torch.Tensor:
+    """The query block's scores over its own keys, ``[B, H_kv, g, T, T_k]`` in fp32: soft-capped, masked to −inf.
+
+    q_groups ``[B, H_kv, g, T, D]`` (the GQA group of each key head together); key ``[B, H_kv, T_k, D]``; mask
+    ``[B|1, 1, T, T_k]`` or None for plain causal."""
+    batch, n_kv, group, q_len, head_dim = q_groups.shape
+    k_len = key.shape[2]
+    k_flat = key.reshape(batch * n_kv, k_len, head_dim).transpose(-1, -2)
+    s_blk = torch.baddbmm(q_groups.new_empty(batch * n_kv, group * q_len, k_len),
+                          q_groups.reshape(batch * n_kv, group * q_len, head_dim), k_flat, beta=0.0, alpha=scaling)
+    s_blk = soft_cap(s_blk.float().view(batch, n_kv, group, q_len, k_len), softcap)
+    if mask is None:
+        mask = _causal_mask(q_len, k_len, q_groups.device)
+    return s_blk.masked_fill(~mask[:, :, None], float("-inf"))
+
+
 def _attend_with_prefix(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -151,13 +173,7 @@ def _attend_with_prefix(
         s_pre = s_pre.div_(softcap).tanh_().mul_(softcap) if inplace else soft_cap(s_pre, softcap)
     if prefix_allowed is not None:
         s_pre = s_pre.masked_fill_(~prefix_allowed, neg_inf) if inplace else s_pre.masked_fill(~prefix_allowed, neg_inf)
-    k_flat = key.reshape(batch * n_kv, k_len, head_dim).transpose(-1, -2)
-    s_blk = torch.baddbmm(query.new_empty(batch * n_kv, group * q_len, k_len),
-                          q_groups.reshape(batch * n_kv, group * q_len, head_dim), k_flat, beta=0.0, alpha=scaling)
-    s_blk = soft_cap(s_blk.float().view(batch, n_kv, group, q_len, k_len), softcap)
-    if mask is None:
-        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)[None, None]
-    s_blk = s_blk.masked_fill(~mask[:, :, None], neg_inf)
+    s_blk = _query_block_scores(q_groups, key, mask, scaling, softcap)
 
     # Row statistics in the prefix layout [H_kv, g, B, T]; fully masked (padding) rows give 0, not NaN.
     row_max = torch.maximum(s_pre.amax(-1), s_blk.amax(-1).permute(1, 2, 0, 3))
@@ -222,13 +238,7 @@ def _attend_with_prefix_fused(
     o_pre = o_pre.view(n_kv, group, batch, q_len, head_dim).permute(2, 0, 1, 3, 4)  # [B, H_kv, g, T, D]
     lse_pre = lse_pre.view(n_kv, group, batch, q_len).permute(2, 0, 1, 3)
 
-    k_flat = key.reshape(batch * n_kv, k_len, head_dim).transpose(-1, -2)
-    s_blk = torch.baddbmm(query.new_empty(batch * n_kv, group * q_len, k_len),
-                          q_groups.reshape(batch * n_kv, group * q_len, head_dim), k_flat, beta=0.0, alpha=scaling)
-    s_blk = s_blk.view(batch, n_kv, group, q_len, k_len)
-    if mask is None:
-        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)[None, None]
-    s_blk = s_blk.masked_fill_(~mask[:, :, None], float("-inf"))
+    s_blk = _query_block_scores(q_groups, key, mask, scaling, None)
     # A fully masked (padding) row has m_b = the smallest float: e^{m_b−m} = 0 and the prefix alone answers.
     max_blk = s_blk.amax(-1).clamp_min(torch.finfo(torch.float32).min)
     e_blk = s_blk.sub_(max_blk[..., None]).exp_()
@@ -261,7 +271,7 @@ def _plain_attention(
     q_len, k_len = query.shape[2], key.shape[2]
     scores = soft_cap((query @ key.transpose(-1, -2) * scaling).float(), softcap)
     if mask is None:
-        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)[None, None]
+        mask = _causal_mask(q_len, k_len, query.device)
     scores = scores.masked_fill(~mask, float("-inf"))
     # Fully masked (padding) rows give 0, not NaN, as in the prefix path.
     row_max = scores.amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).min).detach()
