@@ -76,3 +76,35 @@ def test_label_accuracy_in_sorted_batches_equals_one_query_at_a_time():
         assert 0.0 < expected < 1.0
         for batch_size in (1, 5, 64):
             assert label_accuracy(lm, prompts, with_demos=with_demos, batch_size=batch_size) == expected
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_pass_that_stops_at_the_prompt_end_scores_as_the_full_pass(family, monkeypatch):
+    """feed_label=False feeds one token less per query; the scores at the prompt end do not change."""
+    import iclgd.prompts.scoring as scoring
+
+    stock, tokenizer = tiny_model(family, seed=4)
+    lm = loaded(stock, tokenizer, name=family)
+    prompts = build_prompts(
+        tokenizer, demo_inputs=["Review: the plot was bad Sentiment:", "Review: a great film Sentiment:"],
+        demo_labels=[0, 1], eval_inputs=["Review: worst movie Sentiment:", "Review: I love it so much Sentiment:"],
+        eval_labels=[0, 1], label_words=[" Negative", " Positive"], bos="bos_token" if family == "llama" else
+        "eos_token", sep="\n", max_context=256,
+    )
+    fed: list[int] = []
+    real_forward = scoring.forward
+    monkeypatch.setattr(scoring, "forward", lambda lm, ids, *a, **kw: fed.append(ids.shape[1]) or
+                        real_forward(lm, ids, *a, **kw))
+    for prefix in (None, encode_prefix(lm, torch.tensor(prompts.prefix_ids))):
+        fed.clear()
+        with torch.no_grad():
+            full = score_batch(lm, prompts, [0, 1], prefix=prefix, capture=True)
+            cut = score_batch(lm, prompts, [0, 1], prefix=prefix, capture=False, feed_label=False)
+        lead = 0 if prefix is not None else len(prompts.bos_ids)
+        assert fed == [lead + max(len(q.input_ids) for q in prompts.queries),
+                       lead + max(q.n_input for q in prompts.queries)]
+        assert fed[1] < fed[0]
+        torch.testing.assert_close(cut.next_token_logprobs, full.next_token_logprobs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(cut.candidate_logprobs, full.candidate_logprobs, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="feed_label=True"):
+        score_batch(lm, prompts, [0, 1], prefix=None, capture=True, feed_label=False)

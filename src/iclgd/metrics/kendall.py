@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau
 from torch import Tensor
 
 from iclgd.metrics.cosine import LayerAverage, layer_average
@@ -41,6 +40,8 @@ def check_same_demo_tokens(icl_demo_tokens: Tensor, ft_demo_tokens: Tensor) -> N
 
 
 def _tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import kendalltau  # here, not at the top: scipy.stats takes ~1 s to import
+
     return float(kendalltau(x, y).statistic)  # variant="b" is scipy's default
 
 

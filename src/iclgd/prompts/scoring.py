@@ -70,11 +70,17 @@ def score_batch(
     position: Position = "label_token",
     capture: bool = True,
     demo_logits: bool = False,
+    feed_label: bool = True,
 ) -> BatchScores:
-    """One batch of queries. Without a prefix the sequence is [BOS] query (ZS and FT), with it the query alone."""
+    """One batch of queries. Without a prefix the sequence is [BOS] query (ZS and FT), with it the query alone.
+    ``feed_label=False`` stops each query at its prompt end: the scores are the same (causal attention), with one
+    token less per query and less padding. Passes whose distributions are compared with a capturing pass keep the
+    label token, so that both run the same shapes and agree to the bit (full-batch GD's order invariance)."""
     queries: list[Query] = [prompts.queries[i] for i in indices]
     lead = [] if prefix is not None else prompts.bos_ids
-    rows = [lead + q.input_ids for q in queries]
+    if capture and position == "label_token" and not feed_label:
+        raise ValueError("a capture at the label token needs the label token fed: feed_label=True")
+    rows = [lead + (q.input_ids if feed_label else q.input_ids[: q.n_input]) for q in queries]
     input_ids, attention_mask = _pad(rows, pad_id(lm))
     offset = len(lead)
     prompt_end = torch.tensor([offset + q.prompt_end for q in queries], dtype=torch.long)

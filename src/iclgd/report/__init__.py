@@ -8,20 +8,28 @@
     report_deutch(con, console, "figures/deutch2024")  # Deutch et al.: the table, Figures 2-4
 """
 
-from iclgd.report.deutch import report_deutch
-from iclgd.report.plots import plot_accuracy_bars, plot_per_layer
-from iclgd.report.published import PAPERS
-from iclgd.report.shen import report_shen
-from iclgd.report.tables import paper_lines, paper_table, summary_rows, summary_table
+from __future__ import annotations
 
-__all__ = [
-    "PAPERS",
-    "paper_lines",
-    "paper_table",
-    "plot_accuracy_bars",
-    "plot_per_layer",
-    "report_deutch",
-    "report_shen",
-    "summary_rows",
-    "summary_table",
-]
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562): a command that prints one table (icl-curve's) should not pay for duckdb, scipy
+# and the capture code that the paper reports pull in.
+_HOME = {
+    "PAPERS": "published",
+    "paper_lines": "tables",
+    "paper_table": "tables",
+    "plot_accuracy_bars": "plots",
+    "plot_per_layer": "plots",
+    "report_deutch": "deutch",
+    "report_shen": "shen",
+    "summary_rows": "tables",
+    "summary_table": "tables",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"iclgd.report.{_HOME[name]}"), name)
