@@ -14,7 +14,7 @@ Why no cheap search can promise the grid's choice: one epoch of Dai's GD is chao
 SmolLM2-135M trained on 16 synthetic-sentiment demos at η = 5e-3 scores 1.00 on the held-out rows and 0.54 at
 η = 5e-3·(1 + 1e-6); the batched trajectories, equal to the sequential ones up to rounding, part from them at
 such points too. The grid's 36 points are 36 draws, and the best of 36 draws can beat anything a coarser search
-finds: on vader-movie the grid's 2e-2 (GD 77 % on the eval rows) is no half-decade point, and
+finds: on vader-movie the grid's 2e-2 (GD 76 % on the eval rows) is no half-decade point, and
 halving's 3e-3 gives GD 54 % (the README's lr-search section).
 """
 
