@@ -76,11 +76,11 @@ def score_batch(
     ``feed_label=False`` stops each query at its prompt end: the scores are the same (causal attention), with one
     token less per query and less padding. Passes whose distributions are compared with a capturing pass keep the
     label token, so that both run the same shapes and agree to the bit (full-batch GD's order invariance)."""
-    queries: list[Query] = [prompts.queries[i] for i in indices]
-    lead = [] if prefix is not None else prompts.bos_ids
     if capture and position == "label_token" and not feed_label:
         raise ValueError("a capture at the label token needs the label token fed: feed_label=True")
-    rows = [lead + (q.input_ids if feed_label else q.input_ids[: q.n_input]) for q in queries]
+    queries: list[Query] = [prompts.queries[i] for i in indices]
+    lead = [] if prefix is not None else prompts.bos_ids
+    rows = [lead + (q.input_ids if feed_label else q.prompt_ids) for q in queries]
     input_ids, attention_mask = _pad(rows, pad_id(lm))
     offset = len(lead)
     prompt_end = torch.tensor([offset + q.prompt_end for q in queries], dtype=torch.long)
@@ -113,7 +113,7 @@ def _multi_token_candidates(
     width = int(lengths.max())
     logprobs = torch.zeros(len(queries), len(prompts.label_ids), width)  # [N, C, T], right-padded
     for c, label in enumerate(prompts.label_ids):
-        rows = [lead + q.input_ids[: q.n_input] + label for q in queries]
+        rows = [lead + q.prompt_ids + label for q in queries]
         input_ids, attention_mask = _pad(rows, pad_id(lm))
         start = torch.tensor([len(lead) + q.n_input - 1 for q in queries])
         positions = start[:, None] + torch.arange(len(label))[None, :]

@@ -81,6 +81,11 @@ class Query:
     gold: int  # index of the gold label among the candidates
 
     @property
+    def prompt_ids(self) -> list[int]:
+        """The test input tokens alone, without the label candidate."""
+        return self.input_ids[: self.n_input]
+
+    @property
     def prompt_end(self) -> int:
         """Index (in input_ids) of the last prompt token, whose next-token distribution scores the labels."""
         return self.n_input - 1
