@@ -1,3 +1,3 @@
-from iclgd.cli import main
+from iclgd.cli import run
 
-main()
+run()

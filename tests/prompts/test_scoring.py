@@ -47,12 +47,102 @@ def test_multi_token_candidates_are_the_sum_and_mean_of_their_token_logprobs(fam
         assert label_accuracy(lm, prompts, with_demos=with_demos) == float((predicted == gold).double().mean())
 
 
-def test_length_sorted_batches_cover_every_index_once_in_order_of_length():
-    from iclgd.prompts.scoring import length_sorted_batches
+def _padded_cost(lengths, batches, batch_cost):
+    return sum(max(lengths[i] for i in b) * len(b) + batch_cost for b in batches)
+
+
+def test_least_padding_batches_cover_every_index_once_in_order_of_length():
+    from iclgd.prompts.scoring import least_padding_batches
 
     lengths = [5, 2, 9, 2, 7, 5, 1]
-    assert list(length_sorted_batches(lengths, 3)) == [[6, 1, 3], [0, 5, 4], [2]]
-    assert list(length_sorted_batches([], 3)) == []
+    for max_batch in (1, 3, 7):
+        batches = least_padding_batches(lengths, max_batch)
+        assert [i for b in batches for i in b] == [6, 1, 3, 0, 5, 4, 2]  # by length, ties by index
+        assert all(1 <= len(b) <= max_batch for b in batches)
+    assert least_padding_batches([], 3) == []
+    with pytest.raises(ValueError, match="max_batch"):
+        least_padding_batches(lengths, 0)
+
+
+def test_least_padding_batches_by_hand():
+    """Three short queries and a long one: apart they pad nothing (3·1 + 10 tokens, two batches), together they pad
+    27 tokens (4·10, one batch); the cost of a batch decides."""
+    from iclgd.prompts.scoring import least_padding_batches
+
+    assert least_padding_batches([1, 1, 10, 1], 4, batch_cost=0) == [[0, 1, 3], [2]]
+    assert least_padding_batches([1, 1, 10, 1], 4, batch_cost=26) == [[0, 1, 3], [2]]  # 13 + 52 < 40 + 26
+    assert least_padding_batches([1, 1, 10, 1], 4, batch_cost=28) == [[0, 1, 3, 2]]  # 40 + 28 < 13 + 56
+    assert least_padding_batches([1, 1, 10, 1], 2, batch_cost=100) == [[0, 1], [3, 2]]  # at most 2 per batch
+
+
+def test_least_padding_batches_are_the_cheapest_cut_of_the_sorted_order():
+    """Against every cut of the sorted order into batches of at most max_batch (brute force)."""
+    import itertools
+    import random
+
+    from iclgd.prompts.scoring import least_padding_batches
+
+    rng = random.Random(0)
+    for _ in range(40):
+        lengths = [rng.randint(1, 30) for _ in range(rng.randint(1, 9))]
+        max_batch, batch_cost = rng.randint(1, 5), rng.choice([0, 3, 16, 64])
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        best = None
+        for cuts in itertools.product([False, True], repeat=len(order) - 1):
+            batches, start = [], 0
+            for end, cut in enumerate([*cuts, True], start=1):
+                if cut:
+                    batches.append(order[start:end])
+                    start = end
+            if all(len(b) <= max_batch for b in batches):
+                cost = _padded_cost(lengths, batches, batch_cost)
+                best = cost if best is None else min(best, cost)
+        found = least_padding_batches(lengths, max_batch, batch_cost)
+        assert _padded_cost(lengths, found, batch_cost) == best
+
+
+def test_shared_start_leaves_each_query_its_last_prompt_token():
+    from iclgd.prompts.sequences import Query, shared_start
+
+    queries = [Query([7, 8, 9, 4, 1], 4, 0), Query([7, 8, 5, 1], 3, 1), Query([7, 8, 9, 9, 9, 2], 5, 0)]
+    assert shared_start(queries) == [7, 8]
+    assert queries[1].without_first(2) == Query([5, 1], 1, 1)
+    assert shared_start([Query([7, 8, 1], 2, 0), Query([7, 8, 9, 1], 3, 0)]) == [7]  # the first keeps 8
+    assert shared_start([Query([7, 8, 1], 2, 0)]) == [7]
+    assert shared_start([Query([3, 8, 1], 2, 0), Query([7, 8, 1], 2, 0)]) == []
+    assert shared_start([]) == []
+    with pytest.raises(ValueError, match="last prompt token"):
+        queries[1].without_first(3)
+
+
+def test_label_accuracy_runs_the_shared_start_once_in_the_prefix(monkeypatch):
+    """Every query starts "Review:": those tokens go to the end of the encoded prefix (after the demos, or after the
+    BOS alone for zero-shot) and each query is fed without them."""
+    import iclgd.experiments.passes as passes
+    import iclgd.prompts.scoring as scoring
+
+    stock, tokenizer = tiny_model("llama", seed=5)
+    lm = loaded(stock, tokenizer, name="llama")
+    prompts = build_prompts(
+        tokenizer, demo_inputs=["Review: the plot was bad Sentiment:", "Review: a great film Sentiment:"],
+        demo_labels=[0, 1], eval_inputs=["Review: worst movie Sentiment:", "Review: I love it so much Sentiment:"],
+        eval_labels=[0, 1], label_words=[" Negative", " Positive"], bos="bos_token", sep="\n", max_context=256,
+    )
+    from iclgd.prompts.sequences import shared_start
+
+    start = shared_start(prompts.queries)
+    assert tokenizer.decode(start).strip() == "Review:"
+    encoded, fed = [], []
+    real_encode, real_forward = passes.encode_prefix, scoring.forward
+    monkeypatch.setattr(passes, "encode_prefix", lambda lm, ids: encoded.append(ids.tolist()) or real_encode(lm, ids))
+    monkeypatch.setattr(scoring, "forward", lambda lm, ids, *a, **kw: fed.append(ids.shape[1]) or
+                        real_forward(lm, ids, *a, **kw))
+    for with_demos, lead in ((True, prompts.prefix_ids), (False, prompts.bos_ids)):
+        encoded.clear()
+        fed.clear()
+        label_accuracy(lm, prompts, with_demos=with_demos)
+        assert encoded == [lead + start]
+        assert fed == [max(q.n_input for q in prompts.queries) - len(start)]
 
 
 def test_label_accuracy_in_sorted_batches_equals_one_query_at_a_time():

@@ -8,8 +8,11 @@ one line on stderr and exit status 2; nothing has been written by then.
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
+import threading
 
 import typer
 
@@ -63,3 +66,30 @@ def main() -> None:
         sys.exit(1)
     if isinstance(code, int) and code:  # typer.Exit(n) and Ctrl-C (130) come back as a return value
         sys.exit(code)
+
+
+def run() -> None:
+    """The ``iclgd`` process (``python -m iclgd`` and the console script): :func:`main`, then an exit that skips
+    the interpreter's teardown. With torch and transformers loaded, that teardown (a last garbage collection over
+    every object of both libraries) takes over a second of each command; by then every file iclgd writes is
+    closed. The atexit handlers still run (logging, Ray, temporary folders); where a thread other than the main one
+    is still running, the exit is the ordinary one, which waits for it."""
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # what sys.exit("message") does: the message on stderr, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`iclgd ... | head`): nothing more can reach it
+            pass
+    os._exit(code)

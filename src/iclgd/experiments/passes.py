@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from iclgd import metrics
 from iclgd.models.capture import encode_prefix
 from iclgd.models.loading import LoadedModel
-from iclgd.prompts.scoring import length_sorted_batches, score_batch
-from iclgd.prompts.sequences import Prompts
+from iclgd.prompts.scoring import least_padding_batches, score_batch
+from iclgd.prompts.sequences import Prompts, shared_start
 
 
 @torch.no_grad()
@@ -16,14 +18,19 @@ def label_accuracy(lm: LoadedModel, prompts: Prompts, *, with_demos: bool, batch
                    reduction: str = "sum") -> float:
     """Label-word accuracy of one pass over ``prompts.queries``: ICL on the encoded prefix (``with_demos``) or
     zero-shot. Multi-token label words are scored by the sum (or ``reduction="mean"``) of their token log-probs.
-    Queries are scored in length-sorted batches (the accuracy does not depend on which rows share a batch, up to
-    float32 rounding), each stopped at its prompt end: nothing here reads the label token. 32 per batch: on real
-    sentences that pads ~10 % of the tokens where 64 pads ~20 %, and the batch still fills the matmuls."""
-    prefix = encode_prefix(lm, torch.tensor(prompts.prefix_ids, dtype=torch.long)) if with_demos else None
+
+    What the pass runs once rather than per query: the demos, and the tokens every query begins with (a
+    template's "Review:"), encoded as one prefix after the demos (after the BOS alone for zero-shot). Each query is
+    stopped at its prompt end (nothing here reads the label token) and scored in length-sorted batches of at most
+    ``batch_size``, cut where they pad least. Neither which rows share a batch nor where the prefix ends changes a
+    query's scores beyond float32 rounding (causal attention)."""
+    start = shared_start(prompts.queries)
+    prefix_ids = (prompts.prefix_ids if with_demos else prompts.bos_ids) + start
+    prefix = encode_prefix(lm, torch.tensor(prefix_ids, dtype=torch.long)) if prefix_ids else None
+    rest = replace(prompts, queries=[q.without_first(len(start)) for q in prompts.queries])
     scores, gold = [], []
-    lengths = [q.n_input for q in prompts.queries]
-    for indices in length_sorted_batches(lengths, batch_size):
-        batch = score_batch(lm, prompts, indices, prefix=prefix, capture=False, feed_label=False)
+    for indices in least_padding_batches([q.n_input for q in rest.queries], batch_size):
+        batch = score_batch(lm, rest, indices, prefix=prefix, capture=False, feed_label=False)
         scores.append(batch.candidate_logprobs if reduction == "sum" else batch.candidate_mean_logprobs)
-        gold += [prompts.queries[i].gold for i in indices]
+        gold += [rest.queries[i].gold for i in indices]
     return metrics.label_word_accuracy(torch.cat(scores).cpu(), torch.tensor(gold))

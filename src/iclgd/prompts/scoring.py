@@ -20,6 +20,12 @@ from iclgd.prompts.sequences import Prompts, Query
 
 Position = Literal["label_token", "prompt_end"]
 
+# What one batch more costs, in padded tokens (the fixed work of a pass: every layer's ops, the prefix attention's
+# setup). The time is flat in it: scoring 200 sentences of vader-movie or vader-nyt on SmolLM2-135M took the same
+# (within the noise of 2 cores) at 16, 32 and 64, about 12 % less than fixed batches of 32 (10 to 18 batches of 32
+# at most, 2 to 8 % of the tokens padding).
+BATCH_COST = 32
+
 
 @dataclass
 class BatchScores:
@@ -34,13 +40,26 @@ def batches(n: int, batch_size: int) -> Iterator[list[int]]:
         yield list(range(start, min(n, start + batch_size)))
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Batches of indices in order of length (ties by index), so each batch pads to a near-equal width: on real
-    sentences a contiguous batch is about half padding. For passes that only aggregate (accuracy); the passes
-    that store per-example results batch contiguously."""
+def least_padding_batches(lengths: Sequence[int], max_batch: int, batch_cost: int = BATCH_COST) -> list[list[int]]:
+    """Batches of at most ``max_batch`` indices in order of length (ties by index), cut where the padded tokens plus
+    ``batch_cost`` tokens per batch (what one more batch costs in fixed work) are fewest: an exact dynamic programme
+    over the sorted lengths, O(n·max_batch). Batches of a fixed size pad the last, longest one to its longest
+    sentence: on vader-movie's 200 eval sentences that pads about 11 % of the tokens, these batches about 5 %. For
+    passes that only aggregate (accuracy); the passes that store per-example results batch contiguously."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, not {max_batch}")
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+    width = [lengths[i] for i in order]
+    cost = [0] * (len(order) + 1)  # cost[j]: least cost of batching the j shortest
+    cut = [0] * (len(order) + 1)  # cut[j]: where the last batch of that best batching starts
+    for end in range(1, len(order) + 1):
+        cost[end], cut[end] = min((cost[start] + width[end - 1] * (end - start) + batch_cost, start)
+                                  for start in range(max(0, end - max_batch), end))
+    bounds, end = [], len(order)
+    while end > 0:
+        bounds.append((cut[end], end))
+        end = cut[end]
+    return [order[start:end] for start, end in reversed(bounds)]
 
 
 def _pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -90,6 +90,27 @@ class Query:
         """Index (in input_ids) of the last prompt token, whose next-token distribution scores the labels."""
         return self.n_input - 1
 
+    def without_first(self, n: int) -> Query:
+        """The same query without its first ``n`` tokens (moved into a shared prefix by the caller)."""
+        if not 0 <= n < self.n_input:
+            raise ValueError(f"a query keeps at least its last prompt token: cannot drop {n} of {self.n_input}")
+        return Query(self.input_ids[n:], self.n_input - n, self.gold)
+
+
+def shared_start(queries: Sequence[Query]) -> list[int]:
+    """The tokens every query begins with (a template's "Review:"), leaving each query its last prompt token.
+
+    With causal attention these tokens' keys and values do not depend on what follows them, so a pass may run
+    them once, at the end of the shared prefix, instead of once per query: each query scores the same."""
+    if not queries:
+        return []
+    first = queries[0].input_ids
+    limit = min(q.n_input for q in queries) - 1
+    n = 0
+    while n < limit and all(q.input_ids[n] == first[n] for q in queries):
+        n += 1
+    return first[:n]
+
 
 @dataclass
 class Prompts:
