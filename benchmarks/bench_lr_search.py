@@ -46,13 +46,18 @@ def _compare(args: list[str], out: Path) -> tuple[float, dict]:
     return seconds, record
 
 
-def _accuracy(out: Path) -> float:
-    """GD's accuracy on the eval rows of the one unit in ``out``."""
+def _accuracy(out: Path) -> tuple[float, float, float]:
+    """GD's accuracy on the eval rows of the one unit in ``out``, with its 95 % bootstrap interval over the rows."""
     import duckdb
 
     (metrics,) = out.glob("*/metrics.parquet")
-    query = "SELECT value FROM read_parquet(?) WHERE method = 'gd' AND metric = 'accuracy' AND layer IS NULL"
-    return duckdb.execute(query, [str(metrics)]).fetchone()[0]
+    query = ("SELECT value, ci_low, ci_high FROM read_parquet(?) "
+             "WHERE method = 'gd' AND metric = 'accuracy' AND layer IS NULL")
+    return duckdb.execute(query, [str(metrics)]).fetchone()
+
+
+def _shown(accuracy: tuple[float, float, float]) -> str:
+    return f"{accuracy[0]:.2f} [{accuracy[1]:.2f}, {accuracy[2]:.2f}]"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
                        search_scores=searched["lr_search"])
         print(f"{model} ({source}), {figures['task']}, k = {args.shots}, {args.eval} eval rows")
         print(f"  compare with the halving search  {searched_s:7.1f} s   (search {searched['timings']['lr_s']:.1f} s, "
-              f"chose {searched['lr']:g}, GD accuracy {figures['gd_accuracy']:.2f})")
+              f"chose {searched['lr']:g}, GD accuracy {_shown(figures['gd_accuracy'])})")
         ratio = searched_s / given_s
         print(f"  compare with --lr {searched['lr']:<14g} {given_s:7.1f} s   -> {ratio:.2f}x (target <= 2x)")
         if args.grid:
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
             figures.update(grid_s=round(grid_s, 1), grid_over_given=round(grid_s / given_s, 2), grid_lr=grid["lr"],
                            grid_only_s=grid["timings"]["lr_s"], grid_gd_accuracy=_accuracy(Path(tmp) / "grid"))
             print(f"  compare with the grid search     {grid_s:7.1f} s   -> {grid_s / given_s:.2f}x "
-                  f"(chose {grid['lr']:g}, GD accuracy {figures['grid_gd_accuracy']:.2f})")
+                  f"(chose {grid['lr']:g}, GD accuracy {_shown(figures['grid_gd_accuracy'])})")
     return figures
 
 
