@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from iclgd.experiments.passes import label_accuracy
+from iclgd.experiments.passes import label_accuracy, label_scores
 from iclgd.models.capture import encode_prefix
 from iclgd.models.loading import loaded
 from iclgd.models.tiny import tiny_model
@@ -113,6 +113,47 @@ def test_shared_start_leaves_each_query_its_last_prompt_token():
     assert shared_start([]) == []
     with pytest.raises(ValueError, match="last prompt token"):
         queries[1].without_first(3)
+
+
+@pytest.mark.parametrize("with_bos", [True, False])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neo", "opt", "mistral", "gemma2"])
+def test_label_scores_are_the_full_sequences_logprobs(family, with_bos):
+    """The shared start ("Review:") run once in the prefix, batches cut where they pad least: each query's scores
+    are still those of [BOS] demos query label through the stock model, for learned positions (GPT-2, OPT), local
+    windows reaching into the prefix (GPT-Neo, Mistral, Gemma 2: window 4), soft caps (Gemma 2), without a BOS, and
+    for a multi-token label word."""
+    from iclgd.prompts.sequences import shared_start
+
+    stock, tokenizer = tiny_model(family, seed=6)
+    lm = loaded(tiny_model(family, seed=6)[0], tokenizer, name=family)
+    bos = ("bos_token" if tokenizer.bos_token_id is not None else "eos_token") if with_bos else None
+    prompts = build_prompts(
+        tokenizer, demo_inputs=["Review: the plot was bad Sentiment:", "Review: a great film Sentiment:"],
+        demo_labels=[0, 1], eval_inputs=["Review: worst movie Sentiment:", "Review: I love it so much Sentiment:",
+                                         "Review: fine Sentiment:"],
+        eval_labels=[0, 1, 1], label_words=[" Negative review", " Positive"], bos=bos, sep="\n", max_context=256,
+        single_token_labels=False,
+    )
+    assert len(shared_start(prompts.queries)) >= 2 and max(len(ids) for ids in prompts.label_ids) > 1
+    for with_demos in (False, True):
+        lead = prompts.prefix_ids if with_demos else prompts.bos_ids
+        for batch_size in (1, 2):
+            scores = label_scores(lm, prompts, with_demos=with_demos, batch_size=batch_size)
+            for row, query in enumerate(prompts.queries):
+                context = lead + query.prompt_ids
+                for c, label in enumerate(prompts.label_ids):
+                    expected = sum(_logprob_of(stock, context + label, len(context)))
+                    assert float(scores[row, c]) == pytest.approx(expected, abs=1e-4), (with_demos, row, c)
+
+
+def test_least_padding_batches_without_a_batch_cost_are_the_fewest():
+    from iclgd.prompts.scoring import least_padding_batches
+
+    lengths = [1, 1, 10, 1, 2, 9]
+    assert least_padding_batches(lengths, 3, batch_cost=None) == [[0, 1, 3], [4, 5, 2]]
+    # Two batches either way at 4 at most: 4·2 + 2·10 = 28 padded-token slots beats 3·1 + 3·10 and 2·1 + 4·10.
+    assert least_padding_batches(lengths, 4, batch_cost=None) == [[0, 1, 3, 4], [5, 2]]
+    assert least_padding_batches(lengths, 6, batch_cost=None) == [[0, 1, 3, 4, 5, 2]]
 
 
 def test_label_accuracy_runs_the_shared_start_once_in_the_prefix(monkeypatch):

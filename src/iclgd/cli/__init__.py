@@ -72,8 +72,9 @@ def run() -> None:
     """The ``iclgd`` process (``python -m iclgd`` and the console script): :func:`main`, then an exit that skips
     the interpreter's teardown. With torch and transformers loaded, that teardown (a last garbage collection over
     every object of both libraries) takes over a second of each command; by then every file iclgd writes is
-    closed. The atexit handlers still run (logging, Ray, temporary folders); where a thread other than the main one
-    is still running, the exit is the ordinary one, which waits for it."""
+    closed. The atexit handlers still run (logging, Ray, temporary folders). The exit is the ordinary one where
+    something may still need the interpreter: a thread other than the main one still running, a profiler or
+    debugger attached (``python -m cProfile -m iclgd ...`` writes its profile after this returns), ``python -i``."""
     try:
         main()
         code = 0
@@ -84,12 +85,16 @@ def run() -> None:
     elif not isinstance(code, int):  # what sys.exit("message") does: the message on stderr, status 1
         print(code, file=sys.stderr)
         code = 1
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    others_running = any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                         if t is not threading.main_thread())
+    if others_running or sys.getprofile() is not None or sys.gettrace() is not None or sys.flags.inspect:
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`iclgd ... | head`): nothing more can reach it
+        except (BrokenPipeError, ValueError):  # `iclgd ... | head` closed the pipe: nothing more can reach it
             pass
+        except OSError:  # a full disk under a redirected stdout: output lost, so not a success (as Python's 120)
+            code = code or 120
     os._exit(code)

@@ -101,7 +101,8 @@ def shared_start(queries: Sequence[Query]) -> list[int]:
     """The tokens every query begins with (a template's "Review:"), leaving each query its last prompt token.
 
     With causal attention these tokens' keys and values do not depend on what follows them, so a pass may run
-    them once, at the end of the shared prefix, instead of once per query: each query scores the same."""
+    them once, at the end of the shared prefix, instead of once per query: each query scores the same, up to float
+    rounding."""
     if not queries:
         return []
     first = queries[0].input_ids
