@@ -9,10 +9,14 @@ _TEARDOWN_PROBE = ("import os\nclass Probe:\n    def __del__(self, write=os.writ
                    "        write(1, b'teardown ran\\n')\nprobe = Probe()")
 
 
+def _script(body: str, *argv: str) -> str:
+    """A program that runs `body`, then the iclgd process entry on `argv`."""
+    return "\n".join(["import atexit, sys, threading, time", "from iclgd import cli", _TEARDOWN_PROBE, body,
+                      f"sys.argv = ['iclgd', *{list(argv)!r}]", "cli.run()", "print('not reached')"])
+
+
 def _run(body: str, *argv: str) -> subprocess.CompletedProcess:
-    script = "\n".join(["import atexit, sys, threading, time", "from iclgd import cli", _TEARDOWN_PROBE, body,
-                        f"sys.argv = ['iclgd', *{list(argv)!r}]", "cli.run()", "print('not reached')"])
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", _script(body, *argv)], capture_output=True, text=True, timeout=120)
 
 
 def test_the_teardown_is_skipped_and_atexit_handlers_and_buffered_output_survive():
@@ -44,8 +48,7 @@ def test_a_profiler_or_tracer_gets_the_ordinary_exit(tmp_path):
     """`python -m cProfile -o F -m iclgd ...` writes F after iclgd returns; a tracer (coverage) needs the same."""
     assert "teardown ran" in _run("sys.settrace(lambda *a: None)", "--help").stdout
     script = tmp_path / "entry.py"
-    script.write_text("\n".join(["import sys", "from iclgd import cli", _TEARDOWN_PROBE,
-                                 "sys.argv = ['iclgd', '--help']", "cli.run()"]))
+    script.write_text(_script("", "--help"))
     profile = tmp_path / "profile.out"
     proc = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), str(script)], capture_output=True,
                           text=True, timeout=120)
