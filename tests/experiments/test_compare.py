@@ -281,8 +281,34 @@ def test_halving_lr_search_picks_a_half_decade_point_and_records_its_scores(gpt2
     assert [float(k) for k in search["scores"]] == list(HALF_DECADE_GRID)
     rows = search["rows"]
     assert set(rows.values()) <= {25, 30} and rows[repr(record["lr"])] == max(rows.values())
-    grid = run_compare(cfg.model_copy(update={"lr_search": "grid", "lr_search_rows": 5}), show_progress=False).record
-    assert grid["lr"] in DAI_LR_GRID and len(grid["lr_search"]["scores"]) == 36 and grid["lr_search"]["rows"] is None
+
+
+def test_grid_lr_search_picks_what_scoring_every_point_on_every_row_picks(gpt2_dir, tmp_path, monkeypatch):
+    """The raced grid search inside a unit: its choice is the exhaustive grid's, on the same trained tensors and the
+    same chunks of held-out rows; its record keeps each scored point's accuracy over the rows it was scored on."""
+    from iclgd import finetune as finetuning
+    from iclgd.experiments import compare
+
+    race = finetuning.race_grid
+    exhaustive = {}
+
+    def checked(train, correct, n_rows, **kwargs):
+        chunks = [range(s, min(s + kwargs["chunk_rows"], n_rows)) for s in range(0, n_rows, kwargs["chunk_rows"])]
+        right = {lr: sum(correct(tensors, rows) for rows in chunks) for lr in DAI_LR_GRID for tensors in [train(lr)]}
+        exhaustive.update(right)
+        return race(train, correct, n_rows, **kwargs)
+
+    monkeypatch.setattr(compare.finetuning, "race_grid", checked)
+    cfg = _cfg(gpt2_dir, tmp_path, lr=None, methods=["gd"], kendall_examples=0, lr_search_rows=40)
+    record = run_compare(cfg, show_progress=False).record
+    search = record["lr_search"]
+    assert record["lr"] == finetuning.search_grid(lambda lr: exhaustive[lr]).lr
+    assert record["lr_source"].startswith("search on Dai's grid: FT accuracy on 40 held-out training rows (best first")
+    rows = {float(k): v for k, v in search["rows"].items()}
+    assert rows[record["lr"]] == 40 and set(rows.values()) <= {25, 40} and set(rows) <= set(DAI_LR_GRID)
+    for lr, score in search["scores"].items():  # a point scored on all rows scored what the exhaustive grid did
+        if rows[float(lr)] == 40:
+            assert score == exhaustive[float(lr)] / 40
 
 
 def test_lr_search_enters_the_unit_id_only_where_it_changes_the_unit(tmp_path):

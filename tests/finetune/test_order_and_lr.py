@@ -17,6 +17,7 @@ from iclgd.finetune.lr_search import (
     no_signal,
     published_lr,
     published_seed,
+    race_grid,
     search_grid,
     search_lr,
 )
@@ -72,7 +73,7 @@ def test_search_grid_picks_the_best_and_the_smaller_on_ties():
     assert search_grid(lambda lr: -abs(lr - 3e-3)).lr == 3e-3
     result = search_grid(lambda lr: 1.0 if lr in (0.02, 0.5) else 0.0)
     assert result.lr == 0.02 and len(result.scores) == 36
-    lr, scores, _ = search_grid(lambda lr: lr, grid=(0.1, 0.3))
+    lr, scores, _, _ = search_grid(lambda lr: lr, grid=(0.1, 0.3))
     assert lr == 0.3 and scores == {0.1: 0.1, 0.3: 0.3}
 
 
@@ -107,6 +108,83 @@ def test_search_lr_scores_trained_tensors_and_leaves_the_model_unchanged(gpt2):
     result = search_lr(gpt2, demos, score, grid=(1e-4, 1e-1, 9.0), on_point=lambda lr, a: seen.append(lr))
     assert seen == [1e-4, 1e-1, 9.0] and result.lr == max(result.scores, key=result.scores.get)
     assert all(torch.equal(before[k], v) for k, v in snapshot(gpt2).items())
+
+
+def _table_search(right: dict[float, list[int]], chunk_rows: int, max_bytes: int = 2 << 30):
+    """race_grid over a table of which rows each lr labels right; returns (search, lrs trained, chunks scored)."""
+    trained, scored = [], []
+
+    def train(lr):
+        trained.append(lr)
+        return {"lr": torch.tensor([lr], dtype=torch.float64)}
+
+    def correct(tensors, rows):
+        lr = float(tensors["lr"])
+        scored.append((lr, rows.start, rows.stop))
+        return sum(right[lr][i] for i in rows)
+
+    n_rows = len(next(iter(right.values())))
+    search = race_grid(train, correct, n_rows, grid=tuple(right), chunk_rows=chunk_rows, max_bytes=max_bytes)
+    return search, trained, scored
+
+
+def test_race_grid_by_hand():
+    """3 lrs, 6 rows in chunks of 2; the order of work and the choice worked out by hand."""
+    right = {
+        0.1: [1, 0, 1, 1, 1, 1],  # 5 right
+        0.2: [1, 1, 1, 1, 1, 0],  # 5 right: ties 0.1 in the end; 0.1 wins as the smaller lr
+        0.3: [0, 0, 1, 1, 1, 1],  # 4 right
+    }
+    search, trained, scored = _table_search(right, chunk_rows=2)
+    # the least (errors so far, lr) goes next: (0, .1) scores [0,2) -> (1, .1); (0, .2) scores [0,2), [2,4)
+    # without errors and [4,6) with one -> (1, .2), all scored; (0, .3) scores [0,2) -> (2, .3); (1, .1) scores
+    # [2,4), [4,6) without errors -> (1, .1), all scored and the least: below (1, .2) and (2, .3), so it wins
+    assert scored == [(0.1, 0, 2), (0.2, 0, 2), (0.2, 2, 4), (0.2, 4, 6), (0.3, 0, 2), (0.1, 2, 4), (0.1, 4, 6)]
+    assert trained == [0.1, 0.2, 0.3]
+    assert search.lr == 0.1 and search.lr == search_grid(lambda lr: sum(right[lr]), grid=tuple(right)).lr
+    assert search.rows == {0.1: 6, 0.2: 6, 0.3: 2} and search.scores == {0.1: 5 / 6, 0.2: 5 / 6, 0.3: 0.0}
+    assert not no_signal(search)
+
+
+def test_race_grid_skips_every_lr_above_a_winner_without_errors():
+    right = {lr: [1] * 10 if lr == 3e-3 else [1] * 9 + [0] for lr in DAI_LR_GRID}
+    search, trained, _ = _table_search(right, chunk_rows=4)
+    assert search.lr == 3e-3 and trained == [lr for lr in DAI_LR_GRID if lr <= 3e-3]
+    assert set(search.scores) == set(trained) and not no_signal(search)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_race_grid_picks_what_scoring_every_lr_on_every_row_picks(seed):
+    """Random tables (small grids and rows, so ties are common; some lrs near perfect, some near chance)."""
+    rng = torch.Generator().manual_seed(seed)
+    n_lrs, n_rows = int(torch.randint(1, 9, (1,), generator=rng)), int(torch.randint(1, 30, (1,), generator=rng))
+    rates = torch.rand(n_lrs, generator=rng)
+    right = {round(0.01 * (i + 1), 2): (torch.rand(n_rows, generator=rng) < rates[i]).int().tolist()
+             for i in range(n_lrs)}
+    chunk_rows = int(torch.randint(1, 8, (1,), generator=rng))
+    search, trained, scored = _table_search(right, chunk_rows)
+    assert search.lr == search_grid(lambda lr: sum(right[lr]) / n_rows, grid=tuple(right)).lr
+    assert search.rows[search.lr] == n_rows and search.scores[search.lr] == sum(right[search.lr]) / n_rows
+    assert len(scored) == len(set(scored)) and len(trained) == len(set(trained))  # no chunk twice, no retraining
+    for lr, seen in search.rows.items():  # each score is over the rows it was scored on
+        assert search.scores[lr] == sum(right[lr][:seen]) / seen
+    # with no room to keep tensors, lrs are retrained when revisited: the same work and choice
+    tight, retrained, rescored = _table_search(right, chunk_rows, max_bytes=0)
+    assert tight == search and rescored == scored and set(retrained) == set(trained)
+
+
+def test_race_grid_where_every_lr_labels_alike_has_no_signal(capsys):
+    from iclgd.experiments.compare import _flat
+
+    same = [1, 0, 1, 1, 0, 1, 0, 1]
+    search, trained, _ = _table_search(dict.fromkeys((0.1, 0.2, 0.3), same), chunk_rows=3)
+    assert search.lr == 0.1 and trained == [0.1, 0.2, 0.3] and no_signal(search)
+    assert _flat(search, "x") == "x; every point scored 0.62, so the smallest lr by the tie rule"
+    assert "lr 0.1 is the smallest by the tie rule" in capsys.readouterr().err
+    differ = dict.fromkeys((0.1, 0.2, 0.3), same) | {0.3: [0, 0, 1, 1, 0, 1, 1, 1]}
+    assert not no_signal(_table_search(differ, chunk_rows=3)[0])
+    with pytest.raises(ValueError, match="held-out rows"):
+        race_grid(lambda lr: {}, lambda t, rows: 0, 0)
 
 
 def test_published_table():

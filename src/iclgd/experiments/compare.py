@@ -178,6 +178,10 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
 # The learning rate and the random-direction control
 
 
+# The grid search scores held-out rows in fixed chunks of this many, so a point can be ruled out after any chunk.
+GRID_CHUNK_ROWS = 25
+
+
 def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPrompts,
               progress: Progress | None = None) -> tuple[float, str, finetuning.LrSearch | None]:
     """The unit's learning rate, how it was chosen (the config, the published table, or a search) and the search.
@@ -209,14 +213,21 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
 
     n_rows = len(tune.queries)
     if cfg.lr_search == "grid":
-        bar = progress.add_task("lr search (Dai's grid)", total=len(finetuning.DAI_LR_GRID)) if progress else None
+        upper = len(finetuning.DAI_LR_GRID) * len(range(0, n_rows, GRID_CHUNK_ROWS))  # chunks, were none ruled out
+        bar = progress.add_task("lr search (Dai's grid, chunks of held-out rows)", total=upper) if progress else None
 
-        def on_point(lr: float, accuracy: float) -> None:
+        def on_chunk(lr: float, rows: range) -> None:
             if progress is not None:
                 progress.advance(bar)
 
-        search = finetuning.search_lr(lm, demos, held_out_accuracy, on_point=on_point)
-        return search.lr, _flat(search, f"search on Dai's grid: FT accuracy on {n_rows} held-out training rows"), search
+        search = finetuning.race_grid(lambda lr: finetuning.finetune_gd(lm, demos, lr).tensors,
+                                      lambda t, rows: round(held_out_accuracy(t, rows) * len(rows)), n_rows,
+                                      chunk_rows=GRID_CHUNK_ROWS, on_chunk=on_chunk)
+        if progress is not None:
+            progress.update(bar, completed=upper)
+        trained = f"{len(search.scores)} of {len(finetuning.DAI_LR_GRID)} points trained"
+        return search.lr, _flat(search, f"search on Dai's grid: FT accuracy on {n_rows} held-out training rows "
+                                        f"(best first, {trained})"), search
 
     def train(lrs: list[float]) -> list[dict[str, torch.Tensor]]:
         if supports_batched_trajectories(lm):
@@ -232,7 +243,7 @@ def _flat(search: finetuning.LrSearch, source: str) -> str:
     """``source``, marked (and warned of) where every point scored the same: the lr is then the tie rule's."""
     if not finetuning.no_signal(search):
         return source
-    score = next(iter(search.scores.values()))
+    score = search.scores[search.lr]
     warn(f"every learning rate of the search scored {score:.2f} on the held-out rows: lr {search.lr:g} is the "
          "smallest by the tie rule, not a measured best; give --lr to choose one")
     return f"{source}; every point scored {score:.2f}, so the smallest lr by the tie rule"

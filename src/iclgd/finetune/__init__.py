@@ -35,13 +35,14 @@ from iclgd.finetune.lr_search import (
     no_signal,
     published_lr,
     published_seed,
+    race_grid,
     search_grid,
     search_lr,
 )
 from iclgd.finetune.methods import BUILT_IN, LOSSES, PARAMETERS, FTMethod, finetune, parse_method
 
 __all__ = [
-    "BUILT_IN", "DAI_LR_GRID", "HALF_DECADE_GRID", "halving_search", "no_signal",
+    "BUILT_IN", "DAI_LR_GRID", "HALF_DECADE_GRID", "halving_search", "no_signal", "race_grid",
     "LOSSES", "OPTIMIZERS", "PARAMETERS", "FTMethod", "Model", "label_loss", "lm_loss",
     "parse_method", "step_batches", "train", "PUBLISHED_LR", "PUBLISHED_SEED", "FinetuneResult", "LrSearch", "finetune",
     "finetune_full_batch", "finetune_gd", "finetune_lcgd", "layer_causal_loss", "published_lr", "published_seed",
