@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
         ft_shots: Annotated[int | None, typer.Option(help="demos FT trains on (default: ICL's)")] = None,
         lr: Annotated[float | None, typer.Option(help="learning rate (default: published or searched)")] = None,
         lr_search: Annotated[str | None, typer.Option(
-            help="lr search without --lr: grid (Dai's 36 points) | halving (8 points, ~15x less work)")] = None,
+            help="lr search without --lr: grid (the choice of Dai's 36 points, found best first) | halving (8 "
+                 "points, successive halving; cheaper, may pick a worse lr)")] = None,
         untrained: Annotated[
             str | None, typer.Option(help="untrained variant: all | keep_layernorm | trained_embeddings, or "
                                           "with _fairseq (fairseq's init, as Deutch et al.'s), e.g. all_fairseq")

@@ -53,9 +53,9 @@ class CompareConfig(BaseModel):
     lr: float | None = Field(None, gt=0, description="learning rate; default: published value or a search (gd, lcgd "
                              "with 1 epoch only)")
     lr_search: Literal["grid", "halving"] = Field("grid", description="the lr search (iclgd.finetune.lr_search): "
-                                                  "grid (Dai's 36 points, each on every held-out row) or halving "
-                                                  "(8 half-decade points, successive halving: ~1/15 of the work, "
-                                                  "and a worse lr on some tasks)")
+                                                  "grid (the choice of Dai's 36 points, each scored on every "
+                                                  "held-out row, found best first) or halving (8 half-decade "
+                                                  "points, successive halving: cheaper, a worse lr on some tasks)")
     lr_search_rows: int = Field(200, ge=1, description="held-out training rows scoring the lr search")
     untrained: Untrained | None = Field(None, description="Deutch et al.'s untrained model variants")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
