@@ -302,6 +302,7 @@ def test_grid_lr_search_picks_what_scoring_every_point_on_every_row_picks(gpt2_d
     cfg = _cfg(gpt2_dir, tmp_path, lr=None, methods=["gd"], kendall_examples=0, lr_search_rows=40)
     record = run_compare(cfg, show_progress=False).record
     search = record["lr_search"]
+    assert len(set(exhaustive.values())) > 1  # the lrs score apart: the choice is a measurement
     assert record["lr"] == finetuning.search_grid(lambda lr: exhaustive[lr]).lr
     assert record["lr_source"].startswith("search on Dai's grid: FT accuracy on 40 held-out training rows (best first")
     rows = {float(k): v for k, v in search["rows"].items()}

@@ -86,7 +86,7 @@ def test_a_search_where_every_point_scores_the_same_has_no_signal(capsys):
     assert not no_signal(search_grid(lambda lr: 1.0 if lr == 0.02 else 0.5))
     assert not no_signal(search_grid(lambda lr: 0.5, grid=(0.1,)))  # one point: nothing to compare
     source = _flat(flat, "search on Dai's grid")
-    assert source == "search on Dai's grid; every point scored 0.50, so the smallest lr by the tie rule"
+    assert source == "search on Dai's grid; every point scored as the smallest did, so the smallest lr by the tie rule"
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lr 0.0001 is the smallest by the tie rule" in err and "--lr" in err
     assert _flat(search_grid(lambda lr: lr), "x") == "x" and capsys.readouterr().err == ""
@@ -144,6 +144,15 @@ def test_race_grid_by_hand():
     assert search.lr == 0.1 and search.lr == search_grid(lambda lr: sum(right[lr]), grid=tuple(right)).lr
     assert search.rows == {0.1: 6, 0.2: 6, 0.3: 2} and search.scores == {0.1: 5 / 6, 0.2: 5 / 6, 0.3: 0.0}
     assert not no_signal(search)
+    # room for one lr's tensors only: 0.1 is dropped when 0.2 is trained, and trained again for its last chunks
+    tight, retrained, rescored = _table_search(right, chunk_rows=2, max_bytes=8)
+    assert tight == search and rescored == scored and retrained == [0.1, 0.2, 0.3, 0.1]
+
+
+def test_race_grid_takes_each_lr_once():
+    right = {0.1: [0, 1], 0.2: [1, 1]}
+    assert race_grid(lambda lr: {"lr": torch.tensor([lr], dtype=torch.float64)},
+                     lambda t, rows: sum(right[float(t["lr"])][i] for i in rows), 2, grid=(0.1, 0.1, 0.2)).lr == 0.2
 
 
 def test_race_grid_skips_every_lr_above_a_winner_without_errors():
@@ -179,12 +188,16 @@ def test_race_grid_where_every_lr_labels_alike_has_no_signal(capsys):
     same = [1, 0, 1, 1, 0, 1, 0, 1]
     search, trained, _ = _table_search(dict.fromkeys((0.1, 0.2, 0.3), same), chunk_rows=3)
     assert search.lr == 0.1 and trained == [0.1, 0.2, 0.3] and no_signal(search)
-    assert _flat(search, "x") == "x; every point scored 0.62, so the smallest lr by the tie rule"
+    assert _flat(search, "x") == "x; every point scored as the smallest did, so the smallest lr by the tie rule"
     assert "lr 0.1 is the smallest by the tie rule" in capsys.readouterr().err
     differ = dict.fromkeys((0.1, 0.2, 0.3), same) | {0.3: [0, 0, 1, 1, 0, 1, 1, 1]}
     assert not no_signal(_table_search(differ, chunk_rows=3)[0])
     with pytest.raises(ValueError, match="held-out rows"):
         race_grid(lambda lr: {}, lambda t, rows: 0, 0)
+    with pytest.raises(ValueError, match="chunks of at least one row"):
+        race_grid(lambda lr: {}, lambda t, rows: 0, 5, chunk_rows=0)
+    with pytest.raises(ValueError, match="3 rows right of the 2 scored"):
+        race_grid(lambda lr: {}, lambda t, rows: 3, 5, chunk_rows=2)
 
 
 def test_published_table():

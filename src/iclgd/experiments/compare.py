@@ -243,10 +243,9 @@ def _flat(search: finetuning.LrSearch, source: str) -> str:
     """``source``, marked (and warned of) where every point scored the same: the lr is then the tie rule's."""
     if not finetuning.no_signal(search):
         return source
-    score = search.scores[search.lr]
-    warn(f"every learning rate of the search scored {score:.2f} on the held-out rows: lr {search.lr:g} is the "
-         "smallest by the tie rule, not a measured best; give --lr to choose one")
-    return f"{source}; every point scored {score:.2f}, so the smallest lr by the tie rule"
+    warn(f"every learning rate of the search scored as the smallest did on the held-out rows it was scored on: "
+         f"lr {search.lr:g} is the smallest by the tie rule, not a measured best; give --lr to choose one")
+    return f"{source}; every point scored as the smallest did, so the smallest lr by the tie rule"
 
 
 def random_direction(lm: LoadedModel, original: dict, trained: dict, seed: int) -> dict[str, torch.Tensor]:

@@ -142,13 +142,14 @@ def race_grid(
     on every chunk (each chunk is scored alike either way). The work left out: lrs ruled out by their first errors,
     and lrs above a winner that makes no error (never trained).
 
-    Trained tensors are kept while they fit in ``max_bytes`` (the worst-placed are dropped first) and retrained
-    when needed again: training is deterministic, so that changes nothing but time. ``on_chunk(lr, rows)`` reports
-    each chunk scored. The result's scores are over each lr's rows scored (``rows``); lrs never scored are absent.
+    Trained tensors are kept while they fit in ``max_bytes`` (the worst-placed are dropped first, after a new set
+    is trained: the peak is the cap plus one set) and retrained when needed again: training is deterministic on a
+    CPU, so that changes nothing but time. ``on_chunk(lr, rows)`` reports each chunk scored. The result's scores
+    are over each lr's rows scored (``rows``); lrs never scored are absent.
     """
-    if n_rows < 1 or not grid:
-        raise ValueError("the grid search needs held-out rows and a grid")
-    lrs = sorted(grid)
+    if n_rows < 1 or not grid or chunk_rows < 1:
+        raise ValueError("the grid search needs held-out rows, a grid and chunks of at least one row")
+    lrs = sorted(set(grid))
     chunks = [range(start, min(start + chunk_rows, n_rows)) for start in range(0, n_rows, chunk_rows)]
     hits: dict[float, list[int]] = {lr: [] for lr in lrs}  # right rows per chunk scored
     errors = dict.fromkeys(lrs, 0)
@@ -160,6 +161,8 @@ def race_grid(
             kept[lr] = train(lr)
         rows = chunks[len(hits[lr])]
         right = int(correct(kept[lr], rows))
+        if not 0 <= right <= len(rows):
+            raise ValueError(f"{right} rows right of the {len(rows)} scored")
         hits[lr].append(right)
         errors[lr] += len(rows) - right
         heapq.heappush(frontier, (errors[lr], lr))
@@ -169,8 +172,8 @@ def race_grid(
     best = frontier[0][1]
     scored = [lr for lr in lrs if hits[lr]]
     seen = {lr: sum(len(chunks[i]) for i in range(len(hits[lr]))) for lr in scored}
-    # Flat: every lr scored, each as the winner did on the same chunks (then it was scored up to the winner's
-    # errors); a winner without errors leaves the lrs above it unscored, and nothing to say.
+    # Flat: every lr scored, each as the winner did on every chunk it was scored on (it stopped once it could at best
+    # tie); a winner without errors leaves the lrs above it unscored, and nothing to say.
     flat = len(scored) == len(lrs) > 1 and all(hits[lr] == hits[best][: len(hits[lr])] for lr in scored)
     return LrSearch(best, {lr: (seen[lr] - errors[lr]) / seen[lr] for lr in scored}, seen, flat)
 
