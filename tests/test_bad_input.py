@@ -216,6 +216,8 @@ CASES = [
     (["compare", *UNIT, "--max-context", "4"], "'max_context'"),
     (["compare", *UNIT, "--max-context", "6000"], "longer than the context"),
     (["compare", *UNIT, "--bos", "L1 L6 L1"], "BOS must be one token"),
+    (["compare", *UNIT, "--separator", ""], "separator is empty: demos need text between them"),
+    (["compare", *UNIT, "--lr-search-rows", "0"], "'lr_search_rows'"),
     (["compare", *UNIT, "--template", "7"], "template 7 does not exist"),
     (["compare", *UNIT, "--template", "no field here"], "has no placeholder for the row's fields; add one, "
                                                          "e.g. 'Text: {text} Label:'"),

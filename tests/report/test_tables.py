@@ -198,3 +198,21 @@ def test_over_seed_names_the_column_that_varies_with_it(tmp_path):
     rows = summary_rows(con, over=("seed", "order"))
     assert len(rows) == 1 and rows[0]["n"] == 3 and rows[0]["acc ICL"].std == pytest.approx(0.1)
     assert "averages over them" not in summary_table(con, over=("seed", "order")).caption
+
+
+def test_summary_keeps_the_rec2ftp_column_where_ft_fixed_nothing(tmp_path):
+    """Rec2FTP is undefined where FT fixed no ZS error: the summary shows "—" beside its chance level, as compare
+    and the side-by-side table do, instead of dropping the column; without FT neither column shows."""
+    from iclgd.runner import UnitResult, metric_row, open_results, write_unit
+
+    keys = dict(model="m", variant="trained", task="t", template=0, seed=1, order=0, k=4, true_k=4)
+    rows = [metric_row("accuracy", 0.5, 10, method="zs", **keys), metric_row("accuracy", 0.8, 10, method="icl", **keys),
+            metric_row("accuracy", 0.5, 10, method="gd", **keys),
+            metric_row("rec2ftp_chance", 40, 5, method="gd", **keys)]
+    write_unit(tmp_path / "ft", "u", {"seed": 1}, UnitResult(metrics=rows, predictions=[]))
+    table = summary_table(open_results(tmp_path / "ft"))
+    headers = [column.header for column in table.columns]
+    assert "Rec2FTP" in headers and "Rec2FTP chance" in headers
+    assert list(table.columns[headers.index("Rec2FTP")].cells) == ["—"]
+    write_unit(tmp_path / "icl", "u", {"seed": 1}, UnitResult(metrics=rows[:2], predictions=[]))
+    assert "Rec2FTP" not in [column.header for column in summary_table(open_results(tmp_path / "icl")).columns]

@@ -103,6 +103,7 @@ def test_task_file_by_path_with_optional_keys(tmp_path):
     (lambda t: t.replace("validation_split: validation\n", ""), "evaluation split"),
     (lambda t: t + "eval_size: 0\n", "eval_size"),
     (lambda t: t + "bad: [\n", "not valid YAML"),
+    (lambda t: t.replace("{no:", '{"no":').replace(" yes:", ' "yes":') + 'separator: ""\n', "separator is empty"),
 ])
 def test_bad_task_files_give_one_line_user_errors(tmp_path, change, needle):
     path = _write(tmp_path, change(BASE))

@@ -41,6 +41,8 @@ def register(app: typer.Typer) -> None:
         lr_search: Annotated[str | None, typer.Option(
             help="lr search without --lr: grid (the choice of Dai's 36 points, found best first) | halving (8 "
                  "points, successive halving; cheaper, may pick a worse lr)")] = None,
+        lr_search_rows: Annotated[int | None, typer.Option(
+            help="held-out training rows (disjoint from the demos) that score the lr search (default 200)")] = None,
         untrained: Annotated[
             str | None, typer.Option(help="untrained variant: all | keep_layernorm | trained_embeddings, or "
                                           "with _fairseq (fairseq's init, as Deutch et al.'s), e.g. all_fairseq")
@@ -67,7 +69,7 @@ def register(app: typer.Typer) -> None:
             model=model, task=task, shots=shots, seed=seed, order=order, template=_template(template),
             eval_size=eval_size, position=position, methods=method or None, epochs=epochs,
             record_epochs=record_epoch or None, output_metrics=output_metrics, orderings=orderings,
-            ft_shots=ft_shots, lr=lr, lr_search=lr_search,
+            ft_shots=ft_shots, lr=lr, lr_search=lr_search, lr_search_rows=lr_search_rows,
             untrained=untrained,
             dtype=dtype, device=device, batch_size=batch_size, max_context=max_context, separator=separator,
             bos=bos, data_dir=data_dir, kendall_examples=kendall_examples, balanced=balanced,

@@ -79,7 +79,7 @@ def bos_and_separator(cfg: CompareConfig, task, lm: LoadedModel) -> tuple[str | 
     else:
         bos = lm.family.bos
     sep = cfg.separator if cfg.separator is not None else task.separator
-    return bos, sep or lm.family.sep
+    return bos, sep if sep is not None else lm.family.sep
 
 
 def model_context(lm: LoadedModel, default: int | None = None) -> int:
@@ -212,6 +212,9 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
             finetuning.restore(lm, original)
 
     n_rows = len(tune.queries)
+    if n_rows < cfg.lr_search_rows:
+        warn(f"lr_search_rows {cfg.lr_search_rows} is more than the {n_rows} pool rows left beside the demos: the lr "
+             f"search scores {n_rows}")
     if cfg.lr_search == "grid":
         upper = len(finetuning.DAI_LR_GRID) * len(range(0, n_rows, GRID_CHUNK_ROWS))  # chunks, were none ruled out
         bar = progress.add_task("lr search (Dai's grid, chunks of held-out rows)", total=upper) if progress else None

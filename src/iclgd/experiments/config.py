@@ -89,6 +89,14 @@ class CompareConfig(BaseModel):
             specs[name] = spec
         return list(specs)
 
+    @field_validator("separator")
+    @classmethod
+    def _separator_not_empty(cls, value: str | None) -> str | None:
+        if value == "":
+            raise ValueError("separator is empty: demos need text between them; leave it out for the task's or the "
+                             "model family's default, or give one (e.g. ' ' or '\\n')")
+        return value
+
     @model_validator(mode="after")
     def _epochs_and_lr(self) -> CompareConfig:
         beyond = [e for e in self.record_epochs or [] if not 1 <= e <= self.epochs]
@@ -119,6 +127,8 @@ class CompareConfig(BaseModel):
         fields = self.model_dump(exclude={"out", "device", "batch_size", "captures"})
         if self.lr is not None or self.lr_search == "grid":  # no search, or the one every older unit ran: the ids of
             del fields["lr_search"]                            # units stored before the field existed stay valid
+        if self.lr is not None:  # no search: its rows change nothing (the default kept, so stored ids stay valid)
+            fields["lr_search_rows"] = type(self).model_fields["lr_search_rows"].default
         return fields
 
     def unit_id(self) -> str:

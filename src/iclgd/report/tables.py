@@ -198,14 +198,16 @@ def summary_table(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: S
                   where: str | None = None) -> Table:
     """Accuracy ZS/ICL/FT, Rec2FTP and its chance level, SimAOU (normalised, raw, random), SimAM before and
     after FT, SimAM_Δ, Kendall and its random baseline: means over layers, per unit or mean ± std over ``over``.
-    Key columns that are the same in every row move to the caption; metric columns with no value are left out."""
+    Key columns that are the same in every row move to the caption; metric columns with no value are left out,
+    but Rec2FTP, which shows "—" beside its chance level where FT fixed nothing (as the side-by-side table does)."""
     rows = summary_rows(con, ft_method, over, where)
     if not rows:
         raise UserError(f"no metrics match{f' --where {where!r}' if where else ''}: nothing to report")
     keys = [key for key in UNIT_KEYS if key in rows[0]]
     varying = [key for key in keys if len({str(row[key]) for row in rows}) > 1]
     constant = [f"{key}={rows[0][key]}" for key in keys if key not in varying]
-    columns = [column for column in SUMMARY_COLUMNS if any(row[column.header] for row in rows)]
+    columns = [column for column in SUMMARY_COLUMNS if any(row[column.header] for row in rows)
+               or column.metric == "rec2ftp" and any(row["Rec2FTP chance"] for row in rows)]  # "—": FT fixed nothing
     over_text = f"mean ± std (ddof=1) over {', '.join(over)}; " if over else ""
     marked = any(row[c.header] and row[c.header].below_baseline for row in rows for c in columns)
     labels = [key for key in varying if key != "unit"] or varying  # the unit id only when nothing else tells rows apart

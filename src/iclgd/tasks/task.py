@@ -12,7 +12,7 @@
     label_names: [neg, pos]            # optional: names of integer labels that have no ClassLabel feature
     doc_to_choice: {negative: " Negative", positive: " Positive"}  # label NAME -> label word, candidate order
     data_files: {train: a.jsonl, test: b.csv}     # optional, local data: split -> file(s)
-    separator: "\\n"                    # optional; default from the model family ("" is allowed)
+    separator: "\\n"                    # optional, not empty; default from the model family
     bos: "<s>"                         # optional; default from the model family ("" = no BOS)
     eval_size: 2000                    # evaluation rows (split permuted with seed 1, first eval_size)
     metadata: {source: "vadersentiment 3.3.2 (PyPI)", license: MIT}  # optional: where the rows come from, licence
@@ -113,6 +113,14 @@ def _string(raw: dict, key: str, path: Path, default=None) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and key in ("dataset_name", "revision"):
         return str(value)
     raise UserError(f"{_where(path)}: {key} must be a string, got {value!r}")
+
+
+def _separator(raw: dict, path: Path) -> str | None:
+    value = _string(raw, "separator", path)
+    if value == "":
+        raise UserError(f"{_where(path)}: separator is empty: demos need text between them; leave the key out for "
+                        "the model family's default, or give one (e.g. \" \" or \"\\n\")")
+    return value
 
 
 def _label_words(raw: dict, path: Path) -> dict[str, str]:
@@ -230,7 +238,7 @@ def parse_task(raw: object, path: Path) -> Task:
         eval_split=_eval_split(raw, path),
         templates=_templates(raw, path),
         label_words=_label_words(raw, path),
-        separator=_string(raw, "separator", path),
+        separator=_separator(raw, path),
         bos=_string(raw, "bos", path),
         eval_size=eval_size,
         source_file=path,
