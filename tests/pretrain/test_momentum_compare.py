@@ -49,6 +49,9 @@ def test_momentum_table_and_figure(tmp_path):
     console.print(momentum_table(rows))
     text = console.export_text()
     assert "ppl @16" in text and "acc k=2" in text and "momentum-learned0.8 − vanilla" in text and "15.14" in text
+    assert "mean ± std over 2 pretraining seeds" in momentum_table(rows).title
+    one_seed = [r for r in rows if r["seed"] in (0, None)]
+    assert momentum_table(one_seed).title.startswith("Momentum vs vanilla attention: one pretraining seed (no std);")
     paths = plot_momentum(rows, tmp_path / "momentum")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
     assert onset_step(tmp_path / "runs" / "vanilla-s0", threshold=0.0) == 5  # the first logged step

@@ -51,7 +51,8 @@ def momentum_table(rows: Sequence[dict[str, Any]]) -> Table:
     lengths = sorted({r["at"] for r in rows if r["measure"] == "perplexity"})
     ks = sorted({r["at"] for r in rows if r["measure"] == "icl_accuracy"})
     seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
-    table = Table(title=f"Momentum vs vanilla attention: mean ± std over {len(seeds)} pretraining seeds; "
+    over = f"mean ± std over {len(seeds)} pretraining seeds" if len(seeds) > 1 else "one pretraining seed (no std)"
+    table = Table(title=f"Momentum vs vanilla attention: {over}; "
                         "differences paired within each seed, [95% CI] by a two-stage bootstrap (seeds, then "
                         "sequences or demo seeds)",
                   caption=f"perplexity on held-out corpus sequences (the trained-on targets); ICL accuracy (%) on "
