@@ -122,6 +122,8 @@ def assets(tmp_path_factory):
         "bad-task-late": base + "grid: {task: [icc-heldout, icc-prior, no-such-task]}\n",
         "two-outs": base + "runs: [{out: a}, {out: b}]\n",
         "run-typo": base + "runs: [{seed: 2}, {mehtods: [gd]}]\n",
+        "base-typo": base.replace("eval_size: 8", "eval_sise: 8") + "runs: [{seed: 2}, {seed: 3}]\n",
+        "grid-typo": base + "grid: {sede: [1, 2]}\n",
         "lr-inf": base.replace("lr: 0.01", "lr: .inf"),
         "cuda": base + "grid: {device: [cpu, cuda]}\n",
         "ok": base + "grid: {seed: [1, 2]}\n",
@@ -272,6 +274,10 @@ CASES = [
     (["sweep", "{assets}/sweep-two-outs.yaml"], "one results folder"),
     (["sweep", "{assets}/sweep-run-typo.yaml"], "sweep-run-typo.yaml, `runs` entry 2: unknown key 'mehtods' (did "
                                                 "you mean 'methods'?)"),
+    (["sweep", "{assets}/sweep-base-typo.yaml"], "sweep-base-typo.yaml, `base`: unknown key 'eval_sise' (did you "
+                                                 "mean 'eval_size'?)"),
+    (["sweep", "{assets}/sweep-grid-typo.yaml"], "sweep-grid-typo.yaml, `grid`: unknown key 'sede' (did you mean "
+                                                 "'seed'?)"),
     (["sweep", "{assets}/sweep-lr-inf.yaml"], "finite number"),
     (["sweep", "{assets}/sweep-cuda.yaml"], "CUDA is not available"),
     (["sweep", "{assets}/sweep-ok.yaml", "--out", "{ro}/sweep"], "cannot be written"),

@@ -42,7 +42,11 @@ def unknown_key_message(err: ValidationError, cls: type[BaseModel]) -> str | Non
     first = err.errors()[0]
     if first["type"] != "extra_forbidden" or len(first["loc"]) != 1:
         return None
-    key = str(first["loc"][0])
+    return unknown_key_text(str(first["loc"][0]), cls)
+
+
+def unknown_key_text(key: str, cls: type[BaseModel]) -> str:
+    """ "unknown key 'eval_sise' (did you mean 'eval_size'?)", or the keys ``cls`` has where none is close."""
     close = difflib.get_close_matches(key, list(cls.model_fields), n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(cls.model_fields)}"
     return f"unknown key '{key}' ({hint})"

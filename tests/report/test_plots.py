@@ -38,3 +38,29 @@ def test_plot_errors(con, tmp_path):
     with pytest.raises(UserError, match="nothing to plot"):
         plot_accuracy_bars(con, tmp_path / "x", methods=("gdx",))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_bars_and_curves_never_pool_units_measured_under_different_conditions(con, tmp_path):
+    """Seeds are averaged; a trained and an untrained model, or two tasks, get their own bar or curve."""
+    from iclgd.report.plots import accuracy_bars, group_label
+    from iclgd.runner import metric_row
+
+    groups, values, extra = accuracy_bars(con, "task", ("zs", "icl", "gd"))
+    assert groups == ["cb", "sst2", "toy"] and extra == []  # only trained units hold accuracies
+    assert values[("sst2", "icl")][0] == pytest.approx(80.0) and values[("sst2", "icl")][1] == pytest.approx(10.0)
+    # the fixture's per-layer SimAOU: trained on three tasks, untrained variants on sst2 only
+    _, extra = group_label(con, "variant", "metric = ? AND method = ?", ["simaou", "gd"])
+    assert extra == ["task"]
+
+    for variant, icl in (("trained", 0.8), ("untrained:all", 0.3)):
+        for seed in (1, 2):
+            keys = dict(model="m", variant=variant, task="t", template=0, seed=seed, order=0, k=4, true_k=4)
+            rows = [metric_row("accuracy", icl + 0.01 * seed, 10, method="icl", **keys),
+                    metric_row("accuracy", 0.5, 10, method="zs", **keys)]
+            write_unit(tmp_path / "out", f"{variant.replace(':', '_')}-{seed}", {"seed": seed},
+                       UnitResult(metrics=rows, predictions=[]))
+    groups, values, extra = accuracy_bars(open_results(tmp_path / "out"), "task", ("zs", "icl"))
+    assert groups == ["t trained", "t untrained:all"] and extra == ["variant"]
+    assert values[("t trained", "icl")][0] == pytest.approx(81.5)
+    assert values[("t untrained:all", "icl")][0] == pytest.approx(31.5)
+    _check(plot_accuracy_bars(open_results(tmp_path / "out"), tmp_path / "bars", methods=("zs", "icl")))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from iclgd.checks import check_device, check_output_dir
-from iclgd.config_files import read_yaml_mapping
+from iclgd.config_files import read_yaml_mapping, unknown_key_text
 from iclgd.errors import UserError
 from iclgd.experiments.compare import run_compare
 from iclgd.experiments.config import CompareConfig, load_config
@@ -42,6 +42,12 @@ def expand(spec: dict[str, Any], overrides: dict[str, Any] | None = None,
         raise UserError("sweep `runs` must be a list of mappings, e.g. [{seed: 2, order: 0}]")
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise UserError("sweep `grid` must map field names to lists of values, e.g. {seed: [1, 2, 3]}")
+    parts = [("`base`", base), *((f"`runs` entry {n}", run) for n, run in enumerate(runs, 1)), ("`grid`", grid)]
+    for part, mapping in parts:  # name the part a misspelt key sits in, not the run it was merged into
+        for key in mapping:
+            if key not in CompareConfig.model_fields:
+                raise UserError(f"bad setting in {where}, {part}: {unknown_key_text(key, CompareConfig)}: fix the key "
+                                "and run again")
     configs = []
     for number, run in enumerate(runs, start=1):
         source = f"{where}, `runs` entry {number}" if spec.get("runs") else where

@@ -77,10 +77,25 @@ def _method_for(con: duckdb.DuckDBPyConnection, metric: str, method: str, where:
                     "`iclgd sql <out> \"SELECT DISTINCT metric, method FROM metrics\"`")
 
 
+# What a unit measures under; seeds and orders are replicates, which a plot's mean ± std is over.
+CONDITIONS = ("model", "variant", "task", "template", "k")
+
+
+def group_label(con: duckdb.DuckDBPyConnection, by: str, rows_sql: str, params: Sequence) -> tuple[str, list[str]]:
+    """SQL for a plot group's label: the ``by`` column, then every other condition column that varies among the rows
+    ``rows_sql`` (a WHERE clause) selects, so a bar or curve never pools units measured under different conditions
+    (a trained and an untrained model, two tasks) into one mean; and those other columns."""
+    counts = ", ".join(f'count(DISTINCT "{column}")' for column in CONDITIONS)
+    _, rows = query(con, f"SELECT {counts} FROM metrics WHERE {rows_sql}", list(params))
+    extra = [column for column, n in zip(CONDITIONS, rows[0], strict=True) if n > 1 and column != by]
+    return "concat_ws(' ', " + ", ".join(f'CAST("{column}" AS VARCHAR)' for column in (by, *extra)) + ")", extra
+
+
 def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: str | Path, by: str = "variant",
                    method: str = "gd", where: str | None = None) -> list[Path]:
-    """One panel per metric: value against layer, one curve per value of column ``by``; the band is ± std over units,
-    or for a curve of one unit its 95% bootstrap interval over eval examples."""
+    """One panel per metric: value against layer, one curve per value of column ``by`` (and of every other condition
+    column that varies: :func:`group_label`); the band is ± std over units, or for a curve of one unit its 95%
+    bootstrap interval over eval examples."""
     if by not in GROUP_COLUMNS:
         raise UserError(f"cannot draw one curve per {by!r}: choose among {', '.join(GROUP_COLUMNS)}")
     if not metrics:
@@ -88,14 +103,16 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     figure = Figure(figsize=(4.2 * ncols, 3.2 * nrows))
-    panels = []
+    panels, titles = [], {by}
     for metric in metrics:
         chosen = _method_for(con, metric, method, where)
+        rows_sql = f"metric = ? AND method = ? AND layer IS NOT NULL AND isfinite(value) AND {where_clause(where)}"
+        label, extra = group_label(con, by, rows_sql, [metric, chosen])
+        titles.update(extra)
         _, rows = query(
             con,
-            f'SELECT CAST("{by}" AS VARCHAR), layer, avg(value), stddev_samp(value), count(*), any_value(ci_low), '
-            "any_value(ci_high) FROM metrics WHERE metric = ? AND method = ? AND layer IS NOT NULL "
-            f"AND isfinite(value) AND {where_clause(where)} GROUP BY ALL ORDER BY 1, 2",
+            f"SELECT {label}, layer, avg(value), stddev_samp(value), count(*), any_value(ci_low), any_value(ci_high) "
+            f"FROM metrics WHERE {rows_sql} GROUP BY ALL ORDER BY 1, 2",
             [metric, chosen],
         )
         curves: dict[str, list[tuple[int, float, tuple[float, float] | None]]] = {}  # layer, mean, band
@@ -119,27 +136,35 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
         versus = "" if chosen == "icl" else f" (ICL vs {METHOD_LABELS.get(chosen, chosen)})"
         axes.set_title(LABELS.get(metric, metric) + versus, fontsize="medium")
     handles = [Line2D([], [], color=colors[group], marker="o", markersize=3) for group in groups]
-    figure.legend(handles, groups, title=by, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
+    title = ", ".join(column for column in GROUP_COLUMNS if column in titles)
+    figure.legend(handles, groups, title=title, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
     return save_plot(figure, out)
+
+
+def accuracy_bars(con: duckdb.DuckDBPyConnection, by: str, methods: Sequence[str], metric: str = "accuracy",
+                  where: str | None = None) -> tuple[list[str], dict[tuple[str, str], tuple[float, float]], list[str]]:
+    """The bars' data: group labels (in order), (group, method) -> (mean, std) in %, and the condition columns
+    besides ``by`` in the labels."""
+    if by not in GROUP_COLUMNS:
+        raise UserError(f"cannot group bars by {by!r}: choose among {', '.join(GROUP_COLUMNS)}")
+    marks = ", ".join("?" for _ in methods)
+    rows_sql = f"metric = ? AND method IN ({marks}) AND layer IS NULL AND isfinite(value) AND {where_clause(where)}"
+    label, extra = group_label(con, by, rows_sql, [metric, *methods])
+    _, rows = query(con, f"SELECT {label}, method, avg(value), stddev_samp(value) FROM metrics WHERE {rows_sql} "
+                         "GROUP BY ALL ORDER BY 1", [metric, *methods])
+    if not rows:
+        raise UserError(f"no {metric!r} values for methods {list(methods)}: nothing to plot")
+    groups = list(dict.fromkeys(row[0] for row in rows))
+    values = {(row[0], row[1]): (100 * row[2], math.nan if row[3] is None else 100 * row[3]) for row in rows}
+    return groups, values, extra
 
 
 def plot_accuracy_bars(con: duckdb.DuckDBPyConnection, out: str | Path, by: str = "task",
                        methods: Sequence[str] = ("zs", "icl", "gd"), metric: str = "accuracy",
                        where: str | None = None) -> list[Path]:
-    """Grouped bars: one group per value of ``by``, one bar per method (ZS, ICL, FT), mean ± std over units."""
-    if by not in GROUP_COLUMNS:
-        raise UserError(f"cannot group bars by {by!r}: choose among {', '.join(GROUP_COLUMNS)}")
-    marks = ", ".join("?" for _ in methods)
-    _, rows = query(
-        con,
-        f'SELECT CAST("{by}" AS VARCHAR), method, avg(value), stddev_samp(value) FROM metrics WHERE metric = ? AND '
-        f"method IN ({marks}) AND layer IS NULL AND isfinite(value) AND {where_clause(where)} GROUP BY ALL ORDER BY 1",
-        [metric, *methods],
-    )
-    if not rows:
-        raise UserError(f"no {metric!r} values for methods {list(methods)}: nothing to plot")
-    groups = list(dict.fromkeys(row[0] for row in rows))
-    values = {(row[0], row[1]): (100 * row[2], math.nan if row[3] is None else 100 * row[3]) for row in rows}
+    """Grouped bars: one group per value of ``by`` (and of every other condition column that varies:
+    :func:`group_label`), one bar per method (ZS, ICL, FT), mean ± std over units."""
+    groups, values, extra = accuracy_bars(con, by, methods, metric, where)
     width = 0.8 / len(methods)
     figure = Figure(figsize=(max(4.0, 1.1 * len(groups) * len(methods) * 0.6 + 1.5), 3.4))
     axes = figure.add_subplot(1, 1, 1)
@@ -149,7 +174,7 @@ def plot_accuracy_bars(con: duckdb.DuckDBPyConnection, out: str | Path, by: str 
         errors = [values.get((group, method), (math.nan, math.nan))[1] for group in groups]  # NaN: no bar
         axes.bar(xs, heights, width=width, yerr=errors, capsize=2, label=BAR_LABELS.get(method, method))
     axes.set_xticks(range(len(groups)), groups)
-    axes.set_xlabel(by)
+    axes.set_xlabel(", ".join([by, *extra]))
     axes.set_ylabel(LABELS.get(metric, metric))
     axes.set_ylim(0, 100)
     axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
