@@ -109,8 +109,8 @@ def _compare_sections(con, out: Path, run: Reproduction) -> list[Section]:
         _, missing = deutch.draw_figures(con, stems)
         figures += [Figure(stems[name].with_suffix(".png"), CAPTIONS[name]) for name in stems] + missing
     per_layer = plot_per_layer(con, ["simaou_norm", "simaou", "simam_delta"], plots / "per_layer", by="variant")
-    figures.append(Figure(per_layer[0], "SimAOU_norm, SimAOU and SimAM_Δ (ICL vs GD) per layer, by model variant; "
-                                        "band: ± std over runs"))
+    figures.append(Figure(per_layer[0], "SimAOU_norm, SimAOU and SimAM_Δ (ICL vs GD) per layer, by model variant "
+                                        "(and task, where there are several); band: ± std over runs"))
     bars = plot_accuracy_bars(con, plots / "accuracy", by="task", where="variant = 'trained'",
                               methods=("zs", "icl", *methods))
     figures.append(Figure(bars[0], "Accuracy of ZS, ICL and FT per task (trained model; error bar: ± std over runs)"))
