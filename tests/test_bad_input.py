@@ -113,6 +113,14 @@ def assets(tmp_path_factory):
     (root / "empty-task.yaml").write_text(f"task: empty\ndataset_path: {data}\ntraining_split: train\n"
                                           "test_split: test\ndoc_to_text: '{text}'\nlabel_field: label\n"
                                           "doc_to_choice: {a: ' a', b: ' b'}\n")
+    # a task whose eval rows hold no text (null in JSON lines)
+    gaps = root / "gap-data"
+    gaps.mkdir()
+    (gaps / "train.jsonl").write_text("".join(f'{{"text": "row {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(8)))
+    (gaps / "test.jsonl").write_text('{"text": null, "label": "a"}\n{"label": "b"}\n')
+    (root / "gap-task.yaml").write_text(f"task: gaps\ndataset_path: {gaps}\ntraining_split: train\n"
+                                        "test_split: test\ndoc_to_text: '{text}'\nlabel_field: label\n"
+                                        "doc_to_choice: {a: ' a', b: ' b'}\n")
     # sweeps
     base = SWEEP_BASE.format(**values)
     sweeps = {
@@ -219,6 +227,8 @@ CASES = [
     (["compare", *UNIT, "--max-context", "6000"], "longer than the context"),
     (["compare", *UNIT, "--bos", "L1 L6 L1"], "BOS must be one token"),
     (["compare", *UNIT, "--separator", ""], "separator is empty: demos need text between them"),
+    (["compare", "--model", "{model}", "--task", "{assets}/gap-task.yaml", "--shots", "2", "--lr", "0.01"],
+     "has no text in field {text}"),
     (["compare", *UNIT, "--lr-search-rows", "0"], "'lr_search_rows'"),
     (["compare", *UNIT, "--template", "7"], "template 7 does not exist"),
     (["compare", *UNIT, "--template", "no field here"], "has no placeholder for the row's fields; add one, "

@@ -58,9 +58,23 @@ def test_folder_without_model(tmp_path):
         load_model(str(tmp_path))
 
 
-def test_missing_folder(tmp_path):
-    with pytest.raises(UserError, match="no such directory"):
+def test_folder_without_its_tokenizer_is_one_line_before_the_weights(llama_folder, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(llama_folder, tmp_path / "no-tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "merges.txt"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(UserError, match="cannot load the tokenizer of .*tokenizer.save_pretrained") as error:
+        load_model(str(folder))
+    assert "\n" not in str(error.value)
+
+
+def test_missing_folder(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="no such file or directory"):
         load_model(str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="'nothere.gguf' is not a model folder or .gguf file"):  # not a hub id
+        load_model("nothere.gguf")
 
 
 def test_unknown_name_without_network(monkeypatch, tmp_path):

@@ -31,6 +31,10 @@ def test_prepare_data_writes_snapshots(app, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "nothing to prepare" in result.output and "--data-dir" in result.output
     assert load_splits(load_task("sst5"), data_dir=tmp_path).revision == "b" * 40
+    local = CliRunner().invoke(app, ["prepare-data", "--task", "synthetic-topic", "--out", str(tmp_path / "none")],
+                               env={"COLUMNS": "250"})
+    assert local.exit_code == 0 and "nothing to prepare" in local.output  # no folder written, none pointed at
+    assert "--data-dir" not in local.output and not (tmp_path / "none").exists()
 
 
 def test_prepare_data_all_covers_the_hub_tasks(app, tmp_path, monkeypatch):

@@ -200,3 +200,50 @@ def test_a_single_file_cannot_be_both_splits(tmp_path):
         """
     with pytest.raises(UserError, match="single file"):
         load_splits(_local_task(tmp_path, body))
+
+
+def test_csv_with_a_byte_order_mark_and_number_names_for_integer_labels(tmp_path):
+    """A spreadsheet's UTF-8 byte-order mark is not part of the first header; integer labels whose names are numbers
+    are ambiguous in a CSV (every value is text), so they are an error there and indices in JSON lines."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "a.csv").write_text("text,label\ngood,1\nbad,0\n", encoding="utf-8-sig")
+    text = """\
+        task: stars
+        data_files: {train: a.csv, test: a.csv}
+        training_split: train
+        test_split: test
+        doc_to_text: "Review: {text} Stars:"
+        label_names: [NAMES]
+        doc_to_choice: {"LOW": " low", "HIGH": " high"}
+        """
+    data = load_splits(_local_task(tmp_path, text.replace("NAMES", "low, high").replace('"LOW"', "low")
+                                   .replace('"HIGH"', "high")))
+    assert data.fields == ("text",) and [e.label for e in data.pool] == ["high", "low"]
+    numbers = _local_task(tmp_path, text.replace("NAMES", '"1", "2"').replace('"LOW"', '"1"').replace('"HIGH"', '"2"'))
+    with pytest.raises(UserError, match="could be a label name or an index into the label names"):
+        load_splits(numbers)
+    _jsonl(tmp_path / "tasks" / "b.jsonl", [{"text": "good", "label": 1}, {"text": "bad", "label": 0}])
+    as_json = _local_task(tmp_path, text.replace("a.csv", "b.jsonl").replace("NAMES", '"1", "2"')
+                          .replace('"LOW"', '"1"').replace('"HIGH"', '"2"'))
+    assert [e.label for e in load_splits(as_json).pool] == ["2", "1"]  # integers are indices
+
+
+@pytest.mark.parametrize("value", [None, float("nan"), ["a list"], "<absent>"])
+def test_a_row_without_text_in_a_filled_field_is_a_user_error(tmp_path, value):
+    """Missing, null, NaN (Python's JSON writes it) or a list: never rendered as "" or "['a list']"."""
+    rows = [{"text": "fine", "label": "pos"}, {"text": value, "label": "neg"}, {"text": "ok", "label": "neg"}]
+    if value == "<absent>":
+        del rows[1]["text"]
+    _jsonl(tmp_path / "tasks" / "d.jsonl", rows)
+    task = _local_task(tmp_path, """\
+        task: gaps
+        data_files: {train: d.jsonl, test: d.jsonl}
+        training_split: train
+        test_split: test
+        doc_to_text: "Review: {text} Sentiment:"
+        doc_to_choice: {pos: " positive", neg: " negative"}
+        """)
+    data = load_splits(task)
+    assert render_input(task.template(), data.pool[2]) == "Review: ok Sentiment:"
+    with pytest.raises(UserError, match=r"row 1 has no text in field \{text\}.*fill or drop that row"):
+        render_input(task.template(), data.pool[1])

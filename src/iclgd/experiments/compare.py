@@ -124,6 +124,8 @@ def select_rows(cfg: CompareConfig) -> UnitRows:
     if cfg.eval_size and cfg.eval_size > len(eval_rows):
         warn(f"eval_size {cfg.eval_size} is more than the {len(eval_rows)} rows of {task.name}'s eval split: "
              f"evaluating on {len(eval_rows)} (recorded as eval_size)")
+    for example in [*(data.pool[int(i)] for i in sampled), *eval_rows]:  # a row without text fails before the model
+        render_input(template, example)
     return UnitRows(task, template, [int(i) for i in demo_rows], training_rows, data.pool, eval_rows, data.revision)
 
 

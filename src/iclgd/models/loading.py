@@ -141,10 +141,11 @@ def _resolve(name_or_path: str) -> tuple[str, bool]:
                 "(save one with model.save_pretrained(folder), or pass a .gguf file or a hub id)"
             )
         return str(path), True
-    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1  # hub ids: org/name
+    looks_like_path = (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1  # hub ids: org/name
+                       or name_or_path.lower().endswith(".gguf"))
     if path.exists() or looks_like_path:
-        raise UserError(f"{name_or_path!r} is not a model folder or .gguf file (no such directory); pass a folder, "
-                        "a .gguf file, a named offline model (iclgd models) or a hub id")
+        raise UserError(f"{name_or_path!r} is not a model folder or .gguf file (no such file or directory); pass a "
+                        "folder, a .gguf file, a named offline model (iclgd models) or a hub id")
     from transformers import AutoConfig
 
     try:  # a hub id already in the local cache (HF_HOME)
@@ -210,11 +211,17 @@ def load_model(name_or_path: str, *, dtype: str = "float32", untrained: str | No
     config = _read_config(name_or_path, source, local_only)
     family = family_of(config)  # UserError for an unsupported architecture, before any weight is read
     attn = "iclgd" if family.own_attention is None else "eager"
+    try:  # first: a folder without a usable tokenizer fails before any weight is read
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"cannot load the tokenizer of {name_or_path!r} ({first_line}): the model needs its tokenizer "
+                        "files (tokenizer.json, or tokenizer_config.json with the vocabulary); save them with "
+                        "tokenizer.save_pretrained(folder)") from error
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, attn_implementation=attn, local_files_only=local_only
         )
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
     except OSError as error:
         first_line = str(error).strip().splitlines()[0]
         raise UserError(f"cannot load {name_or_path!r}: {first_line}") from error

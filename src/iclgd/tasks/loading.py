@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ DATA_DIR_ENV = "ICLGD_DATA_DIR"
 class Example:
     """One row: its text fields (raw, untouched) and its label NAME; ``row`` is its index in its split."""
 
-    text_fields: dict[str, str] = field(hash=False)
+    text_fields: dict[str, str | None] = field(hash=False)  # None: the row holds no text there
     label: str
     row: int = -1
 
@@ -85,7 +86,7 @@ def read_file(path: Path) -> tuple[Columns, ClassNames]:
             raise UserError(f"{path}: every record must be a JSON object with one key per field")
         return _records_to_columns(records), {}
     if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark is no header
             return _records_to_columns(list(csv.DictReader(f))), {}
     raise UserError(f"{path}: unsupported data file type {suffix!r}; use one of {', '.join(DATA_SUFFIXES)}")
 
@@ -154,6 +155,11 @@ def _label_name(value, names: list[str] | tuple[str, ...] | None, words: dict[st
     if isinstance(value, bool):
         return str(value).lower()
     if names is not None:
+        if isinstance(value, str) and value.isdigit() and any(name.isdigit() for name in names):
+            # a CSV holds every value as text: "3" could be the name "3" or index 3 (JSON lines and Parquet say which)
+            raise UserError(f"label value {value!r} could be a label name or an index into the label names "
+                            f"{list(names)}, which are numbers too: store the labels as integers (JSON lines, Parquet) "
+                            "or as names in a label_name_field column, or give the labels names that are words")
         if isinstance(value, str) and value in names:
             return value
         if isinstance(value, int) or (isinstance(value, str) and value.isdigit() and value not in words):
@@ -193,10 +199,14 @@ def to_examples(task: Task, columns: Columns, class_names: ClassNames, split: st
     return examples
 
 
-def _text(value) -> str:
+def _text(value) -> str | None:
+    """A field's raw text (never stripped or normalised); None where the row holds none (missing, null, NaN, a list
+    or an object), which a template that fills the field refuses (:func:`iclgd.tasks.template.render_input`)."""
     if isinstance(value, str):
-        return value  # raw: never stripped or normalised
-    return "" if value is None else str(value)
+        return value
+    if value is None or isinstance(value, (list, dict)) or isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
 
 
 def _check_templates(task: Task, fields: tuple[str, ...]) -> None:

@@ -51,4 +51,8 @@ def render_input(template: str, example) -> str:
     """The filled template, e.g. ``"Sentence: it 's good .  Label:"``: placeholders replaced by the row's
     raw field text (``example.text_fields``)."""
     validate_template(template, example.text_fields)
+    for field in template_fields(template):
+        if example.text_fields[field] is None:
+            raise UserError(f"row {example.row} has no text in field {{{field}}} (missing, null, NaN, or a list or "
+                            f"object in the data file), which template {template!r} fills: fill or drop that row")
     return template.format_map(example.text_fields)
