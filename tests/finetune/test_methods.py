@@ -38,6 +38,7 @@ def test_parse_method(name, expected):
     ("kv-sgd0", "at least 1"),
     ("kv-sgd-tokens", "unknown loss 'tokens'"),
     ("kv-sgd@fast", "not a learning rate"),
+    ("whole-adam-label@", "'' is not a learning rate"),  # not "no learning rate ... @@<lr>"
     ("kv-sgd@-1", "positive"),
 ])
 def test_bad_method_names(name, message):

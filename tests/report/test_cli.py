@@ -54,6 +54,20 @@ def test_print_unit_summary(results_dir, capsys):
     assert "gd" in header and "lcgd" in header
     simaou_norm = next(line for line in out.splitlines() if "SimAOU_norm " in line)
     assert "0.220" in simaou_norm  # 0.2 + 0.01 * seed 2, under gd
+    assert "last epoch" not in out  # these units record no epochs
+
+
+def test_print_unit_summary_names_the_epoch_it_shows(tmp_path, capsys):
+    from iclgd.runner import UnitResult, metric_row, write_unit
+
+    keys = dict(model="m", variant="trained", task="t", template=0, seed=1, order=0, k=4, true_k=4)
+    rows = [metric_row("accuracy", 0.5, 10, method="zs", **keys), metric_row("accuracy", 0.8, 10, method="icl", **keys)]
+    rows += [metric_row("accuracy", value, 10, method="whole-gd-label", epoch=epoch, **keys)
+             for epoch, value in ((1, 0.55), (3, 0.75))]
+    write_unit(tmp_path, "u", {"seed": 1}, UnitResult(metrics=rows, predictions=[]))
+    print_unit_summary(tmp_path / "u")
+    out = capsys.readouterr().out
+    assert "FT methods at their last epoch (3)" in out and "75.0" in out and "55.0" not in out
 
 
 def test_side_by_side_variants_sst2_seed1(con):

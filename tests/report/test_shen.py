@@ -90,10 +90,21 @@ def test_more_data_rows_equal_direct_queries(con):
                             f"AND m.layer IS NULL AND m.method = ? AND {UNIT_LR} = ? AND {FT_SHOTS} {more}",
                             [method, row["lr"]])
             assert value.mean == pytest.approx(expected), (row["N"], method)
-        assert row["k"] == {3} and row["epochs"] == {2}
+        assert row["k"] == {3} and row["epochs"] == {2} and row["lrs"] == {row["lr"]}
     assert set(next(row for row in rows if row["N"] == 7)["accuracy"]) == {"icl", "whole-gd-label"}
     text = _render(shen.more_data_table(rows))
     assert "N (FT demos)" in text and "FT whole-sgd2-label" in text and "512 demos" in text
+
+
+def test_more_data_rows_show_a_methods_own_lr(con):
+    """A method named with its lr (whole-gd-label@1e-3, the unit's lr None) shows that lr in Table 1, not "—"."""
+    import dataclasses
+
+    units = {u: dataclasses.replace(info, lr=None, method_lrs={"whole-gd-label": 1e-3})
+             for u, info in shen.shen_units(con).items() if info.ft_shots is not None}
+    (row,) = shen.more_data_rows(con, units)
+    assert row["lr"] is None and row["lrs"] == {1e-3}
+    assert "0.001" in _render(shen.more_data_table([row]))
 
 
 def test_curves_and_icl_lines_equal_direct_queries(con):

@@ -145,7 +145,7 @@ def parse_method(name: str) -> FTMethod:
     if loss not in ("demo", "label"):
         raise UserError(f"unknown loss {loss!r} in method {name!r}: use demo or label")
     lr = None
-    if lr_text:
+    if "@" in name:
         try:
             lr = float(lr_text)
         except ValueError:

@@ -25,6 +25,10 @@ def print_unit_summary(unit_dir: str | Path, ft_method: str | None = None) -> No
     ).fetchall()]
     out = console()
     out.print(side_by_side_table(con, by="unit", ft_methods=[ft_method] if ft_method else methods or ["gd"]))
+    (last,) = con.execute("SELECT max(epoch) FROM metrics_by_epoch").fetchone()
+    if last is not None and last > 1:
+        out.print(f"FT methods at their last epoch ({last}); every recorded epoch: the metrics_by_epoch view "
+                  "(iclgd sql), or iclgd report --paper shen2024")
     out.print(f"results: {unit_dir}")
 
 

@@ -206,7 +206,8 @@ def sen_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="Shen et al. 2024, Figure 4: order sensitivity Sen at the last epoch, FT vs ICL "
                         "(mean ± std over units; [95% bootstrap CI] for one unit)",
                   caption="Sen = mean over eval examples of Σ_v std over orderings of p(v | x). Full-batch GD is "
-                          "order-invariant: its Sen is 0 up to float rounding.\nPublished values are approximate "
+                          "order-invariant: its Sen is exactly 0 (a step sums its demos in one canonical order).\n"
+                          "Published values are approximate "
                           "(read off a figure, from secondary summaries of the paper).")
     for name in ("source", *(["model"] if several_models else []), "task", "method", "lr", "k", "orderings",
                  "epoch", "units"):
@@ -228,7 +229,8 @@ def sen_table(rows: list[dict[str, Any]]) -> Table:
 def more_data_rows(con: duckdb.DuckDBPyConnection, units: dict[str, UnitInfo], where: str | None = None
                    ) -> list[dict[str, Any]]:
     """Table 1: one row per (model, task, N = FT demos, unit lr): label-word accuracy of each FT method at its last
-    epoch and of k-shot ICL, each a Cell over the units; ``k`` and ``epochs`` are the sets seen."""
+    epoch and of k-shot ICL, each a Cell over the units; ``k``, ``epochs`` and ``lrs`` (the lrs the FT methods
+    trained at: the unit's, or a method's own as in whole-gd-label@1e-3) are the sets seen."""
     groups: dict[tuple, dict[str, list]] = {}
     seen: dict[tuple, dict[str, set]] = {}
     units = {u: info for u, info in units.items() if info.ft_shots is not None} or units  # Table 1's own units
@@ -238,15 +240,18 @@ def more_data_rows(con: duckdb.DuckDBPyConnection, units: dict[str, UnitInfo], w
         info = units[unit]
         key = (info.model, info.task, info.ft_demos, info.lr)
         groups.setdefault(key, {}).setdefault(method, []).append((value, _ci(low, high)))
-        facts = seen.setdefault(key, {"k": set(), "epochs": set(), "units": set()})
+        facts = seen.setdefault(key, {"k": set(), "epochs": set(), "units": set(), "lrs": set()})
         facts["k"].add(info.k)
+        if method != "icl":  # a method named with its own lr (whole-gd-label@1e-3) trains at that one
+            facts["lrs"].add(info.method_lrs.get(method, info.lr))
         facts["units"].add(unit)
         if epoch is not None:
             facts["epochs"].add(epoch)
     out = []
     for key in sorted(groups, key=_sort_key):
         model, task, n, lr = key
-        out.append(dict(model=model, task=task, N=n, lr=lr, k=seen[key]["k"], epochs=seen[key]["epochs"],
+        lrs = {value for value in seen[key]["lrs"] if value is not None} or {lr}
+        out.append(dict(model=model, task=task, N=n, lr=lr, lrs=lrs, k=seen[key]["k"], epochs=seen[key]["epochs"],
                         n=len(seen[key]["units"]), accuracy=_cells(groups[key])))
     return out
 
@@ -270,7 +275,7 @@ def more_data_table(rows: list[dict[str, Any]]) -> Table:
             table.add_section()
         task = row["model"], row["task"]
         table.add_row(*([_model_name(row["model"])] if several_models else []), row["task"], str(row["N"]),
-                      _set_text([row["lr"]]), _set_text(row["epochs"]), str(row["n"]),
+                      _set_text(row["lrs"]), _set_text(row["epochs"]), str(row["n"]),
                       *(_text(row["accuracy"].get(m), 100, 1) for m in methods), _set_text(row["k"]),
                       _text(row["accuracy"].get("icl"), 100, 1))
     return table
