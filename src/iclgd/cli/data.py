@@ -67,18 +67,16 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"prepare-data needs --out DIR (or env {DATA_DIR_ENV}=DIR): the folder to write to")
         chosen = [t for t in list_tasks() if not t.is_local] if "all" in task else [load_task(name) for name in task]
         console = wide_console()
-        prepared = 0
         for one in chosen:
             if one.is_local:
                 console.print(f"[dim]{one.name}: local data in {one.local_path}, nothing to prepare[/dim]")
                 continue
-            prepared += 1
             with console.status(f"{one.name}: downloading {one.source}"):
                 folder = prepare(one, out)
             splits = read_snapshot(folder)["splits"]
             rows = ", ".join(f"{split} {info['rows']}" for split, info in splits.items())
             console.print(f"{one.name}: {one.source} @ {read_snapshot(folder)['revision']} -> {folder} ({rows} rows)")
-        if prepared:  # a local task reads its own files: no data folder to point at
+        if any(not one.is_local for one in chosen):  # a local task reads its own files: no data folder to point at
             console.print(f"use it offline with --data-dir {out} (or ICLGD_DATA_DIR={out})")
 
 

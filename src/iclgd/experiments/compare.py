@@ -205,13 +205,15 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
     original = finetuning.snapshot(lm)
     demos = (unit.training or unit.prompts).training_sequences()
 
-    def held_out_accuracy(tensors: dict[str, torch.Tensor], rows: range | None = None) -> float:
-        queries = tune.queries if rows is None else tune.queries[rows.start:rows.stop]
+    def held_out_correct(tensors: dict[str, torch.Tensor], rows: range) -> int:
+        """How many of the held-out rows in ``rows`` the model with ``tensors`` swapped in labels right."""
+        queries = tune.queries[rows.start:rows.stop]
         finetuning.swap_in(lm, tensors)
         try:
-            return label_accuracy(lm, replace(tune, queries=queries), with_demos=False, batch_size=cfg.batch_size)
+            accuracy = label_accuracy(lm, replace(tune, queries=queries), with_demos=False, batch_size=cfg.batch_size)
         finally:
             finetuning.restore(lm, original)
+        return round(accuracy * len(queries))
 
     n_rows = len(tune.queries)
     if n_rows < cfg.lr_search_rows:
@@ -225,9 +227,8 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
             if progress is not None:
                 progress.advance(bar)
 
-        search = finetuning.race_grid(lambda lr: finetuning.finetune_gd(lm, demos, lr).tensors,
-                                      lambda t, rows: round(held_out_accuracy(t, rows) * len(rows)), n_rows,
-                                      chunk_rows=GRID_CHUNK_ROWS, on_chunk=on_chunk)
+        search = finetuning.race_grid(lambda lr: finetuning.finetune_gd(lm, demos, lr).tensors, held_out_correct,
+                                      n_rows, chunk_rows=GRID_CHUNK_ROWS, on_chunk=on_chunk)
         if progress is not None:
             progress.update(bar, completed=upper)
         trained = f"{len(search.scores)} of {len(finetuning.DAI_LR_GRID)} points trained"
@@ -239,7 +240,7 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
             return gd_trajectories(lm, demos, lrs)
         return [finetuning.finetune_gd(lm, demos, lr).tensors for lr in lrs]
 
-    search = finetuning.halving_search(train, lambda t, rows: round(held_out_accuracy(t, rows) * len(rows)), n_rows)
+    search = finetuning.halving_search(train, held_out_correct, n_rows)
     return search.lr, _flat(search, f"successive halving on Dai's grid at mantissas 1 and 3: FT accuracy on up to "
                                     f"{max(search.rows.values())} of {n_rows} held-out training rows"), search
 
