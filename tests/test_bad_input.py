@@ -84,6 +84,9 @@ def assets(tmp_path_factory):
     values["truncated_model"] = _broken_model(root, "truncated-model", _truncate)
     values["garbage_model"] = _broken_model(root, "garbage-model", lambda p: p.write_bytes(b"not safetensors" * 9))
     values["empty_model"] = _broken_model(root, "empty-model", lambda p: p.write_bytes(b""))
+    no_tokenizer = shutil.copytree(MODEL, root / "no-tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+        (no_tokenizer / name).unlink(missing_ok=True)
     (root / "not-a-model").mkdir()
     from transformers import BertConfig
 
@@ -113,6 +116,14 @@ def assets(tmp_path_factory):
     (root / "empty-task.yaml").write_text(f"task: empty\ndataset_path: {data}\ntraining_split: train\n"
                                           "test_split: test\ndoc_to_text: '{text}'\nlabel_field: label\n"
                                           "doc_to_choice: {a: ' a', b: ' b'}\n")
+    # integer labels named by numbers, in a CSV (every value text): "1" could be a name or an index
+    stars = root / "stars-data"
+    stars.mkdir()
+    (stars / "train.csv").write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(8)))
+    (stars / "test.csv").write_text("text,label\nx,1\ny,0\n")
+    (root / "stars-task.yaml").write_text(f"task: stars\ndataset_path: {stars}\ntraining_split: train\n"
+                                          "test_split: test\ndoc_to_text: '{text}'\nlabel_names: ['1', '2']\n"
+                                          "doc_to_choice: {'1': ' one', '2': ' two'}\n")
     # a task whose eval rows hold no text (null in JSON lines)
     gaps = root / "gap-data"
     gaps.mkdir()
@@ -229,6 +240,13 @@ CASES = [
     (["compare", *UNIT, "--separator", ""], "separator is empty: demos need text between them"),
     (["compare", "--model", "{model}", "--task", "{assets}/gap-task.yaml", "--shots", "2", "--lr", "0.01"],
      "has no text in field {text}"),
+    (["compare", "--model", "{model}", "--task", "{assets}/stars-task.yaml", "--shots", "2", "--lr", "0.01"],
+     "could be a label name or an index into the label names"),
+    (["compare", "--model", "{assets}/no-tokenizer", "--task", "icc-heldout", "--lr", "0.01"],
+     "cannot load the tokenizer of"),
+    (["compare", "--model", "nothere.gguf", "--task", "icc-heldout", "--lr", "0.01"],
+     "'nothere.gguf' is not a model folder or .gguf file (no such file or directory)"),
+    (["compare", *UNIT, "--method", "whole-adam-label@"], "'' is not a learning rate"),
     (["compare", *UNIT, "--lr-search-rows", "0"], "'lr_search_rows'"),
     (["compare", *UNIT, "--template", "7"], "template 7 does not exist"),
     (["compare", *UNIT, "--template", "no field here"], "has no placeholder for the row's fields; add one, "

@@ -213,11 +213,16 @@ def load_model(name_or_path: str, *, dtype: str = "float32", untrained: str | No
     attn = "iclgd" if family.own_attention is None else "eager"
     try:  # first: a folder without a usable tokenizer fails before any weight is read
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        problem = None
     except (OSError, ValueError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(f"cannot load the tokenizer of {name_or_path!r} ({first_line}): the model needs its tokenizer "
+        tokenizer, problem = None, (str(error).strip().splitlines() or [type(error).__name__])[0]
+    # Without its files a GPT-2 tokenizer may still load, holding its special tokens alone, and encode text to nothing.
+    if problem is None and len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        problem = "it holds no vocabulary"
+    if problem is not None:
+        raise UserError(f"cannot load the tokenizer of {name_or_path!r} ({problem}): the model needs its tokenizer "
                         "files (tokenizer.json, or tokenizer_config.json with the vocabulary); save them with "
-                        "tokenizer.save_pretrained(folder)") from error
+                        "tokenizer.save_pretrained(folder)")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, attn_implementation=attn, local_files_only=local_only
