@@ -209,8 +209,8 @@ def test_keys_hidden_by_a_window_are_counted_per_pass_and_layer(tmp_path):
 
 
 def test_cli_eval_size_above_the_split_is_said_and_recorded_and_stale_tmp_is_cleaned(tmp_path):
-    """One stderr warning (not a silent clamp), the real eval size in the record; the temporary folder of a
-    compare killed while writing is removed by the next compare on that folder."""
+    """One stderr warning (not a silent clamp), the real eval size in the record and its config; the temporary
+    folder of a compare killed while writing is removed by the next compare on that folder."""
     shipped = Path(__file__).resolve().parents[2] / "src" / "iclgd" / "assets" / "icc-gpt2"
     out = tmp_path / "out"
     stale = out / f".tmp-some-unit-{socket.gethostname()}-999999999"
@@ -225,7 +225,7 @@ def test_cli_eval_size_above_the_split_is_said_and_recorded_and_stale_tmp_is_cle
     assert len(lines) == 1 and lines[0].startswith("warning: eval_size 100000") and "200 rows" in lines[0]
     (unit_dir,) = [p for p in out.iterdir() if not p.name.startswith(".")]
     record = json.loads((unit_dir / "record.json").read_text())
-    assert record["eval_size"] == 200 and record["config"]["eval_size"] == 100000
+    assert record["eval_size"] == 200 and record["config"]["eval_size"] == 200  # the unit that was computed
     assert not stale.exists()
 
 
@@ -385,3 +385,30 @@ def test_example_scores_back_every_score_and_pair_a_unit_with_its_untrained_vari
     assert test.ci[0] <= test.difference <= test.ci[1]
     lows = [stored[(trained, "gd", f"simaou_norm_vs_{name}")][1] for name in ("random", "random_direction")]
     assert paired.below_baseline([trained], "gd", "simaou_norm") == (not test.beats or min(lows) <= 0)
+
+
+def test_eval_size_past_the_split_is_the_whole_split_one_unit(gpt2_dir, tmp_path, capsys):
+    """An eval_size above the eval split's 24 rows evaluates all 24: it is the same unit as eval_size 24 (one id,
+    computed once), and the stored config says 24."""
+    whole = run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], kendall_examples=0, eval_size=1000),
+                          show_progress=False)
+    assert capsys.readouterr().err.count("eval_size 1000 is more than the 24 rows of sst2's eval split") == 1
+    record = json.loads((whole / "record.json").read_text())
+    assert record["config"]["eval_size"] == 24 and record["eval_size"] == 24
+    again = run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], kendall_examples=0, eval_size=24),
+                          show_progress=False)
+    assert again == whole and "already done" in capsys.readouterr().err
+    smaller = _cfg(gpt2_dir, tmp_path, methods=["gd"], kendall_examples=0, eval_size=23)
+    assert run_and_store(smaller, show_progress=False) != whole  # within the split, eval_size is the unit's own
+
+
+def test_low_precision_update_loss_is_recorded_and_warned(gpt2_dir, tmp_path, capsys):
+    """In bfloat16 a small-lr update mostly rounds away when the model holds it: the unit records by how much and
+    says so on stderr; in float32 nothing is lost and nothing is said."""
+    low = run_compare(_cfg(gpt2_dir, tmp_path, methods=["gd"], kendall_examples=0, lr=1e-4, dtype="bfloat16"),
+                      show_progress=False)
+    assert low.record["dtype"] == "bfloat16" and low.record["update_rounding_error"]["gd"] > 0.5
+    err = capsys.readouterr().err
+    assert err.count("warning: bfloat16 holds gd's trained weights with a relative error of") == 1
+    full = run_compare(_cfg(gpt2_dir, tmp_path, methods=["gd"], kendall_examples=0, lr=1e-4), show_progress=False)
+    assert full.record["update_rounding_error"] == {"gd": 0.0} and "rounding" not in capsys.readouterr().err

@@ -66,3 +66,18 @@ def test_offline_sweeps_are_the_readme_grid(model):
     assert {c.untrained for c in configs} == {None, "all"}
     assert all(c.model == model and c.shots == 8 and c.methods == ["gd", "lcgd"] and c.lr for c in configs)
     check_units(configs)  # the tasks ship with iclgd, so every unit's task, template and k check offline
+
+
+def test_eval_sizes_past_the_split_are_one_unit(capsys):
+    """Within a split (sst2's fixture has 24 eval rows) each eval_size is its own unit; past it, every size is the
+    whole split: one unit, warned once per size asked."""
+    from iclgd.experiments.compare import capped_eval_sizes
+    from iclgd.tasks import FIXTURES_DIR
+
+    configs = [load_config(None, {"model": "gpt2", "task": "sst2", "lr": 1e-3, "data_dir": str(FIXTURES_DIR),
+                                  "eval_size": size}) for size in (None, 23, 24, 25, 1000, 1000)]
+    capped = capped_eval_sizes(configs)
+    assert [c.eval_size for c in capped] == [None, 23, 24, 24, 24, 24]
+    assert len({c.unit_id() for c in capped}) == 3  # None (the task's default), 23, and the whole split
+    err = capsys.readouterr().err
+    assert err.count("eval_size 1000 is more than the 24 rows") == 1 and err.count("eval_size 25 ") == 1

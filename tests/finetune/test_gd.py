@@ -169,6 +169,16 @@ def test_bf16_model_keeps_fp32_trained_tensors():
         kept += int(moved.sum())
         swallowed_by_bf16 += int((moved & (tensor.to(torch.bfloat16) == original[name])).sum())
     assert kept > 0 and swallowed_by_bf16 > 0  # updates bf16 would have rounded away are kept
+    # ... and the result says how much of the update the bf16 model itself loses: by hand, over every tensor
+    lost = sum(float((t.to(torch.bfloat16).float() - t).double().square().sum()) for t in result.tensors.values())
+    moved = sum(float((t - original[n].float()).double().square().sum()) for n, t in result.tensors.items())
+    assert result.update_rounding_error == pytest.approx((lost / moved) ** 0.5, rel=1e-9)
+    assert 0.5 < result.update_rounding_error <= 1.5  # lr 1e-4: most of the update is below bf16's resolution
+
+
+def test_fp32_model_loses_nothing_of_its_update():
+    model = make_model("llama")
+    assert finetune_gd(model, make_sequences(model, n=2), lr=1e-4).update_rounding_error == 0.0
 
 
 def test_bad_inputs():

@@ -61,7 +61,7 @@ def test_alignment_values_carry_their_interval_over_tasks(tasks64):
                   for n, m in models.items()}
     gap = losses["trained"] - losses["gd"]
     row = rows[("trained", "gd", "loss_vs_gd")]
-    low, high = bootstrap_ci(gap, 3, "linreg/trained/gd/loss_vs_gd")
+    low, high = bootstrap_ci(gap, 3, "linreg/gd/loss_vs_gd")
     assert (row["value"], row["ci_low"], row["ci_high"]) == pytest.approx((float(gap.mean()), float(low), float(high)))
     assert row["value"] == pytest.approx(rows[("trained", "", "loss")]["value"] - rows[("gd", "", "loss")]["value"])
     cosine = sensitivity_cosine_per_task(sensitivity(models["trained"], tasks64), sensitivity(models["gd"], tasks64))
@@ -70,3 +70,15 @@ def test_alignment_values_carry_their_interval_over_tasks(tasks64):
     summary = summarise(list(rows.values()))
     assert summary["ci"][("trained", "", "loss")] == (rows[("trained", "", "loss")]["ci_low"],
                                                       rows[("trained", "", "loss")]["ci_high"])
+
+
+def test_equal_losses_get_equal_intervals(tasks64):
+    """The interval resamples the eval tasks the same way for every model (paired): for one layer GD++ with γ = 0
+    is GD, and its loss row is GD's, interval included."""
+    models = {"trained": hand_built_gd(4, 1, 6, eta=1.5), "gd": hand_built_gd(4, 1, 6, eta=2.0),
+              "gd++": hand_built_gd_plus_plus(4, 1, 6, [2.0], [0.0])}
+    rows = {(r["model"], r["metric"]): r for r in alignment_rows(models, tasks64, seed=3) if r["reference"] == ""}
+    gd, gd_plus_plus = rows[("gd", "loss")], rows[("gd++", "loss")]
+    assert (gd["value"], gd["ci_low"], gd["ci_high"]) == (gd_plus_plus["value"], gd_plus_plus["ci_low"],
+                                                          gd_plus_plus["ci_high"])
+    assert rows[("trained", "loss")]["ci_low"] != gd["ci_low"]

@@ -106,6 +106,29 @@ class UnitRows:
     revision: str
 
 
+def _warn_eval_size(asked: int, n_eval: int, task: str) -> None:
+    warn(f"eval_size {asked} is more than the {n_eval} rows of {task}'s eval split: evaluating on {n_eval} "
+         "(recorded as eval_size)")
+
+
+def capped_eval_sizes(configs: list[CompareConfig]) -> list[CompareConfig]:
+    """``configs`` with each eval_size above its task's eval split lowered to the split's rows (warned once): both
+    evaluate every row, so they are one unit with one id, and the config stored says what was evaluated."""
+    n_eval, warned, capped = {}, set(), []
+    for cfg in configs:
+        if cfg.eval_size is not None:
+            data = cfg.task, cfg.data_dir
+            if data not in n_eval:
+                n_eval[data] = len(load_splits(load_task(cfg.task), data_dir=cfg.data_dir).eval)
+            if 0 < n_eval[data] < cfg.eval_size:
+                if (data, cfg.eval_size) not in warned:
+                    _warn_eval_size(cfg.eval_size, n_eval[data], cfg.task)
+                    warned.add((data, cfg.eval_size))
+                cfg = cfg.model_copy(update={"eval_size": n_eval[data]})
+        capped.append(cfg)
+    return capped
+
+
 def select_rows(cfg: CompareConfig) -> UnitRows:
     task = load_task(cfg.task)
     template = task.template(cfg.template)
@@ -122,8 +145,7 @@ def select_rows(cfg: CompareConfig) -> UnitRows:
     if not eval_rows:
         raise UserError(f"task {task.name} has no eval rows: check its eval split")
     if cfg.eval_size and cfg.eval_size > len(eval_rows):
-        warn(f"eval_size {cfg.eval_size} is more than the {len(eval_rows)} rows of {task.name}'s eval split: "
-             f"evaluating on {len(eval_rows)} (recorded as eval_size)")
+        _warn_eval_size(cfg.eval_size, len(eval_rows), task.name)
     for example in [*(data.pool[int(i)] for i in sampled), *eval_rows]:  # a row without text fails before the model
         render_input(template, example)
     return UnitRows(task, template, [int(i) for i in demo_rows], training_rows, data.pool, eval_rows, data.revision)
@@ -312,6 +334,11 @@ class UnitState:
     grad_norms: dict[str, torch.Tensor] = field(default_factory=dict)
     train_queries: dict[str, torch.Tensor] = field(default_factory=dict)  # gd's, kept with captures "full"
     timings: dict[str, float] = field(default_factory=dict)
+    update_rounding_error: dict[str, float] = field(default_factory=dict)  # per method, at its last epoch
+
+
+# Above this relative error the model's dtype holds the trained weights too coarsely to trust FT's scores.
+ROUNDING_WARNING = 0.01
 
 
 def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompts], prefixes: list[Prefix],
@@ -460,6 +487,12 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
         if o == 0:
             # Deutch et al.'s Fig. 4 is per step of one pass over the demos: the first epoch's steps
             state.grad_norms[spec.name] = result.grad_norms[:steps_per_epoch]
+            state.update_rounding_error[spec.name] = result.update_rounding_error
+            if result.update_rounding_error > ROUNDING_WARNING:
+                warn(f"{cfg.dtype} holds {spec.name}'s trained weights with a relative error of "
+                     f"{result.update_rounding_error:.0%} of the update (changes below its resolution round away), "
+                     f"so FT is measured on a model that is not the trained one: run in float32 (--dtype float32); "
+                     "recorded as update_rounding_error")
             if result.train_queries is not None:
                 kendall(cfg, state, spec.name, prompts, result, recorded)
                 if cfg.captures == "full":
@@ -613,6 +646,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
             "rows": {repr(k): v for k, v in search.rows.items()} if search.rows else None},
         "methods": {name: {**vars(spec), "lr": spec.lr or lr} for name, spec in methods.items()},
         "epochs_recorded": recorded,
+        "update_rounding_error": state.update_rounding_error,
         "orderings": [[int(i) for i in order] for order in orders],
         **unit.info,
         "timings": {**{k: round(v, 3) for k, v in state.timings.items()}, "total_s": round(time.time() - started, 3)},

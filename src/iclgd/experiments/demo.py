@@ -17,7 +17,7 @@ from typing import Any
 
 from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
-from iclgd.experiments.compare import run_compare
+from iclgd.experiments.compare import capped_eval_sizes, run_compare
 from iclgd.experiments.config import CompareConfig, load_config
 from iclgd.experiments.sweep import check_units
 from iclgd.report.console import console
@@ -74,6 +74,7 @@ def run_demo(out: str | Path, *, model: str = DEFAULT_DEMO, eval_size: int | Non
     out = check_output_dir(Path(out) / model)  # before the fetch, not after it
     configs = demo_configs(out, model=model, eval_size=eval_size)
     check_units(configs)
+    configs = capped_eval_sizes(configs)
     ensure_model(model)
     run_sweep(configs, lambda cfg: run_compare(cfg, show_progress=False), out, key=lambda c: c.unit_id(),
               progress=progress)

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 
 from iclgd.checks import check_device, check_output_dir
-from iclgd.experiments.compare import run_compare
+from iclgd.experiments.compare import capped_eval_sizes, run_compare
 from iclgd.experiments.config import CompareConfig
 from iclgd.runner.store import is_done, write_unit
 from iclgd.runs import remove_stale
@@ -18,8 +18,10 @@ def run_and_store(cfg: CompareConfig, *, show_progress: bool = True) -> Path:
 
     The output folder and the device are checked first: a bad --out is not found after the whole computation.
     """
-    out, unit = check_output_dir(cfg.out), cfg.unit_id()
+    out = check_output_dir(cfg.out)
     check_device(cfg.device)
+    [cfg] = capped_eval_sizes([cfg])  # an eval_size past the split is the whole split: one unit, one id
+    unit = cfg.unit_id()
     if is_done(out, unit):
         shell = Console(stderr=True, soft_wrap=True)
         shell.print(f"[dim]{unit}: already done in {out} (delete the folder to rerun)[/dim]")

@@ -18,7 +18,7 @@ from typing import Any
 from iclgd.checks import check_device, check_output_dir
 from iclgd.config_files import read_yaml_mapping, unknown_key_text
 from iclgd.errors import UserError
-from iclgd.experiments.compare import run_compare
+from iclgd.experiments.compare import capped_eval_sizes, run_compare
 from iclgd.experiments.config import CompareConfig, load_config
 from iclgd.models.loading import check_source
 from iclgd.runner.sweep import SweepReport, run_sweep
@@ -99,6 +99,7 @@ def run_sweep_file(path: str | Path, *, out: str | None = None, backend: str | N
     backend = backend or spec.get("backend", "local")
     check_output_dir(next(iter(outs)))
     check_units(configs, local=backend == "local")
+    configs = capped_eval_sizes(configs)
     try:
         report = run_sweep(configs, run_unit, outs.pop(), key=lambda c: c.unit_id(), backend=backend,
                            ray_address=spec.get("ray_address"), slurm=spec.get("slurm"), progress=progress)

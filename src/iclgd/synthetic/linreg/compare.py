@@ -59,8 +59,10 @@ def reference_models(trained: LSA, tasks: Tasks, fit_iterations: int = 100) -> t
 
 
 def _row(model: str, reference: str, metric: str, per_task: torch.Tensor, seed: int) -> dict:
-    """The mean over tasks with its 95% bootstrap interval over the eval tasks (seeded by the run's seed)."""
-    low, high = bootstrap_ci(per_task, seed, f"linreg/{model}/{reference}/{metric}")
+    """The mean over tasks with its 95% bootstrap interval over the eval tasks (seeded by the run's seed). Every
+    model draws the same resamples of the tasks for a metric (paired): equal per-task values, such as GD's and
+    GD++'s losses for one layer, get equal intervals."""
+    low, high = bootstrap_ci(per_task, seed, f"linreg/{reference}/{metric}")
     return {"model": model, "reference": reference, "metric": metric, "value": float(per_task.mean()),
             "ci_low": float(low), "ci_high": float(high)}
 
