@@ -152,6 +152,18 @@ def test_full_captures_keep_queries_and_none_keeps_nothing(gpt2_dir, tmp_path):
                          show_progress=False)
     icl = load_captures(full, "icl")
     assert icl.q is not None and icl.demo_attn_scores is not None and icl.demo_attn_scores.shape[0] == 6
+    # Kendall recomputes from them, as the captures module shows: the first kendall_examples (3) examples
+    from iclgd import metrics
+    from iclgd.experiments.captures import load_train_queries
+
+    q_train, gd = load_train_queries(full, "gd"), load_captures(full, "gd")
+    assert q_train.shape[:2] == (2, icl.demo_attn_scores.shape[-1])
+    tau = metrics.kendall(icl.demo_attn_scores[:3], metrics.ft_demo_logits(gd.q[:3], q_train))
+    stored = {r["layer"]: r["value"] for r in pq.read_table(full / "metrics.parquet").to_pylist()
+              if r["method"] == "gd" and r["metric"] == "kendall"}
+    assert tau.per_layer == pytest.approx([stored[0], stored[1]], abs=1e-12)
+    with pytest.raises(UserError, match="no training queries of 'lcgd'"):
+        load_train_queries(full, "lcgd")
     none = run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], captures="none", out=str(tmp_path / "b")),
                          show_progress=False)
     assert not (none / "captures").exists()

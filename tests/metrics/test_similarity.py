@@ -1,8 +1,11 @@
 import math
+import re
 
 import pytest
 import torch
 
+from iclgd.metrics.kendall import kendall
+from iclgd.metrics.output_distribution import kl_divergence, overlap_cosine
 from iclgd.metrics.similarity import (
     alpha,
     simam,
@@ -122,3 +125,20 @@ def test_alpha_is_simam_delta_between_lcgd_and_gd():
     m_lcgd = torch.tensor([[[[2.0, 1.0]]]])  # Δ = (1, 0)
     m_gd = torch.tensor([[[[2.0, 2.0]]]])  # Δ = (1, 1)
     assert math.isclose(alpha(m_lcgd, m_gd, m_zs).mean, 1 / math.sqrt(2), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("call, names", [
+    (lambda: simaou_norm(torch.ones(2, 3, 4), torch.ones(2, 3, 5), torch.ones(2, 3, 4)),
+     "h_icl [2, 3, 4], h_zs [2, 3, 5]"),
+    (lambda: simaou(torch.ones(3, 4), torch.ones(3, 4), torch.ones(3, 4)), "of one shape [N, L, d]"),
+    (lambda: simam(torch.ones(2, 3, 4, 5), torch.ones(2, 3, 4)), "m_icl [2, 3, 4, 5], m_ft [2, 3, 4]"),
+    (lambda: simam_delta(*[torch.ones(2, 1, 1, 5)] * 3, lengths=torch.tensor([9, 9])), "token counts in 0..5"),
+    (lambda: simam(*[torch.ones(2, 1, 1, 5)] * 2, lengths=torch.tensor([3])), "2 token counts"),
+    (lambda: kendall(torch.ones(3, 4), torch.ones(3, 4)), "of one shape [N, L, J]"),
+    (lambda: overlap_cosine(torch.ones(4, 50), torch.ones(4, 40)), "p1 [4, 50] and p2 [4, 40]"),
+    (lambda: kl_divergence(torch.ones(4, 50), torch.ones(50)), "one shape [..., vocab]"),
+])
+def test_wrong_shapes_are_named(call, names):
+    """A metric called with mismatched shapes says which arguments and which shapes, not a torch broadcast error."""
+    with pytest.raises(ValueError, match=re.escape(names)):
+        call()

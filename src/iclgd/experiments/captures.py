@@ -5,6 +5,12 @@
     zs, icl, gd = (load_captures("results/sst2-k32-...", p) for p in ("zs", "icl", "gd"))
     metrics.simaou(icl.attn_out, zs.attn_out, gd.attn_out).per_layer
 
+With ``captures: full``, Kendall recomputes too (for the unit's first ``kendall_examples`` eval examples):
+
+    q_train = load_train_queries("results/sst2-k32-...", "gd")      # [L, demo tokens, H*D]
+    rows = slice(0, record["config"]["kendall_examples"])
+    metrics.kendall(icl.demo_attn_scores[rows], metrics.ft_demo_logits(gd.q[rows], q_train)).mean
+
 Captures are float32, the precision the unit's metrics were computed from, so every stored metric recomputes
 from them (tested to 1e-9); ``captures: full`` adds the queries and the demo scores, ``captures: none`` keeps none.
 """
@@ -67,6 +73,8 @@ def _pad_cat(chunks: list[torch.Tensor]) -> torch.Tensor:
 
 
 def load_captures(unit_dir: str | Path, pass_name: str) -> PassCaptures:
+    """One pass's captures (``pass_name``: zs, icl, an FT method such as gd or lcgd, or gd:random_direction) over
+    all the unit's eval examples, in example order; a UserError where the unit holds none of that pass."""
     unit_dir = Path(unit_dir)
     parts = sorted((unit_dir / "captures").glob("part-*.safetensors"))
     if not parts:
@@ -95,3 +103,17 @@ def load_captures(unit_dir: str | Path, pass_name: str) -> PassCaptures:
         q=torch.cat(fields["q"]).float() if fields["q"] else None,
         demo_attn_scores=_pad_cat(fields["demo"]).float() if fields["demo"] else None,
     )
+
+
+def load_train_queries(unit_dir: str | Path, method: str = "gd") -> torch.Tensor:
+    """[L, demo tokens, H*D]: the scaled query of every demo token as FT ``method`` saw it in its one training step
+    (Dai's FT, ``captures: full``), in demo order: Kendall's q_train (:func:`iclgd.metrics.ft_demo_logits`)."""
+    unit_dir = Path(unit_dir)
+    pattern = re.compile(rf"{re.escape(method)}\.blocks\.(\d+)\.train_q")
+    for path in sorted((unit_dir / "captures").glob("part-*.safetensors")):
+        part = read_tensors(unit_dir, path.stem)
+        layers = sorted(int(m.group(1)) for key in part if (m := pattern.fullmatch(key)))
+        if layers:
+            return torch.stack([part[f"{method}.blocks.{layer}.train_q"] for layer in layers]).float()
+    raise UserError(f"{unit_dir} holds no training queries of {method!r}: they are kept for Dai's FT (gd, lcgd) "
+                    "with captures: full and kendall_examples > 0; rerun the unit so")

@@ -27,6 +27,15 @@ class Cosines:
         return int(self.zero.sum())
 
 
+def check_shapes(layout: str, **tensors: Tensor) -> None:
+    """Raise ValueError unless every tensor has ``layout``'s dimensions (e.g. "[N, L, d]") and all share one shape."""
+    rank = layout.count(",") + 1
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if any(len(shape) != rank for shape in shapes.values()) or len(set(shapes.values())) > 1:
+        given = ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items())
+        raise ValueError(f"expected {', '.join(shapes)} of one shape {layout}, got {given}")
+
+
 def is_zero(v: Tensor, reference: Tensor | None = None, rel_tol: float = REL_TOL) -> Tensor:
     """True where |v| = 0, or |v| < rel_tol · |reference| (norms over the last dimension)."""
     norm = torch.linalg.vector_norm(v, dim=-1)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from iclgd.metrics.cosine import LayerAverage, layer_average
+from iclgd.metrics.cosine import LayerAverage, check_shapes, layer_average
 
 
 def ft_demo_logits(q_test: Tensor, q_train: Tensor) -> Tensor:
@@ -51,8 +51,7 @@ def kendall(m_icl: Tensor, m_ft: Tensor) -> LayerAverage:
     Inputs [N, L, J]. τ is undefined when a vector is constant: such cases give 0 and are counted in
     ``zero_per_layer`` (as zero vectors are for the cosines).
     """
-    if m_icl.shape != m_ft.shape:
-        raise ValueError(f"m_ICL {tuple(m_icl.shape)} and m_FT {tuple(m_ft.shape)} differ in shape")
+    check_shapes("[N, L, J]", m_icl=m_icl, m_ft=m_ft)
     x, y = m_icl.double().cpu().numpy(), m_ft.double().cpu().numpy()
     n_examples, n_layers, _ = x.shape
     taus = np.array([[_tau_b(x[n, l], y[n, l]) for l in range(n_layers)] for n in range(n_examples)])

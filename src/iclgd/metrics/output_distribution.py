@@ -21,8 +21,14 @@ def _top_k_mask(p: Tensor, k: int) -> Tensor:
     return torch.zeros_like(p, dtype=torch.bool).scatter_(-1, index, True)
 
 
+def _same_shape(p1: Tensor, p2: Tensor) -> None:
+    if p1.shape != p2.shape or p1.dim() == 0:
+        raise ValueError(f"p1 {list(p1.shape)} and p2 {list(p2.shape)} must be distributions of one shape [..., vocab]")
+
+
 def token_overlap(p1: Tensor, p2: Tensor, k: int = 10) -> Tensor:
     """TO@K = |top_K(p1) ∩ top_K(p2)| / K."""
+    _same_shape(p1, p2)
     both = _top_k_mask(p1, k) & _top_k_mask(p2, k)
     return both.sum(-1).double() / k
 
@@ -33,6 +39,7 @@ def overlap_cosine(p1: Tensor, p2: Tensor, k: int = 10) -> Tensor:
     Σ_{t ∈ O} p1(t) p2(t) / (‖p1 on top_K(p1)‖₂ · ‖p2 on top_K(p2)‖₂), O = top_K(p1) ∩ top_K(p2).
     1 when both top-K sets and their probabilities coincide, 0 when the sets are disjoint.
     """
+    _same_shape(p1, p2)
     p1, p2 = p1.double(), p2.double()
     top1, top2 = _top_k_mask(p1, k), _top_k_mask(p2, k)
     zero = torch.zeros((), dtype=p1.dtype, device=p1.device)
@@ -44,6 +51,7 @@ def overlap_cosine(p1: Tensor, p2: Tensor, k: int = 10) -> Tensor:
 
 def kl_divergence(p1: Tensor, p2: Tensor) -> Tensor:
     """KL(p1 ‖ p2) = Σ_v p1(v) (log p1(v) − log p2(v)), with 0 log 0 = 0 (inf if p2(v) = 0 < p1(v))."""
+    _same_shape(p1, p2)
     p1, p2 = p1.double(), p2.double()
     return (torch.special.xlogy(p1, p1) - torch.special.xlogy(p1, p2)).sum(-1)
 

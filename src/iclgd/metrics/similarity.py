@@ -16,7 +16,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from iclgd.metrics.cosine import LayerAverage, average_cosines, cosine
+from iclgd.metrics.cosine import LayerAverage, average_cosines, check_shapes, cosine
+
+
+def check_lengths(m: Tensor, lengths: Tensor | None) -> None:
+    """``lengths`` [N] must give each example's true token count within m's T positions."""
+    if lengths is None:
+        return
+    lengths = torch.as_tensor(lengths)
+    if lengths.shape != (m.shape[0],) or bool(((lengths < 0) | (lengths > m.shape[-1])).any()):
+        raise ValueError(f"lengths {lengths.tolist()} must be {m.shape[0]} token counts in 0..{m.shape[-1]} (one per "
+                         f"example of m {list(m.shape)})")
 
 
 def _unit(h: Tensor) -> Tensor:
@@ -30,6 +40,8 @@ def mask_padding(m: Tensor, lengths: Tensor | None) -> Tensor:
     """m [N, L, H, T] with positions t >= lengths[n] set to 0 (lengths None: m unchanged)."""
     if lengths is None:
         return m
+    check_lengths(m, lengths)
+    lengths = torch.as_tensor(lengths)
     positions = torch.arange(m.shape[-1], device=m.device)
     keep = positions[None, :] < lengths.to(m.device)[:, None]  # [N, T]
     return torch.where(keep[:, None, None, :], m, torch.zeros((), dtype=m.dtype, device=m.device))
@@ -42,6 +54,7 @@ def simaou_norm(h_icl: Tensor, h_zs: Tensor, h_ft: Tensor) -> LayerAverage:
 
     A Δ with |Δ| < 1e-6 · |ĥ_ZS| (= 1e-6) counts as zero.
     """
+    check_shapes("[N, L, d]", h_icl=h_icl, h_zs=h_zs, h_ft=h_ft)
     u_icl, u_zs, u_ft = _unit(h_icl), _unit(h_zs), _unit(h_ft)
     return average_cosines(cosine(u_icl - u_zs, u_ft - u_zs, reference=u_zs))
 
@@ -51,6 +64,7 @@ def simaou(h_icl: Tensor, h_zs: Tensor, h_ft: Tensor) -> LayerAverage:
 
     A Δ with |Δ| < 1e-6 · |h_ZS| counts as zero.
     """
+    check_shapes("[N, L, d]", h_icl=h_icl, h_zs=h_zs, h_ft=h_ft)
     h_icl, h_zs, h_ft = h_icl.double(), h_zs.double(), h_ft.double()
     return average_cosines(cosine(h_icl - h_zs, h_ft - h_zs, reference=h_zs))
 
@@ -62,8 +76,7 @@ def simaou_random(h_icl: Tensor, h_zs: Tensor, u: Tensor, normalised: bool = Tru
     so that the baseline does not depend on batching. ``normalised=False`` gives the same baseline for
     unnormalised SimAOU: cos(h_ICL − h_ZS, u).
     """
-    if u.shape != h_icl.shape:
-        raise ValueError(f"u {tuple(u.shape)} must have h's shape {tuple(h_icl.shape)}")
+    check_shapes("[N, L, d]", h_icl=h_icl, h_zs=h_zs, u=u)
     if normalised:
         h_icl, h_zs = _unit(h_icl), _unit(h_zs)
     else:
@@ -85,6 +98,7 @@ def simaou_better_random(h_icl: Tensor, h_zs: Tensor, h_rand: Tensor, normalised
 
 def simam(m_icl: Tensor, m_ft: Tensor, lengths: Tensor | None = None) -> LayerAverage:
     """SimAM (Dai): s(i,l,h) = cos(m_ICL, m_FT) on raw pre-softmax logits; mean heads, examples, layers."""
+    check_shapes("[N, L, H, T]", m_icl=m_icl, m_ft=m_ft)
     return average_cosines(cosine(mask_padding(m_icl, lengths), mask_padding(m_ft, lengths)))
 
 
@@ -99,6 +113,7 @@ def simam_delta(m_icl: Tensor, m_zs: Tensor, m_ft: Tensor, lengths: Tensor | Non
     A Δ with |Δ| < 1e-6 · |m_ZS| counts as zero (cosine 0, counted per layer): in rotary families layer
     0's logits over the test tokens are the same with and without demos, and Δ is rounding noise.
     """
+    check_shapes("[N, L, H, T]", m_icl=m_icl, m_zs=m_zs, m_ft=m_ft)
     m_icl, m_zs, m_ft = (mask_padding(m.double(), lengths) for m in (m_icl, m_zs, m_ft))
     return average_cosines(cosine(m_icl - m_zs, m_ft - m_zs, reference=m_zs))
 

@@ -265,6 +265,7 @@ def blocks(model: nn.Module, family: Family) -> nn.ModuleList:
 
 
 def attention_modules(model: nn.Module, family: Family) -> list[nn.Module]:
+    """Every block's attention module, in layer order (the modules iclgd's capture hooks go on)."""
     return [get_module(block, family.attention) for block in blocks(model, family)]
 
 

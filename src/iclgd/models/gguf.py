@@ -66,6 +66,7 @@ def require_packages() -> None:
 
 
 def read_provenance(folder: Path) -> dict | None:
+    """The GGUF provenance (source file, sha256, quantization) a converted model folder keeps; None for others."""
     path = Path(folder) / PROVENANCE_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 

@@ -36,6 +36,7 @@ class BatchScores:
 
 
 def batches(n: int, batch_size: int) -> Iterator[list[int]]:
+    """Indices 0..n-1 in consecutive batches of ``batch_size`` (the last may be shorter)."""
     for start in range(0, n, batch_size):
         yield list(range(start, min(n, start + batch_size)))
 
@@ -78,6 +79,7 @@ def _pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 def pad_id(lm: LoadedModel) -> int:
+    """The id right padding uses: the tokenizer's pad token, else its EOS, else 0 (padding is masked anyway)."""
     tokenizer = lm.tokenizer
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if candidate is not None:

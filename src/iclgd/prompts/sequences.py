@@ -17,8 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from iclgd.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 _ANCHOR = "\n"
 
@@ -51,7 +55,7 @@ class PieceTokenizer:
         return self._encode(text)
 
 
-def special_ids(tokenizer, bos: str | None, sep: str) -> tuple[list[int], list[int]]:
+def special_ids(tokenizer: PreTrainedTokenizerBase, bos: str | None, sep: str) -> tuple[list[int], list[int]]:
     """BOS ids ([] for none) and separator ids. ``bos`` is "bos_token", "eos_token", None or a literal text."""
     if bos is None or bos == "none":
         bos_ids: list[int] = []
@@ -173,7 +177,7 @@ def true_k(demo_lengths: Sequence[int], prefix_start: int, max_eval_len: int, ma
     return k
 
 
-def check_label_ids(tokenizer, label_words: Sequence[str], label_ids: Sequence[list[int]], *,
+def check_label_ids(tokenizer: PreTrainedTokenizerBase, label_words: Sequence[str], label_ids: Sequence[list[int]], *,
                     single_token: bool) -> None:
     """Label words must score apart: each non-empty, one token where the metrics need it, none the unknown
     token, and no two scored alike (two words on the same token tie on every example and one class wins)."""
@@ -203,7 +207,7 @@ def check_label_ids(tokenizer, label_words: Sequence[str], label_ids: Sequence[l
             )
 
 
-def check_known(tokenizer, text: str, ids: list[int]) -> None:
+def check_known(tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int]) -> None:
     """An input the model sees only as unknown tokens carries nothing (a task built for another vocabulary, e.g.
     icc-exemplars-heldout on icc-gpt2): refused, rather than scored at chance."""
     unk = getattr(tokenizer, "unk_token_id", None)
@@ -214,7 +218,7 @@ def check_known(tokenizer, text: str, ids: list[int]) -> None:
 
 
 def build_prompts(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     *,
     demo_inputs: Sequence[str],
     demo_labels: Sequence[int],

@@ -14,18 +14,22 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iclgd.errors import UserError
 from iclgd.runs import atomic_folder
 from iclgd.tasks.loading import SNAPSHOT_FILE
 from iclgd.tasks.task import Task
 
+if TYPE_CHECKING:
+    import datasets
+
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_snapshot(task: Task, dataset_dict, revision: str, out_dir: str | Path) -> Path:
+def write_snapshot(task: Task, dataset_dict: datasets.DatasetDict, revision: str, out_dir: str | Path) -> Path:
     """Write the task's splits of ``dataset_dict`` (a ``datasets.DatasetDict``) and the snapshot JSON to
     ``<out_dir>/<task name>/``, atomically (a temporary folder renamed into place). Returns that folder."""
     import datasets

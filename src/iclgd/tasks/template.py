@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from iclgd.errors import UserError
+
+if TYPE_CHECKING:
+    from iclgd.tasks.loading import Example
 
 
 def template_fields(template: str, *, where: str = "template", example_field: str | None = None) -> tuple[str, ...]:
@@ -47,7 +51,7 @@ def validate_template(template: str, available: Iterable[str], *, where: str = "
                             f"(fields: {', '.join(available) or 'none'})")
 
 
-def render_input(template: str, example) -> str:
+def render_input(template: str, example: Example) -> str:
     """The filled template, e.g. ``"Sentence: it 's good .  Label:"``: placeholders replaced by the row's
     raw field text (``example.text_fields``)."""
     validate_template(template, example.text_fields)
