@@ -15,6 +15,7 @@ twice per recorded epoch of the method being trained (e.g. 0.3 GB for SmolLM2 at
 from __future__ import annotations
 
 import math
+import os
 import resource
 import tempfile
 import time
@@ -635,6 +636,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     record = {
         "config": cfg.model_dump(),
         "versions": library_versions(),
+        "mkl_cbwr": os.environ.get("MKL_CBWR", "default"),  # strict mode: the same bits whatever the batch size
         "analysis_position": cfg.position,
         "dtype": cfg.dtype,
         "model": {"name": cfg.model, "family": lm.family.name, "revision": lm.source_revision,

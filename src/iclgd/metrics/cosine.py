@@ -36,12 +36,26 @@ def check_shapes(layout: str, **tensors: Tensor) -> None:
         raise ValueError(f"expected {', '.join(shapes)} of one shape {layout}, got {given}")
 
 
+def running_sum(x: Tensor) -> Tensor:
+    """Σ over the last dimension in index order (a running sum's last entry), so that a row's bits do not depend on
+    its batch: a vectorised sum groups a row's terms by the row's padded length (pre-softmax scores are right-padded
+    with zeros to their batch's longest example; trailing zeros leave a running sum as it was), and splits one long
+    row (a vocabulary) across threads where there are few rows, but not where there are many."""
+    if x.shape[-1] == 0:
+        return x.sum(-1)
+    return x.cumsum(-1)[..., -1]
+
+
+def _norm(v: Tensor) -> Tensor:
+    return running_sum(v * v).sqrt()
+
+
 def is_zero(v: Tensor, reference: Tensor | None = None, rel_tol: float = REL_TOL) -> Tensor:
     """True where |v| = 0, or |v| < rel_tol · |reference| (norms over the last dimension)."""
-    norm = torch.linalg.vector_norm(v, dim=-1)
+    norm = _norm(v)
     zero = norm == 0
     if reference is not None:
-        zero = zero | (norm < rel_tol * torch.linalg.vector_norm(reference, dim=-1))
+        zero = zero | (norm < rel_tol * _norm(reference))
     return zero
 
 
@@ -56,8 +70,8 @@ def cosine(
     a64, b64 = a.double(), b.double()
     ref64 = None if reference is None else reference.double()
     zero = is_zero(a64, ref64, rel_tol) | is_zero(b64, ref64, rel_tol)
-    denominator = torch.linalg.vector_norm(a64, dim=-1) * torch.linalg.vector_norm(b64, dim=-1)
-    values = (a64 * b64).sum(-1) / torch.where(zero, torch.ones_like(denominator), denominator)
+    denominator = _norm(a64) * _norm(b64)
+    values = running_sum(a64 * b64) / torch.where(zero, torch.ones_like(denominator), denominator)
     values = torch.where(zero, torch.zeros_like(values), values)
     return Cosines(values=values, zero=zero)
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from iclgd.metrics.cosine import running_sum
+
 
 def _top_k_mask(p: Tensor, k: int) -> Tensor:
     """Bool mask of the k most probable entries of each row."""
@@ -43,9 +45,9 @@ def overlap_cosine(p1: Tensor, p2: Tensor, k: int = 10) -> Tensor:
     p1, p2 = p1.double(), p2.double()
     top1, top2 = _top_k_mask(p1, k), _top_k_mask(p2, k)
     zero = torch.zeros((), dtype=p1.dtype, device=p1.device)
-    numerator = torch.where(top1 & top2, p1 * p2, zero).sum(-1)
-    norm1 = torch.linalg.vector_norm(torch.where(top1, p1, zero), dim=-1)
-    norm2 = torch.linalg.vector_norm(torch.where(top2, p2, zero), dim=-1)
+    numerator = running_sum(torch.where(top1 & top2, p1 * p2, zero))
+    norm1 = running_sum(torch.where(top1, p1, zero).square()).sqrt()
+    norm2 = running_sum(torch.where(top2, p2, zero).square()).sqrt()
     return numerator / (norm1 * norm2)
 
 
@@ -53,7 +55,7 @@ def kl_divergence(p1: Tensor, p2: Tensor) -> Tensor:
     """KL(p1 ‖ p2) = Σ_v p1(v) (log p1(v) − log p2(v)), with 0 log 0 = 0 (inf if p2(v) = 0 < p1(v))."""
     _same_shape(p1, p2)
     p1, p2 = p1.double(), p2.double()
-    return (torch.special.xlogy(p1, p1) - torch.special.xlogy(p1, p2)).sum(-1)
+    return running_sum(torch.special.xlogy(p1, p1) - torch.special.xlogy(p1, p2))
 
 
 def js_divergence(p1: Tensor, p2: Tensor) -> Tensor:
@@ -67,7 +69,7 @@ def order_sensitivity_per_example(p: Tensor) -> Tensor:
     """Σ_v std_{π ∈ Π} p^π(v | x) per example x, population std (ddof=0); p: [Π orderings, N examples, V]."""
     if p.dim() != 3:
         raise ValueError(f"expected p of shape [orderings, examples, vocab], got {tuple(p.shape)}")
-    return p.double().std(dim=0, correction=0).sum(-1)
+    return running_sum(p.double().std(dim=0, correction=0))
 
 
 def order_sensitivity(p: Tensor) -> float:
@@ -106,7 +108,7 @@ class RunningOrderSpread:
         if int(self.count.min()) < 2:
             raise ValueError("order sensitivity needs every example under at least two orderings")
         variance = (self.m2.double() / self.count.double()[:, None]).clamp_min(0)
-        return variance.sqrt().sum(-1)
+        return running_sum(variance.sqrt())
 
 
 def order_pair_reference_per_example(metric: Callable[[Tensor, Tensor], Tensor], p: Tensor) -> Tensor:
@@ -114,7 +116,7 @@ def order_pair_reference_per_example(metric: Callable[[Tensor, Tensor], Tensor],
     if p.shape[0] < 2:
         raise ValueError("the order reference needs at least two orderings")
     pairs = [metric(p[i], p[j]).double() for i, j in itertools.permutations(range(p.shape[0]), 2)]
-    return torch.stack(pairs).mean(0)
+    return sum(pairs[1:], pairs[0]) / len(pairs)  # added in pair order, example by example
 
 
 def order_pair_reference(metric: Callable[[Tensor, Tensor], Tensor], p: Tensor) -> float:

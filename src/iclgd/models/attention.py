@@ -130,6 +130,13 @@ def _query_block_scores(q_groups: torch.Tensor, key: torch.Tensor, mask: torch.T
     return s_blk.masked_fill(~mask[:, :, None], float("-inf"))
 
 
+def _padded_row_sum(e: torch.Tensor) -> torch.Tensor:
+    """Σ over the last dimension in index order (a running sum's last entry). The query block is padded to the batch's
+    longest example; a vectorised sum groups a row's terms by how long the rows are, so its bits would depend on the
+    batch, while trailing zeros leave a running sum exactly as it was."""
+    return e.cumsum(-1)[..., -1]
+
+
 def _attend_with_prefix(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -180,7 +187,7 @@ def _attend_with_prefix(
     row_max = row_max.clamp_min(torch.finfo(torch.float32).min)
     e_pre = s_pre.sub_(row_max[..., None]).exp_() if inplace else (s_pre - row_max[..., None]).exp()
     e_blk = (s_blk - row_max.permute(2, 0, 1, 3)[..., None]).exp()
-    norm = e_pre.sum(-1) + e_blk.sum(-1).permute(1, 2, 0, 3)
+    norm = e_pre.sum(-1) + _padded_row_sum(e_blk).permute(1, 2, 0, 3)
     if dropout > 0.0 and training:
         e_pre = F.dropout(e_pre, dropout, training=True)
         e_blk = F.dropout(e_blk, dropout, training=True)
@@ -245,7 +252,7 @@ def _attend_with_prefix_fused(
     o_blk = torch.bmm(e_blk.view(batch * n_kv, group * q_len, k_len), value.reshape(batch * n_kv, k_len, -1))
     row_max = torch.maximum(lse_pre, max_blk)
     w_pre, w_blk = (lse_pre - row_max).exp(), (max_blk - row_max).exp()
-    norm = w_pre + e_blk.sum(-1) * w_blk
+    norm = w_pre + _padded_row_sum(e_blk) * w_blk
     out = (o_pre * w_pre[..., None] + o_blk.view(batch, n_kv, group, q_len, head_dim) * w_blk[..., None])
     out = out / norm[..., None]
     return out.permute(0, 3, 1, 2, 4).reshape(batch, q_len, n_heads, head_dim)
@@ -260,8 +267,12 @@ def _plain_attention(
     softcap: float | None,
     dropout: float,
 ) -> torch.Tensor:
-    """Softmax attention without a prefix, ``[B, T, H, D]``: sdpa, or written out when the scores are soft-capped."""
-    if softcap is None:
+    """Softmax attention without a prefix, ``[B, T, H, D]``: sdpa where gradients flow (training: one sequence per
+    step, nothing padded), else written out. sdpa's normaliser sums a row's weights grouped by the batch's padded
+    length, so a padded example's bits would depend on its batch; written out, every sum over keys runs in index
+    order and trailing masked keys add exact zeros. Soft-capped scores are always written out."""
+    training = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
+    if softcap is None and training:
         return F.scaled_dot_product_attention(
             query, key, value.to(query.dtype), attn_mask=mask, dropout_p=dropout, is_causal=mask is None,
             scale=scaling, enable_gqa=query.shape[1] != key.shape[1],
@@ -276,7 +287,7 @@ def _plain_attention(
     # Fully masked (padding) rows give 0, not NaN, as in the prefix path.
     row_max = scores.amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).min).detach()
     weights = (scores - row_max).exp()
-    weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-30)
+    weights = weights / _padded_row_sum(weights)[..., None].clamp_min(1e-30)
     weights = F.dropout(weights, dropout, training=dropout > 0.0)
     return (weights.to(value.dtype) @ value).transpose(1, 2)
 

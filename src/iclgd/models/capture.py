@@ -127,7 +127,8 @@ class CaptureBuffer:
         real = steps[None, :] < length[:, None]  # [B, T_max]
         key_index = torch.minimum(start[:, None] + steps[None, :], analysis[:, None]) + (k_len - q_len)
         test_keys = key.transpose(1, 2)[rows[:, None], key_index][:, :, kv_head].float()  # [B, T_max, H, D]
-        logits = soft_cap(torch.einsum("bhd,bthd->bht", q_analysis, test_keys) * scaling, softcap)
+        # Products summed over D, not an einsum: its matrix product's bits for one example depend on the batch.
+        logits = soft_cap((q_analysis[:, None] * test_keys).sum(-1).transpose(1, 2) * scaling, softcap)
         if mask is None:
             allowed = torch.ones_like(real)
         else:
