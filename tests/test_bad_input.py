@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from iclgd.cli import main
+from iclgd.runner import unit_id
 
 MODEL = Path(__file__).resolve().parent.parent / "src" / "iclgd" / "assets" / "icc-gpt2"
 UNIT = ["--model", "{model}", "--task", "icc-heldout", "--eval-size", "8", "--shots", "4", "--lr", "0.01"]
@@ -146,6 +147,7 @@ def assets(tmp_path_factory):
         "lr-inf": base.replace("lr: 0.01", "lr: .inf"),
         "cuda": base + "grid: {device: [cpu, cuda]}\n",
         "ok": base + "grid: {seed: [1, 2]}\n",
+        "base-list": "base: [1, 2]\n",
         "missing-model": SWEEP_BASE.format(**{**values, "model": str(root / "missing")}),
     }
     for name, text in sweeps.items():
@@ -230,6 +232,7 @@ CASES = [
     (["compare", *UNIT, "--shots", "9999"], "pool has only"),
     (["compare", *UNIT, "--order", "-1"], "'order'"),
     (["compare", *UNIT, "--eval-size", "0"], "'eval_size'"),
+    (["compare", *UNIT, "--lr", "1e38"], "gd diverged at lr 1e+38"),  # found after training; nothing written
     (["compare", *UNIT, "--lr", "inf"], "finite number"),
     (["compare", *UNIT, "--lr", "nan"], "finite number"),
     (["compare", *UNIT, "--lr", "0"], "'lr'"),
@@ -297,6 +300,7 @@ CASES = [
     (["sweep", "{assets}/sweep-unknown-key.yaml"], "unknown sweep key"),
     (["sweep", "{assets}/sweep-missing-model.yaml"], "not a model folder"),
     (["sweep", "{assets}/sweep-no-base.yaml"], "needs a `base:`"),
+    (["sweep", "{assets}/sweep-base-list.yaml"], "`base` must be a mapping"),
     (["sweep", "{assets}/sweep-grid-not-list.yaml"], "lists of values"),
     (["sweep", "{assets}/sweep-bad-task-late.yaml"], "unknown task"),
     (["sweep", "{assets}/sweep-two-outs.yaml"], "one results folder"),
@@ -372,6 +376,8 @@ CASES = [
     (["report", "{results}", "--paper", "nosuch"], "choose one of dai2023, deutch2024, shen2024"),
     (["report", "{results}", "--paper", "shen2024"], "no Shen et al. results in"),
     (["sql", "{results}", "SELEC 1"], "query failed"),
+    (["sql", "{results}", " "], "no query given"),
+    (["report", "{results}/" + unit_id({"task": "sst2", "k": 4, "seed": 1})], "is one unit's folder, not a results"),
     (["reproduce", "nosuch", "--model", "icc-gpt2", "--out", "{work}/r"], "unknown paper 'nosuch': iclgd reproduces "
                                                                          "dai2023, deutch2024"),
     (["reproduce", "deutch2024", "--quick", "--out", "{work}/r"], "runs on a language model: pass --model"),

@@ -131,19 +131,28 @@ def atomic_folder(path: str | Path, *, replace: bool = False,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def write_parquet_table(table: Any, path: str | Path) -> None:
+    """``pq.write_table`` without min/max statistics on floating-point columns: pyarrow leaves NaN out of them, and
+    DuckDB then answers ``WHERE isnan(value)`` from the statistics with no rows. The other columns keep theirs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kept = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+    pq.write_table(table, path, write_statistics=kept)
+
+
 def write_parquet(rows: Sequence[dict[str, Any]], path: str | Path, record: dict[str, Any]) -> Path:
     """``rows`` as one Parquet table with ``record`` (JSON) under the schema metadata key ``iclgd``, written
     atomically: how a command whose result is one table records what produced it (icl-curve, weights)."""
     import json
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = Path(path)
     table = pa.Table.from_pylist(list(rows))
     table = table.replace_schema_metadata({"iclgd": json.dumps(record, sort_keys=True, default=str)})
     with atomic_file(path) as tmp:
-        pq.write_table(table, tmp)
+        write_parquet_table(table, tmp)
     return path
 
 

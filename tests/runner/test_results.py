@@ -29,6 +29,20 @@ def test_views_over_all_units(results):
     assert [s for (s,) in seeds] == [1, 1, 2, 2]
 
 
+def test_nan_values_are_found_by_isnan(tmp_path):
+    """A NaN value (Rec2FTP where FT fixed nothing) is found by `isnan(value)`: with pyarrow's min/max statistics
+    (which leave NaN out) DuckDB answered that filter from the statistics, with no rows."""
+    from iclgd.runner.store import metric_row
+
+    result = fake_result({"seed": 1})
+    result.metrics.append(metric_row("rec2ftp", float("nan"), 0, method="gd", **{
+        k: result.metrics[0][k] for k in ("model", "variant", "task", "template", "seed", "order", "k", "true_k")}))
+    write_unit(tmp_path, "u1", {"seed": 1}, result)
+    con = open_results(tmp_path)
+    assert con.execute("SELECT metric FROM metrics WHERE isnan(value)").fetchall() == [("rec2ftp",)]
+    assert con.execute("SELECT count(*) FROM metrics WHERE NOT isnan(value)").fetchone()[0] == 5
+
+
 def test_extra_columns_union_by_name_and_ignored_folders(results):
     result = fake_result({"seed": 5})
     for row in result.metrics:

@@ -464,6 +464,7 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
             nonlocal measuring
             if epoch not in recorded:
                 return
+            check_finite(spec, lm, lr, epoch)
             mark = time.time()
             if o == 0:
                 trained = direction = None
@@ -504,6 +505,14 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
         (state.timings[f"{spec.name}_s"] - measuring) / (cfg.epochs * cfg.orderings))
     for epoch, spread in spreads.items():
         state.acc.add_scalar(spec.name, "order_sensitivity", spread.per_example(), epoch=epoch)
+
+
+def check_finite(spec: FTMethod, lm: LoadedModel, lr: float, epoch: int) -> None:
+    """A method whose training diverged (inf or NaN in its trained weights) fails the unit: its scores would all be
+    NaN, and its predictions argmaxes of NaN."""
+    if not all(bool(torch.isfinite(s.parameter).all()) for s in spec.slices(lm)):
+        raise UserError(f"{spec.name} diverged at lr {lr:g}: after epoch {epoch} its trained weights hold inf or NaN, "
+                        "so every FT score would be NaN; lower the learning rate")
 
 
 def kendall(cfg: CompareConfig, state: UnitState, name: str, prompts: Prompts, result: finetuning.FinetuneResult,

@@ -33,6 +33,8 @@ def expand(spec: dict[str, Any], overrides: dict[str, Any] | None = None,
     unknown = set(spec) - SWEEP_KEYS
     if unknown:
         raise UserError(f"unknown sweep key(s) {sorted(unknown)}: a sweep file has {sorted(SWEEP_KEYS)}")
+    if not isinstance(spec.get("base") or {}, dict):
+        raise UserError("sweep `base` must be a mapping of unit fields, e.g. {model: smollm2-135m, task: sst2}")
     base = dict(spec.get("base") or {})
     if "out" in spec:
         base["out"] = spec["out"]

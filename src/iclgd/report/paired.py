@@ -24,7 +24,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -32,7 +31,7 @@ from rich.table import Table
 from iclgd import metrics
 from iclgd.experiments.accumulate import BASELINES, stream_name
 from iclgd.runner.results import query
-from iclgd.runs import atomic_file
+from iclgd.runs import atomic_file, write_parquet_table
 
 # Scores where more means more alike (KL and JS, where more means further apart, are not tested here).
 COMPARED = ("simaou_norm", "simaou", "simam", "simam_delta", "kendall", "to@10", "ocs@10")
@@ -205,7 +204,7 @@ def write_variant_tests(tests: Sequence[VariantTest], path: str | Path) -> Path:
              "metric": t.metric, "score": t.score, "baseline": t.baseline, "difference": t.difference,
              "ci_low": t.ci[0], "ci_high": t.ci[1], "count": t.n, "beats": t.beats} for t in tests]
     with atomic_file(path) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        write_parquet_table(pa.Table.from_pylist(rows), tmp)
     return Path(path)
 
 

@@ -53,7 +53,7 @@ def read_record(unit_dir: Path) -> dict[str, Any]:
 def check_format(unit_dir: Path, record: dict[str, Any]) -> None:
     """UserError for a unit written in another results format (its ids, files and baselines differ)."""
     if record.get("results_format", 1) != RESULTS_FORMAT:
-        raise UserError(f"{unit_dir} was written by another iclgd (results format {record.get('results_format', 1)}, "
+        raise UserError(f"{unit_dir} was written by another iclgd (results format {record.get('results_format', 1)!r}, "
                         f"this one reads {RESULTS_FORMAT}): its unit ids and baselines differ, so it cannot be mixed "
                         "with new units; move it out of the folder, or rerun the sweep in a fresh --out")
 
@@ -93,6 +93,9 @@ def unit_dirs(out: Path) -> dict[Path, dict[str, Any]]:
         raise UserError(f"results folder {out} does not exist: pass the --out folder of a sweep")
     if not out.is_dir():
         raise UserError(f"{out} is a file, not a results folder: pass the --out folder of a sweep")
+    if (out / "record.json").is_file() and (out / "metrics.parquet").is_file():
+        raise UserError(f"{out} is one unit's folder, not a results folder: pass the folder that holds it "
+                        f"({out.parent})")
     dirs = sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     if not dirs:
         raise UserError(f"{out} holds no iclgd results (no unit folders): pass the --out folder of a sweep, or run one")
@@ -142,8 +145,12 @@ def open_unit(unit_dir: Path) -> duckdb.DuckDBPyConnection:
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
     """Run ``sql``; return (column names, rows). A DuckDB error becomes a one-line UserError; one that names a
     unit file says which unit folder to delete."""
+    if not sql.strip():
+        raise UserError('no query given: pass one, e.g. "SELECT method, metric, value FROM metrics LIMIT 5"')
     try:
         result = con.execute(sql, params or [])
+        if result.description is None:  # a statement that returns no table
+            return [], []
         return [d[0] for d in result.description], result.fetchall()
     except duckdb.Error as err:
         lines = str(err).splitlines()

@@ -48,10 +48,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from iclgd.runner.units import check_unit_id, config_dict
-from iclgd.runs import atomic_folder, plain_modes
+from iclgd.runs import atomic_folder, plain_modes, write_parquet_table
 
 UNIT_FILES = ("record.json", "metrics.parquet", "predictions.parquet", "example_scores.parquet")
 # The layout of a unit folder and the meaning of its ids and values; a reader refuses units of another format
@@ -358,9 +357,9 @@ def write_unit(out: Path, unit: str, config: Any, result: UnitResult) -> Path:
     if not isinstance(captures, Mapping):
         captures = {f"part-{index:05d}": tensors for index, tensors in enumerate(captures)}
     with unit_writer(out, unit) as tmp:
-        pq.write_table(metrics, tmp / "metrics.parquet")
-        pq.write_table(predictions, tmp / "predictions.parquet")
-        pq.write_table(example_scores, tmp / "example_scores.parquet")
+        write_parquet_table(metrics, tmp / "metrics.parquet")
+        write_parquet_table(predictions, tmp / "predictions.parquet")
+        write_parquet_table(example_scores, tmp / "example_scores.parquet")
         for name, tensors in captures.items():
             write_tensors(tmp, name, tensors, dtype=getattr(result, "captures_dtype", None))
         write_record(tmp, unit, config, result.record or {})

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from iclgd import runs
 from iclgd.errors import UserError
 from iclgd.runner.store import library_versions
-from iclgd.runs import atomic_file, atomic_folder
+from iclgd.runs import atomic_file, atomic_folder, write_parquet_table
 from iclgd.synthetic.linreg.config import TrainConfig, check_run_dir
 from iclgd.synthetic.linreg.data import Tasks, generator, sample_tasks, stream_seeds
 from iclgd.synthetic.linreg.lsa import LSA, MATRICES
@@ -84,7 +84,7 @@ def write_table(rows: list[dict[str, Any]] | dict[str, list], path: Path, config
     metadata.update({key: json.dumps(value) for key, value in (extra or {}).items()})
     table = table.replace_schema_metadata({key: str(value) for key, value in metadata.items()})
     with atomic_file(path) as tmp:
-        pq.write_table(table, tmp)
+        write_parquet_table(table, tmp)
     return path
 
 
