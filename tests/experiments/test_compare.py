@@ -449,3 +449,20 @@ def test_low_precision_update_loss_is_recorded_and_warned(gpt2_dir, tmp_path, ca
     assert err.count("warning: bfloat16 holds gd's trained weights with a relative error of") == 1
     full = run_compare(_cfg(gpt2_dir, tmp_path, methods=["gd"], kendall_examples=0, lr=1e-4), show_progress=False)
     assert full.record["update_rounding_error"] == {"gd": 0.0} and "rounding" not in capsys.readouterr().err
+
+
+def test_a_finished_unit_of_a_changed_model_folder_is_not_reused(tmp_path, capsys):
+    """The unit id names a local model by its path; the record keeps its files' sizes and times, and a rerun after
+    the weights were replaced is refused (one line, naming the file) instead of answering with the old results."""
+    import safetensors.torch as st
+
+    model = save_tiny_model("gpt2", tmp_path / "model")
+    cfg = _cfg(model, tmp_path, methods=["gd"], kendall_examples=0)
+    unit_dir = run_and_store(cfg, show_progress=False)
+    record = json.loads((unit_dir / "record.json").read_text())
+    assert record["model"]["files"]["model.safetensors"][0] == (model / "model.safetensors").stat().st_size
+    assert run_and_store(cfg, show_progress=False) == unit_dir and "already done" in capsys.readouterr().err
+    weights = st.load_file(model / "model.safetensors")
+    st.save_file({name: t + 0.01 for name, t in weights.items()}, model / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"changed since unit .* \(model.safetensors differ in size or time\)"):
+        run_and_store(cfg, show_progress=False)

@@ -44,7 +44,7 @@ from iclgd.finetune.methods import FTMethod
 from iclgd.finetune.trajectories import gd_trajectories, supports_batched_trajectories
 from iclgd.models.capture import Capture, Prefix, encode_prefix
 from iclgd.models.families import blocks
-from iclgd.models.loading import LoadedModel, load_model
+from iclgd.models.loading import LoadedModel, load_model, model_files
 from iclgd.prompts.scoring import batches, score_batch
 from iclgd.prompts.sequences import Prompts, build_prompts
 from iclgd.runner.store import UnitResult, library_versions
@@ -649,7 +649,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         "analysis_position": cfg.position,
         "dtype": cfg.dtype,
         "model": {"name": cfg.model, "family": lm.family.name, "revision": lm.source_revision,
-                  "untrained": cfg.untrained, "provenance": lm.provenance},
+                  "untrained": cfg.untrained, "provenance": lm.provenance, "files": model_files(cfg.model)},
         "lr": lr,
         "lr_source": lr_source,
         "lr_search": None if search is None else {  # each grid point's held-out accuracy, over how many rows

@@ -20,7 +20,9 @@ from iclgd.config_files import read_yaml_mapping, unknown_key_text
 from iclgd.errors import UserError
 from iclgd.experiments.compare import capped_eval_sizes, run_compare
 from iclgd.experiments.config import CompareConfig, load_config
+from iclgd.experiments.run import check_model_unchanged
 from iclgd.models.loading import check_source
+from iclgd.runner.store import is_done
 from iclgd.runner.sweep import SweepReport, run_sweep
 
 SWEEP_KEYS = {"base", "runs", "grid", "out", "backend", "ray_address", "slurm"}
@@ -102,6 +104,10 @@ def run_sweep_file(path: str | Path, *, out: str | None = None, backend: str | N
     check_output_dir(next(iter(outs)))
     check_units(configs, local=backend == "local")
     configs = capped_eval_sizes(configs)
+    out_dir = Path(next(iter(outs)))
+    for cfg in configs:  # a finished unit of a local model whose files changed is not reused
+        if is_done(out_dir, cfg.unit_id()):
+            check_model_unchanged(cfg, out_dir / cfg.unit_id())
     try:
         report = run_sweep(configs, run_unit, outs.pop(), key=lambda c: c.unit_id(), backend=backend,
                            ray_address=spec.get("ray_address"), slurm=spec.get("slurm"), progress=progress)

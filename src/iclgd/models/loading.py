@@ -298,3 +298,19 @@ def make_untrained(model: nn.Module, family: Family, variant: str, seed: int) ->
         for name, param in model.named_parameters():
             if id(param) not in kept:
                 param.copy_(fresh_parameters[name].to(device=param.device, dtype=param.dtype))
+
+
+MODEL_FILES = ("*.safetensors", "*.bin", "*.gguf", "*.json", "*.model", "*.txt")
+
+
+def model_files(model: str) -> dict[str, list[int]] | None:
+    """[size, mtime_ns] of each weight, config and tokenizer file of a model given as a local folder or file (None for
+    a hub id or a named model): what a finished unit was computed from, checked when it is reused."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted({f for pattern in MODEL_FILES for f in path.glob(pattern) if f.is_file()})
+    else:
+        return None
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
