@@ -463,6 +463,7 @@ def test_a_finished_unit_of_a_changed_model_folder_is_not_reused(tmp_path, capsy
     assert record["model"]["files"]["model.safetensors"][0] == (model / "model.safetensors").stat().st_size
     assert run_and_store(cfg, show_progress=False) == unit_dir and "already done" in capsys.readouterr().err
     weights = st.load_file(model / "model.safetensors")
-    st.save_file({name: t + 0.01 for name, t in weights.items()}, model / "model.safetensors", metadata={"format": "pt"})
+    st.save_file({name: t + 0.01 for name, t in weights.items()}, model / "model.safetensors",
+                 metadata={"format": "pt"})
     with pytest.raises(UserError, match=r"changed since unit .* \(model.safetensors differ in size or time\)"):
         run_and_store(cfg, show_progress=False)

@@ -125,3 +125,43 @@ def test_a_sweep_records_its_plan_so_a_report_can_name_the_missing_units(tmp_pat
     (tmp_path / "_plans" / "x.json").write_text("{")
     with pytest.raises(UserError, match="damaged sweep plan"):
         missing_units(tmp_path)
+
+
+def test_bad_cluster_settings_are_one_line_before_anything_runs(tmp_path, monkeypatch):
+    """A `slurm:` that is not a mapping, a parameter submitit does not know, an unreachable Ray: one UserError each,
+    and no log folder left behind."""
+    configs = [{"task": "sst2", "k": 4, "seed": 1}]
+    with pytest.raises(UserError, match="`slurm` must be a mapping"):
+        run_sweep(configs, fake_result, tmp_path / "a", backend="slurm", slurm="gpu", progress=False)
+    if importlib.util.find_spec("submitit") is not None:
+        with pytest.raises(UserError, match="bad `slurm` settings"):
+            run_sweep(configs, fake_result, tmp_path / "b", backend="slurm", slurm={"slurm_partitionn": "gpu"},
+                      progress=False)
+        assert not (tmp_path / "b" / ".submitit").exists()
+    if importlib.util.find_spec("ray") is not None:
+        import ray
+
+        def unreachable(**kwargs):
+            raise ConnectionError("Could not find any running Ray instance")
+
+        monkeypatch.setattr(ray, "init", unreachable)
+        with pytest.raises(UserError, match=r"cannot start or reach Ray at 10\.0\.0\.1:6379 \(Could not find"):
+            run_sweep(configs, fake_result, tmp_path / "c", backend="ray", ray_address="10.0.0.1:6379", progress=False)
+
+
+def test_bad_input_on_a_worker_comes_back_as_its_own_line():
+    """Ray re-raises a worker's UserError wrapped with the worker's traceback (the original as ``.cause``); submitit
+    hands back the remote traceback as text. Either becomes the UserError's one line."""
+    from iclgd.runner.sweep import worker_user_error
+
+    class RayTaskErrorLike(Exception):
+        def __init__(self, cause):
+            super().__init__("ray::timed_run() (pid=1)\n  File ...\niclgd.errors.UserError: x")
+            self.cause = cause
+
+    assert str(worker_user_error(RayTaskErrorLike(UserError("task 'x' is unknown: see iclgd tasks")))) == (
+        "task 'x' is unknown: see iclgd tasks")
+    remote = RuntimeError("Job (task=0) failed during processing with trace:\nTraceback ...\n"
+                          "iclgd.errors.UserError: label word ' x' is 2 tokens: pick one-token words\n")
+    assert str(worker_user_error(remote)) == "label word ' x' is 2 tokens: pick one-token words"
+    assert worker_user_error(ValueError("boom")) is None

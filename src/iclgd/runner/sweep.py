@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -169,6 +170,9 @@ def run_sweep(
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown sweep backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if slurm is not None and not isinstance(slurm, dict):
+        raise UserError(f"sweep `slurm` must be a mapping of submitit's parameters, not {slurm!r}: e.g. "
+                        "{slurm_partition: gpu, timeout_min: 60}")
     out = check_output_dir(out)
     created = not out.exists()
     pending, finished = plan(configs, out, key)
@@ -250,7 +254,11 @@ def _run_ray(pending: list, run_unit: Callable, out: Path, report: SweepReport, 
     ray = _require("ray", "ray")
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        try:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        except (ConnectionError, TimeoutError, ValueError) as err:
+            raise UserError(f"cannot start or reach Ray at {address or 'this machine'} ({first_line(err)}): check "
+                            "ray_address (host:port of a running cluster, `ray start --head`), or drop it") from None
     try:
         remote = ray.remote(**options)(timed_run) if options else ray.remote(timed_run)
         refs = {remote.remote(run_unit, config): (unit, config) for unit, config in pending}
@@ -260,9 +268,9 @@ def _run_ray(pending: list, run_unit: Callable, out: Path, report: SweepReport, 
             unit, config = refs.pop(ready[0])
             try:
                 result, wall_s = ray.get(ready[0])
-            except UserError:
-                raise
             except Exception as err:  # the unit failed on its worker: keep going, report at the end
+                if (bad_input := worker_user_error(err)) is not None:
+                    raise bad_input from None
                 _finish(report, bar, task, unit, err)
                 continue
             _write(out, unit, config, result, wall_s)
@@ -272,23 +280,47 @@ def _run_ray(pending: list, run_unit: Callable, out: Path, report: SweepReport, 
             ray.shutdown()
 
 
+def first_line(err: BaseException) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
+def worker_user_error(err: BaseException) -> UserError | None:
+    """The bad input behind a unit's failure on a worker, as its own one line: Ray wraps the UserError with the
+    worker's traceback (the original is ``err.cause``), submitit keeps only the remote traceback's text."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, UserError):
+        return UserError(str(cause))
+    if isinstance(err, UserError) and cause is None:
+        return err
+    found = re.findall(r"iclgd\.errors\.UserError: (.+)", str(err))
+    return UserError(found[-1].strip()) if found else None
+
+
 def _run_slurm(pending: list, run_unit: Callable, out: Path, report: SweepReport, bar: Progress, task: Any,
                slurm: dict[str, Any] | None) -> None:
     submitit = _require("submitit", "slurm")
     parameters = dict(slurm or {})
-    folder = parameters.pop("folder", out / ".submitit" / "%j")
-    executor = submitit.AutoExecutor(folder=folder, cluster=parameters.pop("cluster", None))
-    if parameters:
-        executor.update_parameters(**parameters)
+    logs = out / ".submitit"
+    made_logs = not logs.exists()
+    folder = parameters.pop("folder", logs / "%j")
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=parameters.pop("cluster", None))
+        if parameters:
+            executor.update_parameters(**parameters)
+    except (NameError, ValueError, TypeError, RuntimeError) as err:
+        if made_logs:
+            shutil.rmtree(logs, ignore_errors=True)
+        raise UserError(f"bad `slurm` settings ({first_line(err)}): use submitit's parameters, e.g. "
+                        "{slurm_partition: gpu, timeout_min: 60}") from None
     jobs = executor.map_array(partial(timed_run, run_unit), [config for _, config in pending])
     units = {job.job_id: pair for job, pair in zip(jobs, pending, strict=True)}
     for job in submitit.helpers.as_completed(jobs):
         unit, config = units[job.job_id]
         try:
             result, wall_s = job.result()
-        except UserError:
-            raise
         except Exception as err:  # the unit failed on its node: keep going, report at the end
+            if (bad_input := worker_user_error(err)) is not None:
+                raise bad_input from None
             _finish(report, bar, task, unit, err)
             continue
         _write(out, unit, config, result, wall_s)
