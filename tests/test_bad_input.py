@@ -148,6 +148,8 @@ def assets(tmp_path_factory):
         "cuda": base + "grid: {device: [cpu, cuda]}\n",
         "ok": base + "grid: {seed: [1, 2]}\n",
         "base-list": "base: [1, 2]\n",
+        "grid-empty": base + "grid: {seed: []}\n",
+        "seed-bool": base + "runs: [{seed: true}]\n",
         "missing-model": SWEEP_BASE.format(**{**values, "model": str(root / "missing")}),
     }
     for name, text in sweeps.items():
@@ -301,6 +303,10 @@ CASES = [
     (["sweep", "{assets}/sweep-missing-model.yaml"], "not a model folder"),
     (["sweep", "{assets}/sweep-no-base.yaml"], "needs a `base:`"),
     (["sweep", "{assets}/sweep-base-list.yaml"], "`base` must be a mapping"),
+    (["sweep", "{assets}/sweep-grid-empty.yaml"], "lists no values for seed"),
+    (["sweep", "{assets}/sweep-seed-bool.yaml"], "'seed': expected an integer, got true"),
+    (["sweep", "{assets}/sweep-ok.yaml", "--out", ""], "--out is empty"),
+    (["compare", *UNIT, "--out", " "], "--out is empty"),
     (["sweep", "{assets}/sweep-grid-not-list.yaml"], "lists of values"),
     (["sweep", "{assets}/sweep-bad-task-late.yaml"], "unknown task"),
     (["sweep", "{assets}/sweep-two-outs.yaml"], "one results folder"),
@@ -367,6 +373,7 @@ CASES = [
     (["report", "{assets}/file.txt"], "is a file"),
     (["report", "{assets}/empty-dir"], "holds no iclgd results"),
     (["report", "{incomplete}"], "1 of its 2 planned units are not finished (sst2-"),
+    (["report", "{incomplete}"], "no longer makes them, delete its plan (/"),
     (["report", "{results}", "--method", "foo"], "no FT method 'foo'"),
     (["report", "{results}", "--method", "lcgd", "--plot", "accuracy"], "they hold gd"),
     (["report", "{results}", "--plot", "violin"], "unknown plot"),

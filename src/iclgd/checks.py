@@ -34,6 +34,8 @@ def check_output_dir(path: str | Path, *, flag: str = "--out") -> Path:
     refused. Permission bits do not answer that for root or on read-only mounts, so a probe file is created and
     removed in that folder.
     """
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty: give a folder path")
     path = Path(path)
     if _exists(path, flag) and not path.is_dir():
         raise UserError(f"{flag} {path} is a file, not a folder: give a folder path (or move the file away)")

@@ -36,14 +36,16 @@ def check_method(con, method: str, out: Path) -> None:
 def check_complete(out: Path) -> None:
     """A sweep's results are reported whole: the units its sweeps planned and did not finish are named."""
     from iclgd.errors import UserError
-    from iclgd.runner.sweep import missing_units
+    from iclgd.runner.sweep import missing_units, plans_listing
 
     missing, planned = missing_units(out)
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        plans = ", ".join(str(p) for p in plans_listing(out, missing))
         raise UserError(f"incomplete sweep in {out}: {len(missing)} of its {planned} planned units are not finished "
-                        f"({shown}); rerun the sweep (finished units are skipped), or pass --partial to report the "
-                        "finished ones")
+                        f"({shown}); rerun the sweep that planned them (finished units are skipped), pass --partial "
+                        f"to report the finished ones, or, if that sweep file changed and no longer makes them, "
+                        f"delete its plan ({plans})")
 
 
 def register(app: typer.Typer) -> None:

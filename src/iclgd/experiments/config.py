@@ -89,6 +89,14 @@ class CompareConfig(BaseModel):
             specs[name] = spec
         return list(specs)
 
+    @field_validator("shots", "seed", "order", "eval_size", "epochs", "ft_shots", "orderings", "lr_search_rows",
+                     "batch_size", "max_context", "kendall_examples", "template", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML's `true` would otherwise be taken as 1
+            raise ValueError(f"expected an integer, got {str(value).lower()}")
+        return value
+
     @field_validator("separator")
     @classmethod
     def _separator_not_empty(cls, value: str | None) -> str | None:

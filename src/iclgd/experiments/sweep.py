@@ -46,6 +46,9 @@ def expand(spec: dict[str, Any], overrides: dict[str, Any] | None = None,
         raise UserError("sweep `runs` must be a list of mappings, e.g. [{seed: 2, order: 0}]")
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise UserError("sweep `grid` must map field names to lists of values, e.g. {seed: [1, 2, 3]}")
+    empty = [name for name, values in grid.items() if not values]
+    if empty:
+        raise UserError(f"sweep `grid` lists no values for {', '.join(empty)}: give at least one, or drop the key")
     parts = [("`base`", base), *((f"`runs` entry {n}", run) for n, run in enumerate(runs, 1)), ("`grid`", grid)]
     for part, mapping in parts:  # name the part a misspelt key sits in, not the run it was merged into
         for key in mapping:
@@ -96,7 +99,9 @@ def run_unit(cfg: CompareConfig):
 def run_sweep_file(path: str | Path, *, out: str | None = None, backend: str | None = None,
                    progress: bool = True) -> tuple[SweepReport, list[CompareConfig]]:
     spec = load_sweep(path)
-    configs = expand(spec, {"out": out} if out else None, where=f"sweep file {path}")
+    if out is not None:
+        check_output_dir(out)  # an empty --out is refused, not taken for the file's
+    configs = expand(spec, {"out": out} if out is not None else None, where=f"sweep file {path}")
     outs = {c.out for c in configs}
     if len(outs) != 1:
         raise UserError(f"a sweep writes to one results folder; its units name {sorted(outs)}: set `out:` once")

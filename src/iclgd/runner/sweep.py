@@ -150,6 +150,13 @@ def missing_units(out: Path) -> tuple[list[str], int]:
     return sorted(unit for unit in planned if not is_done(out, unit)), len(planned)
 
 
+def plans_listing(out: Path, units: list[str]) -> list[Path]:
+    """The plan files of ``out`` that list any of ``units``."""
+    wanted = set(units)
+    return [path for path in sorted((Path(out) / PLANS).glob("*.json"))
+            if wanted & set(json.loads(path.read_text()).get("units", []))]
+
+
 def run_sweep(
     configs: Sequence[Any],
     run_unit: Callable[[Any], UnitResult],
