@@ -168,6 +168,11 @@ def test_a_lone_unit_shows_its_interval_and_a_group_its_spread():
     assert cell([0.5], [(0.4, 0.6)]).text(scale=100, digits=1) == "50.0 [40.0, 60.0]"
     assert cell([0.4, 0.6], [(0.3, 0.5), (0.5, 0.7)]).text() == "0.500 ± 0.141"  # over units: mean ± std
     assert cell([0.5], [(None, None)]).text() == "0.500"
+    # units without a finite value (Rec2FTP where FT fixed nothing) are named, not silently left out of the mean
+    nan = float("nan")
+    assert cell([0.0, nan, nan], [(0.0, 0.0), (nan, nan), (nan, nan)]).text() == "0.000 [0.000, 0.000] (1 of 3)"
+    assert cell([0.4, 0.6, nan]).text() == "0.500 ± 0.141 (2 of 3)"
+    assert cell([nan, None]) is None
 
 
 def test_a_score_that_does_not_beat_its_baseline_is_marked(tmp_path):

@@ -84,22 +84,25 @@ def where_clause(where: str | None) -> str:
 @dataclass
 class Cell:
     """Mean ± std (ddof=1) over ``n`` units (std None when n < 2); for one unit, its 95% bootstrap interval over
-    eval examples when it has one."""
+    eval examples when it has one. ``units``: the units of the row, where some have no finite value (NaN: Rec2FTP
+    where FT fixed nothing), which the text then names: "(1 of 3)"."""
 
     mean: float
     std: float | None
     n: int
     ci: tuple[float, float] | None = None
     below_baseline: bool = False  # the score does not beat one of its baselines (BELOW_BASELINE_NOTE)
+    units: int | None = None
 
     def text(self, scale: float = 1.0, digits: int = 3) -> str:
         mark = BELOW_BASELINE_MARK if self.below_baseline else ""
         mean = f"{self.mean * scale:.{digits}f}"
+        of = f" ({self.n} of {self.units})" if self.units is not None and self.units > self.n else ""
         if self.std is not None:
-            return f"{mean}{mark} ± {self.std * scale:.{digits}f}"
+            return f"{mean}{mark} ± {self.std * scale:.{digits}f}{of}"
         if self.ci is not None:
-            return f"{mean}{mark} [{self.ci[0] * scale:.{digits}f}, {self.ci[1] * scale:.{digits}f}]"
-        return mean + mark
+            return f"{mean}{mark} [{self.ci[0] * scale:.{digits}f}, {self.ci[1] * scale:.{digits}f}]{of}"
+        return mean + mark + of
 
 
 BELOW_BASELINE_MARK = "†"
@@ -118,7 +121,7 @@ def cell(values: Sequence[float], cis: Sequence[tuple | None] = ()) -> Cell | No
     finite = [v for v, _ in pairs]
     lone_ci = pairs[0][1] if len(pairs) == 1 and pairs[0][1] is not None and None not in pairs[0][1] else None
     return Cell(statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else None, len(finite),
-                lone_ci)
+                lone_ci, units=len(values))
 
 
 def _unit_values(con: duckdb.DuckDBPyConnection, where: str | None) -> dict[str, dict[str, Any]]:
