@@ -158,3 +158,29 @@ def test_a_format_3_unit_is_named_as_such_not_as_damaged(results, tmp_path):
     config = record["config"]
     with pytest.raises(UserError, match="results format 3"):
         run_sweep([config], fake_result, old, progress=False)
+
+
+def test_a_decoding_error_that_names_no_file_is_traced_to_its_unit(results, monkeypatch):
+    """DuckDB's message for a corrupt page may name no file ('Variable-length int over 10 bytes'): the unit files
+    are then decoded one by one and the first that fails is named, with the fix; with none damaged, the error is the
+    query's."""
+    import duckdb
+
+    con = open_results(results)
+    damaged = results / unit_id(CONFIGS[2]) / "predictions.parquet"
+    intact = damaged.read_bytes()
+    real_execute = duckdb.DuckDBPyConnection.execute
+
+    def corrupt_page(self, sql, params=None):
+        if "FROM metrics" in sql:
+            raise duckdb.InvalidInputException("Invalid Input Error: Variable-length int over 10 bytes.")
+        return real_execute(self, sql, params or [])
+
+    monkeypatch.setattr(duckdb.DuckDBPyConnection, "execute", corrupt_page)
+    damaged.write_bytes(intact[:-20])
+    with pytest.raises(UserError, match=rf"damaged unit folder {damaged.parent}: predictions.parquet does not decode "
+                                        r"\(Invalid Input Error: Variable-length int"):
+        query(con, "SELECT avg(value) FROM metrics")
+    damaged.write_bytes(intact)
+    with pytest.raises(UserError, match="query failed: Invalid Input Error: Variable-length int"):
+        query(con, "SELECT avg(value) FROM metrics")

@@ -160,4 +160,25 @@ def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) 
         path = re.search(r"""['"]?([^'"\s]+/(?:metrics|predictions|example_scores)\.parquet)""", str(err))
         if path:
             raise _damaged(Path(path.group(1)).parent, f"reading it failed ({message})") from None
+        if isinstance(err, duckdb.InvalidInputException | duckdb.IOException):
+            damaged = _unreadable_unit(con)  # a corrupt page: DuckDB's message may name no file
+            if damaged is not None:
+                raise _damaged(damaged[0], f"{damaged[1]} does not decode ({message})") from None
         raise UserError(f"query failed: {message}") from None
+
+
+def _unreadable_unit(con: duckdb.DuckDBPyConnection) -> tuple[Path, str] | None:
+    """(unit folder, file) of the first Parquet file of the connection's units that does not decode in full."""
+    import pyarrow.parquet as pq
+
+    try:
+        paths = [Path(row[0]) for row in con.execute("SELECT path FROM units").fetchall()]
+    except duckdb.Error:
+        return None
+    for unit_dir in paths:
+        for name in ("metrics.parquet", "predictions.parquet", "example_scores.parquet"):
+            try:
+                pq.read_table(unit_dir / name)
+            except (OSError, ValueError, pa.ArrowException):
+                return unit_dir, name
+    return None
