@@ -304,7 +304,7 @@ CASES = [
     (["sweep", "{assets}/sweep-no-base.yaml"], "needs a `base:`"),
     (["sweep", "{assets}/sweep-base-list.yaml"], "`base` must be a mapping"),
     (["sweep", "{assets}/sweep-grid-empty.yaml"], "lists no values for seed"),
-    (["sweep", "{assets}/sweep-seed-bool.yaml"], "'seed': expected an integer, got true"),
+    (["sweep", "{assets}/sweep-seed-bool.yaml"], "'seed': expected a number, got true"),
     (["sweep", "{assets}/sweep-ok.yaml", "--out", ""], "--out is empty"),
     (["compare", *UNIT, "--out", " "], "--out is empty"),
     (["sweep", "{assets}/sweep-grid-not-list.yaml"], "lists of values"),

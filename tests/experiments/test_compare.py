@@ -427,6 +427,9 @@ def test_example_scores_back_every_score_and_pair_a_unit_with_its_untrained_vari
 def test_eval_size_past_the_split_is_the_whole_split_one_unit(gpt2_dir, tmp_path, capsys):
     """An eval_size above the eval split's 24 rows evaluates all 24: it is the same unit as eval_size 24 (one id,
     computed once), and the stored config says 24."""
+    from iclgd.experiments import compare
+
+    compare._WARNED_EVAL_SIZES.clear()  # warned once per process
     whole = run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], kendall_examples=0, eval_size=1000),
                           show_progress=False)
     assert capsys.readouterr().err.count("eval_size 1000 is more than the 24 rows of sst2's eval split") == 1

@@ -160,3 +160,17 @@ def test_vonoswald_reproduce_trains_compares_critiques_and_reports(tmp_path):
     assert page.read_text().count("data:image/png;base64,") == 2 * 2 + 3  # compare + ood per depth; the critique's
     again = run_linreg_reproduce("vonoswald2023", toy, tmp_path / "out", progress=False)
     assert again.trained == [] and again.summaries[1]["loss"] == run.summaries[1]["loss"]
+
+
+def test_reproduce_units_past_the_eval_split_take_the_ids_a_compare_would():
+    """dai2023 --quick asks 100 eval rows; sst2's fixture holds 24: the unit is the whole split's, with the id a
+    compare or a sweep of the same fields gets (one unit, not two in one --out), for trained and untrained alike."""
+    from iclgd.experiments.compare import capped_eval_sizes
+    from iclgd.experiments.config import load_config
+    from iclgd.experiments.reproduce import unit_configs
+    from iclgd.tasks import FIXTURES_DIR
+
+    trained, untrained = unit_configs("dai2023", "m", ["sst2"], True, "out", overrides={"data_dir": str(FIXTURES_DIR)})
+    assert {c.eval_size for c in trained + untrained} == {24}
+    fields = {**trained[0].model_dump(), "eval_size": 100}
+    assert capped_eval_sizes([load_config(None, fields)])[0].unit_id() == trained[0].unit_id()

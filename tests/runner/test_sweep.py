@@ -165,3 +165,11 @@ def test_bad_input_on_a_worker_comes_back_as_its_own_line():
                           "iclgd.errors.UserError: label word ' x' is 2 tokens: pick one-token words\n")
     assert str(worker_user_error(remote)) == "label word ' x' is 2 tokens: pick one-token words"
     assert worker_user_error(ValueError("boom")) is None
+
+
+def test_a_user_error_chained_into_another_failure_is_a_failed_unit():
+    from iclgd.runner.sweep import worker_user_error
+
+    chained = RuntimeError("Traceback ...\niclgd.errors.UserError: a bad task\n\nDuring handling of the above "
+                           "exception, another exception occurred:\n\nTraceback ...\nValueError: boom\n")
+    assert worker_user_error(chained) is None

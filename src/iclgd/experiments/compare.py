@@ -15,7 +15,6 @@ twice per recorded epoch of the method being trained (e.g. 0.3 GB for SmolLM2 at
 from __future__ import annotations
 
 import math
-import os
 import resource
 import tempfile
 import time
@@ -42,6 +41,7 @@ from iclgd.experiments.config import CompareConfig
 from iclgd.experiments.passes import label_accuracy
 from iclgd.finetune.methods import FTMethod
 from iclgd.finetune.trajectories import gd_trajectories, supports_batched_trajectories
+from iclgd.models.attention import MKL_MODE
 from iclgd.models.capture import Capture, Prefix, encode_prefix
 from iclgd.models.families import blocks
 from iclgd.models.loading import LoadedModel, load_model, model_files
@@ -112,19 +112,25 @@ def _warn_eval_size(asked: int, n_eval: int, task: str) -> None:
          "(recorded as eval_size)")
 
 
+_WARNED_EVAL_SIZES: set[tuple] = set()
+
+
 def capped_eval_sizes(configs: list[CompareConfig]) -> list[CompareConfig]:
     """``configs`` with each eval_size above its task's eval split lowered to the split's rows (warned once): both
     evaluate every row, so they are one unit with one id, and the config stored says what was evaluated."""
-    n_eval, warned, capped = {}, set(), []
+    n_eval, capped = {}, []
     for cfg in configs:
         if cfg.eval_size is not None:
             data = cfg.task, cfg.data_dir
             if data not in n_eval:
-                n_eval[data] = len(load_splits(load_task(cfg.task), data_dir=cfg.data_dir).eval)
-            if 0 < n_eval[data] < cfg.eval_size:
-                if (data, cfg.eval_size) not in warned:
+                try:
+                    n_eval[data] = len(load_splits(load_task(cfg.task), data_dir=cfg.data_dir).eval)
+                except UserError:  # data not here (a plan or a report without it): the unit's own check says so
+                    n_eval[data] = None
+            if n_eval[data] is not None and 0 < n_eval[data] < cfg.eval_size:
+                if (data, cfg.eval_size) not in _WARNED_EVAL_SIZES:  # once per process: configs are rebuilt
                     _warn_eval_size(cfg.eval_size, n_eval[data], cfg.task)
-                    warned.add((data, cfg.eval_size))
+                    _WARNED_EVAL_SIZES.add((data, cfg.eval_size))
                 cfg = cfg.model_copy(update={"eval_size": n_eval[data]})
         capped.append(cfg)
     return capped
@@ -441,7 +447,7 @@ def spread_pass(lm: LoadedModel, prompts: Prompts, spread: metrics.RunningOrderS
 
 def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, orderings: list[Prompts],
                training: Prompts | None, original: dict[str, torch.Tensor], state: UnitState,
-               icl_store: IclDistributions | None, progress: Progress, alpha: bool) -> None:
+               icl_store: IclDistributions | None, progress: Progress, alpha: bool, lr_source: str) -> None:
     """Train one method under each ordering (on ``training``'s demos where given, else on ICL's); measure it at every
     recorded epoch (all metrics under the unit's ordering, Sen over the orderings). The model ends with its original
     weights."""
@@ -464,7 +470,7 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
             nonlocal measuring
             if epoch not in recorded:
                 return
-            check_finite(spec, lm, lr, epoch)
+            check_finite(spec, lm, lr, epoch, lr_source)
             mark = time.time()
             if o == 0:
                 trained = direction = None
@@ -507,12 +513,12 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
         state.acc.add_scalar(spec.name, "order_sensitivity", spread.per_example(), epoch=epoch)
 
 
-def check_finite(spec: FTMethod, lm: LoadedModel, lr: float, epoch: int) -> None:
+def check_finite(spec: FTMethod, lm: LoadedModel, lr: float, epoch: int, lr_source: str) -> None:
     """A method whose training diverged (inf or NaN in its trained weights) fails the unit: its scores would all be
     NaN, and its predictions argmaxes of NaN."""
     if not all(bool(torch.isfinite(s.parameter).all()) for s in spec.slices(lm)):
-        raise UserError(f"{spec.name} diverged at lr {lr:g}: after epoch {epoch} its trained weights hold inf or NaN, "
-                        "so every FT score would be NaN; lower the learning rate")
+        raise UserError(f"{spec.name} diverged at lr {lr:g} ({lr_source}): after epoch {epoch} its trained weights "
+                        "hold inf or NaN, so every FT score would be NaN; give a lower learning rate (--lr)")
 
 
 def kendall(cfg: CompareConfig, state: UnitState, name: str, prompts: Prompts, result: finetuning.FinetuneResult,
@@ -628,7 +634,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         state.timings["reference_passes_s"] = time.time() - mark
         for spec in methods.values():
             run_method(cfg, lm, spec, spec.lr or lr, orderings, unit.training, original, state, icl_store, progress,
-                       alpha)
+                       alpha, "the method's own" if spec.lr else lr_source)
         if alpha:
             alpha_rows(state, recorded)
 
@@ -645,7 +651,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     record = {
         "config": cfg.model_dump(),
         "versions": library_versions(),
-        "mkl_cbwr": os.environ.get("MKL_CBWR", "default"),  # strict mode: the same bits whatever the batch size
+        "mkl_cbwr": MKL_MODE,  # strict mode: the same bits whatever the batch size
         "analysis_position": cfg.position,
         "dtype": cfg.dtype,
         "model": {"name": cfg.model, "family": lm.family.name, "revision": lm.source_revision,

@@ -90,11 +90,11 @@ class CompareConfig(BaseModel):
         return list(specs)
 
     @field_validator("shots", "seed", "order", "eval_size", "epochs", "ft_shots", "orderings", "lr_search_rows",
-                     "batch_size", "max_context", "kendall_examples", "template", mode="before")
+                     "batch_size", "max_context", "kendall_examples", "template", "lr", "record_epochs", mode="before")
     @classmethod
     def _not_a_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):  # YAML's `true` would otherwise be taken as 1
-            raise ValueError(f"expected an integer, got {str(value).lower()}")
+        if isinstance(value, bool) or isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            raise ValueError(f"expected a number, got {str(value).lower()}")  # YAML's `true` would be taken as 1
         return value
 
     @field_validator("separator")

@@ -73,8 +73,8 @@ def run_demo(out: str | Path, *, model: str = DEFAULT_DEMO, eval_size: int | Non
     """
     out = check_output_dir(Path(out) / model)  # before the fetch, not after it
     configs = demo_configs(out, model=model, eval_size=eval_size)
-    check_units(configs)
     configs = capped_eval_sizes(configs)
+    check_units(configs)
     ensure_model(model)
     run_sweep(configs, lambda cfg: run_compare(cfg, show_progress=False), out, key=lambda c: c.unit_id(),
               progress=progress)

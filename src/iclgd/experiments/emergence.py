@@ -30,14 +30,15 @@ def emergence_configs(run: str | Path, task: str, out: str | Path, *, untrained:
                                                                     dict[str, int]]:
     """(the checkpoints' units, their untrained variants' units, the step of each model folder). An untrained unit
     takes its checkpoint's lr from ``lrs`` (by the trained unit's id), as Deutch et al. reuse the trained lr."""
+    from iclgd.experiments.compare import capped_eval_sizes
     from iclgd.experiments.weights import checkpoint_folders
 
     steps = {str(folder): step for step, folder in checkpoint_folders(run)}
     base = {**DEFAULTS, **(fields or {}), "task": task, "out": str(out)}
-    trained = [load_config(None, {**base, "model": model}) for model in steps]
-    variants = [load_config(None, {**base, "model": cfg.model, "untrained": variant,
-                                   "lr": (lrs or {}).get(cfg.unit_id(), base.get("lr"))})
-                for variant in untrained for cfg in trained]
+    trained = capped_eval_sizes([load_config(None, {**base, "model": model}) for model in steps])
+    variants = capped_eval_sizes([load_config(None, {**base, "model": cfg.model, "untrained": variant,
+                                                     "lr": (lrs or {}).get(cfg.unit_id(), base.get("lr"))})
+                                  for variant in untrained for cfg in trained])
     return trained, variants, steps
 
 

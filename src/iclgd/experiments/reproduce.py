@@ -31,6 +31,7 @@ from typing import Any
 
 from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
+from iclgd.experiments.compare import capped_eval_sizes
 from iclgd.experiments.config import CompareConfig, load_config
 from iclgd.experiments.sweep import check_units, run_unit
 from iclgd.finetune import published_seed
@@ -134,10 +135,11 @@ def unit_configs(paper: str, model: str, tasks: list[str] | None, quick: bool, o
     for task in tasks:
         for fields in protocol.units(task, quick):
             fields = {**fields, **(overrides or {}), "task": task, "model": model, "out": str(out)}
-            cfg = load_config(None, fields)
+            [cfg] = capped_eval_sizes([load_config(None, fields)])  # the ids every run and report agree on
             trained.append(cfg)
             lr = (lrs or {}).get(cfg.unit_id())
-            untrained += [load_config(None, {**fields, "untrained": v, "lr": lr}) for v in variants if v]
+            untrained += capped_eval_sizes([load_config(None, {**fields, "untrained": v, "lr": lr})
+                                            for v in variants if v])
     return trained, untrained
 
 

@@ -73,7 +73,8 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
 
 def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
     """Bad input in any unit (task, template, k, device) fails the sweep before the first unit runs and before
-    anything is written; a typo in the fifth grid point does not surface after four units of model work."""
+    anything is written; a typo in the fifth grid point does not surface after four units of model work. A finished
+    unit of a local model whose files changed since is refused too (:func:`check_model_unchanged`)."""
     from iclgd.tasks import load_splits, load_task, sample_demo_indices
 
     data = {}
@@ -86,6 +87,8 @@ def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
         sample_demo_indices([ex.label for ex in splits.pool], cfg.shots, cfg.seed, balanced=cfg.balanced)
         if local:  # on Ray or SLURM the device and the model's path are the worker's
             check_device(cfg.device)
+            if is_done(Path(cfg.out), cfg.unit_id()):  # a finished unit of a local model whose files changed
+                check_model_unchanged(cfg, Path(cfg.out) / cfg.unit_id())
     if local:
         for model in sorted({cfg.model for cfg in configs}):
             check_source(model, fetch_named=True)  # a named model not fetched yet: `iclgd demo` fetches it
@@ -107,12 +110,8 @@ def run_sweep_file(path: str | Path, *, out: str | None = None, backend: str | N
         raise UserError(f"a sweep writes to one results folder; its units name {sorted(outs)}: set `out:` once")
     backend = backend or spec.get("backend", "local")
     check_output_dir(next(iter(outs)))
-    check_units(configs, local=backend == "local")
     configs = capped_eval_sizes(configs)
-    out_dir = Path(next(iter(outs)))
-    for cfg in configs:  # a finished unit of a local model whose files changed is not reused
-        if is_done(out_dir, cfg.unit_id()):
-            check_model_unchanged(cfg, out_dir / cfg.unit_id())
+    check_units(configs, local=backend == "local")
     try:
         report = run_sweep(configs, run_unit, outs.pop(), key=lambda c: c.unit_id(), backend=backend,
                            ray_address=spec.get("ray_address"), slurm=spec.get("slurm"), progress=progress)

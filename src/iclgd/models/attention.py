@@ -45,6 +45,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from iclgd.metrics.cosine import running_sum  # a sum in index order: trailing (masked) zeros change no bit
+
 IMPLEMENTATION = "iclgd"
 
 
@@ -133,14 +135,8 @@ def _query_block_scores(q_groups: torch.Tensor, key: torch.Tensor, mask: torch.T
 
 # MKL_CBWR=AUTO,STRICT (read by MKL at its first product) keeps a row's bits whatever else is multiplied with it;
 # with it, the passes also take the written-out attention, and every value is the same bits whatever the batch size.
-BATCH_EXACT = os.environ.get("MKL_CBWR", "").upper().endswith("STRICT")
-
-
-def _padded_row_sum(e: torch.Tensor) -> torch.Tensor:
-    """Σ over the last dimension in index order (a running sum's last entry). The query block is padded to the batch's
-    longest example; a vectorised sum groups a row's terms by how long the rows are, so its bits would depend on the
-    batch, while trailing zeros leave a running sum exactly as it was."""
-    return e.cumsum(-1)[..., -1]
+MKL_MODE = os.environ.get("MKL_CBWR", "default")
+BATCH_EXACT = MKL_MODE.upper().endswith("STRICT")
 
 
 def _attend_with_prefix(
@@ -193,7 +189,7 @@ def _attend_with_prefix(
     row_max = row_max.clamp_min(torch.finfo(torch.float32).min)
     e_pre = s_pre.sub_(row_max[..., None]).exp_() if inplace else (s_pre - row_max[..., None]).exp()
     e_blk = (s_blk - row_max.permute(2, 0, 1, 3)[..., None]).exp()
-    norm = e_pre.sum(-1) + _padded_row_sum(e_blk).permute(1, 2, 0, 3)
+    norm = e_pre.sum(-1) + running_sum(e_blk).permute(1, 2, 0, 3)
     if dropout > 0.0 and training:
         e_pre = F.dropout(e_pre, dropout, training=True)
         e_blk = F.dropout(e_blk, dropout, training=True)
@@ -258,7 +254,7 @@ def _attend_with_prefix_fused(
     o_blk = torch.bmm(e_blk.view(batch * n_kv, group * q_len, k_len), value.reshape(batch * n_kv, k_len, -1))
     row_max = torch.maximum(lse_pre, max_blk)
     w_pre, w_blk = (lse_pre - row_max).exp(), (max_blk - row_max).exp()
-    norm = w_pre + _padded_row_sum(e_blk) * w_blk
+    norm = w_pre + running_sum(e_blk) * w_blk
     out = (o_pre * w_pre[..., None] + o_blk.view(batch, n_kv, group, q_len, head_dim) * w_blk[..., None])
     out = out / norm[..., None]
     return out.permute(0, 3, 1, 2, 4).reshape(batch, q_len, n_heads, head_dim)
@@ -279,7 +275,7 @@ def _plain_attention(
     every sum over keys runs in index order and trailing masked keys add exact zeros. Written out costs 1.3x (30
     tokens) to 1.7x (300) sdpa's time on SmolLM2, so the default mode keeps sdpa."""
     training = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
-    if softcap is None and (training or not BATCH_EXACT):
+    if softcap is None and (training or not BATCH_EXACT or query.device.type != "cpu"):
         return F.scaled_dot_product_attention(
             query, key, value.to(query.dtype), attn_mask=mask, dropout_p=dropout, is_causal=mask is None,
             scale=scaling, enable_gqa=query.shape[1] != key.shape[1],
@@ -294,7 +290,7 @@ def _plain_attention(
     # Fully masked (padding) rows give 0, not NaN, as in the prefix path.
     row_max = scores.amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).min).detach()
     weights = (scores - row_max).exp()
-    weights = weights / _padded_row_sum(weights)[..., None].clamp_min(1e-30)
+    weights = weights / running_sum(weights)[..., None].clamp_min(1e-30)
     weights = F.dropout(weights, dropout, training=dropout > 0.0)
     return (weights.to(value.dtype) @ value).transpose(1, 2)
 

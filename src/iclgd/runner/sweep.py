@@ -299,8 +299,9 @@ def worker_user_error(err: BaseException) -> UserError | None:
         return UserError(str(cause))
     if isinstance(err, UserError) and cause is None:
         return err
-    found = re.findall(r"iclgd\.errors\.UserError: (.+)", str(err))
-    return UserError(found[-1].strip()) if found else None
+    # the remote traceback's last exception line: a UserError merely chained into another failure does not count
+    raised = re.findall(r"^([\w.]+(?:Error|Exception)): (.+)$", str(err), flags=re.MULTILINE)
+    return UserError(raised[-1][1].strip()) if raised and raised[-1][0] == "iclgd.errors.UserError" else None
 
 
 def _run_slurm(pending: list, run_unit: Callable, out: Path, report: SweepReport, bar: Progress, task: Any,
@@ -327,6 +328,9 @@ def _run_slurm(pending: list, run_unit: Callable, out: Path, report: SweepReport
             result, wall_s = job.result()
         except Exception as err:  # the unit failed on its node: keep going, report at the end
             if (bad_input := worker_user_error(err)) is not None:
+                for other in jobs:  # the sweep stops here: its other jobs are not left running uncollected
+                    with contextlib.suppress(Exception):
+                        other.cancel(check=False)
                 raise bad_input from None
             _finish(report, bar, task, unit, err)
             continue
