@@ -79,12 +79,18 @@ def test_tables_mark_a_score_an_untrained_variant_matches(results):
 
 
 def test_report_prints_the_tests_and_stores_them(results):
+    """The file holds the whole folder's tests; a --where report prints its own and leaves the file as it is."""
     result = invoke("report", results, "--where", "seed = 3")
     assert result.exit_code == 0, result.output
     assert "Paired tests against the untrained variants" in result.output and "+0.100 [+0.100, +0.100]" in result.output
+    assert not (results / "_tables").exists()
+    assert invoke("report", results).exit_code == 0
     stored = pq.read_table(results / "_tables" / "untrained_tests.parquet").to_pylist()
-    assert {(t["variant"], t["beats"]) for t in stored} == {("untrained:all", True),
-                                                           ("untrained:trained_embeddings", True)}
+    assert {(t["seed"], t["variant"], t["beats"]) for t in stored if t["seed"] == 3} == {
+        (3, "untrained:all", True), (3, "untrained:trained_embeddings", True)}
+    assert {t["seed"] for t in stored} == {1, 2, 3}
+    assert invoke("report", results, "--where", "seed = 3").exit_code == 0
+    assert pq.read_table(results / "_tables" / "untrained_tests.parquet").to_pylist() == stored
     open_results(results)  # the tables folder is not mistaken for a unit
 
 

@@ -211,9 +211,10 @@ def write_variant_tests(tests: Sequence[VariantTest], path: str | Path) -> Path:
 def report_variant_tests(con: duckdb.DuckDBPyConnection, terminal: Console, out: str | Path,
                          where: str | None = None) -> list[Path]:
     """Print the paired tests against the untrained variants and write them to ``<out>/`` TESTS_FILE, where the
-    results hold trained units beside untrained ones; returns the written file (none without untrained units)."""
+    results hold trained units beside untrained ones; returns the written file (none without untrained units). With
+    a ``where`` filter they are printed only: the file holds the whole folder's tests, not one filter's."""
     tests = PairedScores(con, where).variant_tests()
     if not tests:
         return []
     terminal.print(variant_test_table(tests))
-    return [write_variant_tests(tests, Path(out) / TESTS_FILE)]
+    return [] if where else [write_variant_tests(tests, Path(out) / TESTS_FILE)]
