@@ -67,6 +67,16 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def _local_task(root: Path, name: str, suffix: str, train: str, test: str, labels: str) -> None:
+    """``<root>/<name>-task.yaml`` over ``<root>/<name>-data/{train,test}.<suffix>``; ``labels``: its label lines."""
+    data = root / f"{name}-data"
+    data.mkdir()
+    (data / f"train.{suffix}").write_text(train)
+    (data / f"test.{suffix}").write_text(test)
+    (root / f"{name}-task.yaml").write_text(f"task: {name}\ndataset_path: {data}\ntraining_split: train\n"
+                                           f"test_split: test\ndoc_to_text: '{{text}}'\n{labels}")
+
+
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """Broken models, bad files and folders, a small results folder, a linreg run and a half-trained pretrain
@@ -110,29 +120,14 @@ def assets(tmp_path_factory):
     (root / "tie-maybe.yaml").write_text("corpus: icc-exemplars\ntie_embeddings: maybe\n")
     (root / "label-draw.yaml").write_text("corpus: icc-exemplars\ncorpus_options: {label_draw: random}\n")
     # a task whose data files are empty
-    data = root / "empty-data"
-    data.mkdir()
-    (data / "train.jsonl").write_text("")
-    (data / "test.jsonl").write_text("")
-    (root / "empty-task.yaml").write_text(f"task: empty\ndataset_path: {data}\ntraining_split: train\n"
-                                          "test_split: test\ndoc_to_text: '{text}'\nlabel_field: label\n"
-                                          "doc_to_choice: {a: ' a', b: ' b'}\n")
+    _local_task(root, "empty", "jsonl", "", "", "label_field: label\ndoc_to_choice: {a: ' a', b: ' b'}\n")
     # integer labels named by numbers, in a CSV (every value text): "1" could be a name or an index
-    stars = root / "stars-data"
-    stars.mkdir()
-    (stars / "train.csv").write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(8)))
-    (stars / "test.csv").write_text("text,label\nx,1\ny,0\n")
-    (root / "stars-task.yaml").write_text(f"task: stars\ndataset_path: {stars}\ntraining_split: train\n"
-                                          "test_split: test\ndoc_to_text: '{text}'\nlabel_names: ['1', '2']\n"
-                                          "doc_to_choice: {'1': ' one', '2': ' two'}\n")
+    _local_task(root, "stars", "csv", "text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(8)),
+                "text,label\nx,1\ny,0\n", "label_names: ['1', '2']\ndoc_to_choice: {'1': ' one', '2': ' two'}\n")
     # a task whose eval rows hold no text (null in JSON lines)
-    gaps = root / "gap-data"
-    gaps.mkdir()
-    (gaps / "train.jsonl").write_text("".join(f'{{"text": "row {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(8)))
-    (gaps / "test.jsonl").write_text('{"text": null, "label": "a"}\n{"label": "b"}\n')
-    (root / "gap-task.yaml").write_text(f"task: gaps\ndataset_path: {gaps}\ntraining_split: train\n"
-                                        "test_split: test\ndoc_to_text: '{text}'\nlabel_field: label\n"
-                                        "doc_to_choice: {a: ' a', b: ' b'}\n")
+    _local_task(root, "gap", "jsonl", "".join(f'{{"text": "row {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(8)),
+                '{"text": null, "label": "a"}\n{"label": "b"}\n',
+                "label_field: label\ndoc_to_choice: {a: ' a', b: ' b'}\n")
     # sweeps
     base = SWEEP_BASE.format(**values)
     sweeps = {

@@ -131,15 +131,12 @@ def unit_configs(paper: str, model: str, tasks: list[str] | None, quick: bool, o
         raise UserError(f"{paper} trains its own linear models: it has no compare units")
     tasks = list(tasks or (protocol.quick_tasks if quick else protocol.tasks))
     variants = protocol.quick_variants if quick else protocol.variants
-    trained, untrained = [], []
-    for task in tasks:
-        for fields in protocol.units(task, quick):
-            fields = {**fields, **(overrides or {}), "task": task, "model": model, "out": str(out)}
-            [cfg] = capped_eval_sizes([load_config(None, fields)])  # the ids every run and report agree on
-            trained.append(cfg)
-            lr = (lrs or {}).get(cfg.unit_id())
-            untrained += capped_eval_sizes([load_config(None, {**fields, "untrained": v, "lr": lr})
-                                            for v in variants if v])
+    units = [{**fields, **(overrides or {}), "task": task, "model": model, "out": str(out)}
+             for task in tasks for fields in protocol.units(task, quick)]
+    # capped: the ids every run and report agree on (each task's split read once)
+    trained = capped_eval_sizes([load_config(None, fields) for fields in units])
+    untrained = capped_eval_sizes([load_config(None, {**fields, "untrained": v, "lr": (lrs or {}).get(cfg.unit_id())})
+                                   for fields, cfg in zip(units, trained, strict=True) for v in variants if v])
     return trained, untrained
 
 

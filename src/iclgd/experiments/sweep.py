@@ -87,8 +87,9 @@ def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
         sample_demo_indices([ex.label for ex in splits.pool], cfg.shots, cfg.seed, balanced=cfg.balanced)
         if local:  # on Ray or SLURM the device and the model's path are the worker's
             check_device(cfg.device)
-            if is_done(Path(cfg.out), cfg.unit_id()):  # a finished unit of a local model whose files changed
-                check_model_unchanged(cfg, Path(cfg.out) / cfg.unit_id())
+            unit_dir = Path(cfg.out) / cfg.unit_id()
+            if is_done(unit_dir.parent, unit_dir.name):  # a finished unit of a local model whose files changed
+                check_model_unchanged(cfg, unit_dir)
     if local:
         for model in sorted({cfg.model for cfg in configs}):
             check_source(model, fetch_named=True)  # a named model not fetched yet: `iclgd demo` fetches it

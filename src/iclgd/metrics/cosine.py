@@ -46,16 +46,17 @@ def running_sum(x: Tensor) -> Tensor:
     return x.cumsum(-1)[..., -1]
 
 
-def _norm(v: Tensor) -> Tensor:
+def running_norm(v: Tensor) -> Tensor:
+    """|v| over the last dimension, its squares summed by :func:`running_sum`."""
     return running_sum(v * v).sqrt()
 
 
 def is_zero(v: Tensor, reference: Tensor | None = None, rel_tol: float = REL_TOL) -> Tensor:
     """True where |v| = 0, or |v| < rel_tol · |reference| (norms over the last dimension)."""
-    norm = _norm(v)
+    norm = running_norm(v)
     zero = norm == 0
     if reference is not None:
-        zero = zero | (norm < rel_tol * _norm(reference))
+        zero = zero | (norm < rel_tol * running_norm(reference))
     return zero
 
 
@@ -70,7 +71,7 @@ def cosine(
     a64, b64 = a.double(), b.double()
     ref64 = None if reference is None else reference.double()
     zero = is_zero(a64, ref64, rel_tol) | is_zero(b64, ref64, rel_tol)
-    denominator = _norm(a64) * _norm(b64)
+    denominator = running_norm(a64) * running_norm(b64)
     values = running_sum(a64 * b64) / torch.where(zero, torch.ones_like(denominator), denominator)
     values = torch.where(zero, torch.zeros_like(values), values)
     return Cosines(values=values, zero=zero)

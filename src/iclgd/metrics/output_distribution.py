@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from iclgd.metrics.cosine import running_sum
+from iclgd.metrics.cosine import running_norm, running_sum
 
 
 def _top_k_mask(p: Tensor, k: int) -> Tensor:
@@ -46,8 +46,8 @@ def overlap_cosine(p1: Tensor, p2: Tensor, k: int = 10) -> Tensor:
     top1, top2 = _top_k_mask(p1, k), _top_k_mask(p2, k)
     zero = torch.zeros((), dtype=p1.dtype, device=p1.device)
     numerator = running_sum(torch.where(top1 & top2, p1 * p2, zero))
-    norm1 = running_sum(torch.where(top1, p1, zero).square()).sqrt()
-    norm2 = running_sum(torch.where(top2, p2, zero).square()).sqrt()
+    norm1 = running_norm(torch.where(top1, p1, zero))
+    norm2 = running_norm(torch.where(top2, p2, zero))
     return numerator / (norm1 * norm2)
 
 
