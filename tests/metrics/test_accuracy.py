@@ -55,3 +55,13 @@ def test_majority_accuracy_is_the_share_of_the_most_frequent_label():
 
     assert majority_accuracy(torch.tensor([0, 2, 2, 1, 2])) == pytest.approx(3 / 5)
     assert majority_accuracy(torch.tensor([1, 1])) == 1.0
+
+
+def test_a_row_with_a_nan_score_predicts_nothing_and_counts_wrong():
+    # torch's argmax takes NaN for the largest value: a diverged model's all-NaN row would "predict" label 0
+    nan = float("nan")
+    scores = torch.tensor([[nan, nan], [0.1, nan], [0.9, 0.1]])
+    assert label_predictions(scores).tolist() == [-1, -1, 0]
+    assert label_word_accuracy(scores, torch.tensor([0, 0, 0])) == pytest.approx(1 / 3)
+    logits = torch.tensor([[nan, nan, nan], [0.0, 2.0, 1.0]])
+    assert full_vocab_accuracy(logits, torch.tensor([0, 1])) == 0.5

@@ -47,6 +47,23 @@ def test_multi_token_candidates_are_the_sum_and_mean_of_their_token_logprobs(fam
         assert label_accuracy(lm, prompts, with_demos=with_demos) == float((predicted == gold).double().mean())
 
 
+def test_a_diverged_model_labels_nothing_right():
+    """NaN weights (FT at an lr that blows up, as the lr search's top grid points can) give NaN scores; torch's
+    argmax would read them as label 0 and score every gold-0 row right."""
+    model, tokenizer = tiny_model("llama", seed=3)
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    lm = loaded(model, tokenizer, name="llama")
+    prompts = build_prompts(
+        tokenizer, demo_inputs=["Review: bad Sentiment:"], demo_labels=[0],
+        eval_inputs=["Review: worst Sentiment:", "Review: awful Sentiment:"], eval_labels=[0, 0],
+        label_words=[" bad", " good"], bos="bos_token", sep="\n", max_context=256, single_token_labels=False,
+    )
+    assert torch.isnan(label_scores(lm, prompts, with_demos=True)).all()
+    assert label_accuracy(lm, prompts, with_demos=True) == 0.0
+    assert label_accuracy(lm, prompts, with_demos=False) == 0.0
+
+
 def _padded_cost(lengths, batches, batch_cost):
     return sum(max(lengths[i] for i in b) * len(b) + batch_cost for b in batches)
 

@@ -151,7 +151,7 @@ class PassOutputs:
 
     def add(self, name: str, epoch: int | None, scores: BatchScores) -> None:
         self.candidate.setdefault((name, epoch), []).append(scores.candidate_logprobs.cpu())
-        self.fullvocab.setdefault((name, epoch), []).append(scores.next_token_logprobs.argmax(-1).cpu())
+        self.fullvocab.setdefault((name, epoch), []).append(metrics.label_predictions(scores.next_token_logprobs).cpu())
 
 
 def accuracy_and_predictions(prompts: Prompts, outputs: PassOutputs, methods: list[str], final_epoch: int,

@@ -13,6 +13,7 @@ dual_form         GD on a linear layer as linear attention
 """
 
 from iclgd.metrics.accuracy import (
+    NO_PREDICTION,
     accuracy,
     full_vocab_accuracy,
     label_predictions,
@@ -70,6 +71,7 @@ __all__ = [
     "kendall",
     "kendall_random",
     "kl_divergence",
+    "NO_PREDICTION",
     "label_predictions",
     "label_scores",
     "label_word_accuracy",

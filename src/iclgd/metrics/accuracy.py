@@ -51,9 +51,15 @@ def majority_accuracy(gold: Tensor) -> float:
     return float(torch.bincount(gold.flatten().long()).max()) / gold.numel()
 
 
+NO_PREDICTION = -1
+
+
 def label_predictions(scores: Tensor) -> Tensor:
-    """ŷ = argmax_j score_j over candidates ([N, C] -> [N]); ties go to the first candidate."""
-    return scores.argmax(dim=-1)
+    """ŷ = argmax_j score_j over the last dimension (candidates or the vocabulary, [N, C] -> [N]); ties go to the
+    first. A row with a NaN score predicts nothing (``NO_PREDICTION``), which every gold label counts wrong: torch's
+    argmax takes NaN for the largest value, so a diverged model would otherwise "predict" its first NaN's label."""
+    predicted = scores.argmax(dim=-1)
+    return predicted.masked_fill(scores.isnan().any(dim=-1), NO_PREDICTION)
 
 
 def label_word_accuracy(scores: Tensor, gold: Tensor) -> float:
@@ -63,4 +69,4 @@ def label_word_accuracy(scores: Tensor, gold: Tensor) -> float:
 
 def full_vocab_accuracy(next_token_logits: Tensor, gold_first_token: Tensor) -> float:
     """(1/N) Σ_i [argmax over the whole vocabulary = gold first token] (Shen); can fall below chance."""
-    return accuracy(next_token_logits.argmax(dim=-1), gold_first_token)
+    return accuracy(label_predictions(next_token_logits), gold_first_token)
