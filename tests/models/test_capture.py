@@ -275,3 +275,47 @@ def test_fused_prefix_attention_only_where_it_is_exact():
     assert not fused_prefix_applies(q, k, v, None, 50.0, 0.0)
     assert not fused_prefix_applies(q, k, v, None, None, 0.1)
     assert not fused_prefix_applies(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, None, 0.0)
+
+
+SHORT_QUERIES_SCRIPT = """
+import sys, torch
+from iclgd.models.capture import CaptureRequest, encode_prefix, forward
+from iclgd.models.loading import loaded
+from iclgd.models.tiny import tiny_model
+
+model, tokenizer = tiny_model(sys.argv[1], seed=0)
+lm = loaded(model, tokenizer, name=sys.argv[1])
+prefix = encode_prefix(lm, torch.arange(10, 40))
+queries = [[41, 42], [43], [44, 45, 46], [47, 48]]  # 1 to 3 tokens: one alone makes products of 1 to 3 rows
+
+def run(batch):
+    width = max(len(queries[i]) for i in batch)
+    ids = torch.zeros(len(batch), width, dtype=torch.long)
+    mask = torch.zeros(len(batch), width, dtype=torch.long)
+    for row, i in enumerate(batch):
+        ids[row, :len(queries[i])] = torch.tensor(queries[i])
+        mask[row, :len(queries[i])] = 1
+    end = torch.tensor([len(queries[i]) - 1 for i in batch])
+    request = CaptureRequest(analysis_index=end, test_start=torch.zeros_like(end))
+    logits, capture = forward(lm, ids, mask, prefix=prefix, request=request, logits_at=end[:, None])
+    return logits[:, 0], capture.attention_output, capture.analysis_query
+
+together = run([0, 1, 2, 3])
+alone = [run([i]) for i in range(4)]
+print(all(torch.equal(torch.cat([a[part] for a in alone]), together[part]) for part in range(3)))
+"""
+
+
+@pytest.mark.parametrize("family_name", ["llama", "gpt2"])
+def test_short_queries_alone_or_batched_are_the_same_bits_in_mkl_strict_mode(family_name):
+    """Queries of 1 to 3 tokens, one per pass or four in one: in MKL's strict mode the logits and captures are the
+    same bits. Some CPUs keep a row's bits in strict mode only for products of at least 4 rows, so strict-mode
+    passes pad the block and the unembedding to EXACT_MIN_ROWS rows (masked positions, zero rows)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SHORT_QUERIES_SCRIPT, family_name], capture_output=True, text=True,
+                          env={**os.environ, "MKL_CBWR": "AUTO,STRICT", "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True"

@@ -137,6 +137,10 @@ def _query_block_scores(q_groups: torch.Tensor, key: torch.Tensor, mask: torch.T
 # with it, the passes also take the written-out attention, and every value is the same bits whatever the batch size.
 MKL_MODE = os.environ.get("MKL_CBWR", "default")
 BATCH_EXACT = MKL_MODE.upper().endswith("STRICT")
+# Strict mode keeps a row's bits only in products of enough rows on some CPUs: on an AVX-512 EPYC, 1 to 3 rows (and
+# up to 15 where the product has 16 columns) take other kernels. Strict-mode passes give every product of the query
+# block and the unembedding at least this many rows (iclgd.models.capture.forward pads with masked positions).
+EXACT_MIN_ROWS = 16
 
 
 def _attend_with_prefix(

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from iclgd.models.attention import Session, soft_cap
+from iclgd.models.attention import BATCH_EXACT, EXACT_MIN_ROWS, Session, soft_cap
 from iclgd.models.families import attention_modules, get_module, readout
 from iclgd.models.loading import LoadedModel, prepare
 
@@ -290,10 +290,16 @@ def forward(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tens
         raise ValueError("this prefix was encoded by another model")
     device = lm.device
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    batch, length = input_ids.shape
     offset = prefix.length if prefix is not None else 0
-    _check_positions(lm, offset + length)
-    position_ids = (torch.arange(length, device=device) + offset)[None].expand(batch, length)
+    length = input_ids.shape[1]
+    exact = BATCH_EXACT and device.type == "cpu"
+    if exact and length < EXACT_MIN_ROWS:  # masked trailing positions: every product in the blocks has enough rows
+        extra = min(EXACT_MIN_ROWS - length, max(0, _context(lm) - offset - length))
+        input_ids = torch.nn.functional.pad(input_ids, (0, extra), value=0)
+        attention_mask = torch.nn.functional.pad(attention_mask, (0, extra), value=0)
+    batch, padded_length = input_ids.shape
+    _check_positions(lm, offset + padded_length)
+    position_ids = (torch.arange(padded_length, device=device) + offset)[None].expand(batch, padded_length)
     if request is not None:
         _check_request(request, attention_mask, prefix)
     buffer = CaptureBuffer(request, lm.n_layers) if request is not None else None
@@ -306,7 +312,19 @@ def forward(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tens
         else:
             hidden = _base_model(lm.model)(input_ids=input_ids, attention_mask=attention_mask,
                                            position_ids=position_ids, use_cache=False)[0]
+    hidden = hidden[:, :length]
     if logits_at is not None:
         hidden = hidden[torch.arange(batch, device=device)[:, None], logits_at.to(device)]
-    logits = readout(lm.model, lm.family, hidden).float()
+    if exact and hidden.shape[0] * hidden.shape[1] < EXACT_MIN_ROWS:  # zero rows: the unembedding has enough rows
+        rows = hidden.reshape(-1, hidden.shape[-1])
+        padded = torch.cat([rows, rows.new_zeros(EXACT_MIN_ROWS - rows.shape[0], rows.shape[1])])
+        logits = readout(lm.model, lm.family, padded)[: rows.shape[0]].reshape(*hidden.shape[:2], -1).float()
+    else:
+        logits = readout(lm.model, lm.family, hidden).float()
     return logits, (buffer.capture if buffer is not None else None)
+
+
+def _context(lm: LoadedModel) -> int:
+    """The positions the model has (no limit where its config gives none)."""
+    limit = getattr(lm.model.config, "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else 2**62
