@@ -1,5 +1,6 @@
 import hashlib
 import json
+import re
 import textwrap
 
 import pyarrow.parquet as pq
@@ -183,9 +184,27 @@ def test_unlabelled_and_unmapped_rows_are_user_errors(tmp_path):
         """
     with pytest.raises(UserError, match="1 of 1 rows of split 'test'.*no label"):
         load_splits(_local_task(tmp_path, body))
+    _jsonl(tmp_path / "d" / "other.jsonl", [{"text": "c", "label": "y"}])
     with pytest.raises(UserError, match=r"label names \['y'\].*no label word"):
-        body = body.replace(', y: " y"', "").replace("test_split: test", "test_split: train")
+        body = body.replace(', y: " y"', "").replace("test_split: test", "test_split: other")
         load_splits(_local_task(tmp_path, body))
+
+
+@pytest.mark.parametrize("splits", ["training_split: train\n        test_split: train",
+                                    "data_files: {train: d.jsonl, test: d.jsonl}\n        training_split: train\n"
+                                    "        test_split: test"])
+def test_demos_drawn_from_the_eval_rows_are_refused(tmp_path, splits):
+    """One split (or one file) as both the pool and the eval split: ICL would be scored on its own demos."""
+    _jsonl(tmp_path / "tasks" / "d.jsonl", [{"text": "a", "label": "x"}])
+    body = f"""\
+        task: t
+        dataset_path: .
+        {splits}
+        doc_to_text: "{{text}}:"
+        doc_to_choice: {{x: " x"}}
+        """
+    with pytest.raises(UserError, match="the demonstration pool and the evaluation split are the same"):
+        _local_task(tmp_path, body)
 
 
 def test_a_single_file_cannot_be_both_splits(tmp_path):
@@ -206,10 +225,11 @@ def test_csv_with_a_byte_order_mark_and_number_names_for_integer_labels(tmp_path
     """A spreadsheet's UTF-8 byte-order mark is not part of the first header; integer labels whose names are numbers
     are ambiguous in a CSV (every value is text), so they are an error there and indices in JSON lines."""
     (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "a.csv").write_text("text,label\ngood,1\nbad,0\n", encoding="utf-8-sig")
+    for name in ("a.csv", "a-test.csv"):
+        (tmp_path / "tasks" / name).write_text("text,label\ngood,1\nbad,0\n", encoding="utf-8-sig")
     text = """\
         task: stars
-        data_files: {train: a.csv, test: a.csv}
+        data_files: {train: a.csv, test: a-test.csv}
         training_split: train
         test_split: test
         doc_to_text: "Review: {text} Stars:"
@@ -222,8 +242,10 @@ def test_csv_with_a_byte_order_mark_and_number_names_for_integer_labels(tmp_path
     numbers = _local_task(tmp_path, text.replace("NAMES", '"1", "2"').replace('"LOW"', '"1"').replace('"HIGH"', '"2"'))
     with pytest.raises(UserError, match="could be a label name or an index into the label names"):
         load_splits(numbers)
-    _jsonl(tmp_path / "tasks" / "b.jsonl", [{"text": "good", "label": 1}, {"text": "bad", "label": 0}])
-    as_json = _local_task(tmp_path, text.replace("a.csv", "b.jsonl").replace("NAMES", '"1", "2"')
+    for name in ("b.jsonl", "b-test.jsonl"):
+        _jsonl(tmp_path / "tasks" / name, [{"text": "good", "label": 1}, {"text": "bad", "label": 0}])
+    as_json = _local_task(tmp_path, text.replace("a.csv", "b.jsonl").replace("a-test.csv", "b-test.jsonl")
+                          .replace("NAMES", '"1", "2"')
                           .replace('"LOW"', '"1"').replace('"HIGH"', '"2"'))
     assert [e.label for e in load_splits(as_json).pool] == ["2", "1"]  # integers are indices
 
@@ -235,9 +257,10 @@ def test_a_row_without_text_in_a_filled_field_is_a_user_error(tmp_path, value):
     if value == "<absent>":
         del rows[1]["text"]
     _jsonl(tmp_path / "tasks" / "d.jsonl", rows)
+    _jsonl(tmp_path / "tasks" / "d-test.jsonl", rows)
     task = _local_task(tmp_path, """\
         task: gaps
-        data_files: {train: d.jsonl, test: d.jsonl}
+        data_files: {train: d.jsonl, test: d-test.jsonl}
         training_split: train
         test_split: test
         doc_to_text: "Review: {text} Sentiment:"
@@ -247,3 +270,80 @@ def test_a_row_without_text_in_a_filled_field_is_a_user_error(tmp_path, value):
     assert render_input(task.template(), data.pool[2]) == "Review: ok Sentiment:"
     with pytest.raises(UserError, match=r"row 1 has no text in field \{text\}.*fill or drop that row"):
         render_input(task.template(), data.pool[1])
+
+
+def test_minus_one_is_a_label_where_doc_to_choice_maps_it(tmp_path):
+    """-1 marks an unlabelled row (the hub's test splits), unless the task's label words name it: -1/0/1 data."""
+    rows = [{"text": "bad", "label": -1}, {"text": "so so", "label": 0}, {"text": "good", "label": 1}]
+    _jsonl(tmp_path / "d" / "train.jsonl", rows)
+    _jsonl(tmp_path / "d" / "test.jsonl", rows)
+    body = """\
+        task: t
+        dataset_path: ../d
+        training_split: train
+        test_split: test
+        doc_to_text: "{text}:"
+        doc_to_choice: {"-1": " negative", "0": " neutral", "1": " positive"}
+        """
+    assert [e.label for e in load_splits(_local_task(tmp_path, body)).eval] == ["-1", "0", "1"]
+    with pytest.raises(UserError, match=r"1 of 3 rows .*no label .*map \"-1\" in doc_to_choice"):
+        load_splits(_local_task(tmp_path, body.replace('"-1": " negative", ', "")))
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("train.csv", "text,label\nfine, really fine,1\nok,0\n", "line 2 has more fields than the header"),
+    ("train.csv", "text,label\nCaf\xe9,1\n".encode("latin-1"), "not UTF-8 text (byte 0xe9"),
+    ("train.parquet", b"PAR1 truncated", "not a readable Parquet file"),
+])
+def test_unreadable_data_files_are_one_line_errors(tmp_path, name, content, needle):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    _jsonl(folder / "test.jsonl", [{"text": "a", "label": 1}])
+    body = """\
+        task: t
+        dataset_path: ../d
+        training_split: train
+        test_split: test
+        doc_to_text: "{text}:"
+        doc_to_choice: {"0": " no", "1": " yes"}
+        """
+    with pytest.raises(UserError, match=re.escape(needle)) as err:
+        load_splits(_local_task(tmp_path, body))
+    assert "\n" not in str(err.value)
+
+
+def test_json_lines_with_a_byte_order_mark_and_shards_with_keys_in_another_order(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "train-0.jsonl").write_text('{"text": "a", "label": "x"}\n', encoding="utf-8-sig")
+    (folder / "train-1.jsonl").write_text('{"label": "y", "text": "b"}\n', encoding="utf-8")
+    _jsonl(folder / "test.jsonl", [{"text": "c", "label": "x"}])
+    body = """\
+        task: t
+        dataset_path: ../d
+        training_split: train
+        test_split: test
+        doc_to_text: "{text}:"
+        doc_to_choice: {x: " x", y: " y"}
+        """
+    data = load_splits(_local_task(tmp_path, body))
+    assert [(e.text_fields["text"], e.label) for e in data.pool] == [("a", "x"), ("b", "y")]
+
+
+
+def test_float_labels_are_named_as_the_cause(tmp_path):
+    """0.0 / 1.0 (pandas writes an integer column holding NaN as floats) are not the label names 0 / 1."""
+    rows = [{"text": "a", "label": 0.0}, {"text": "b", "label": 1.0}]
+    _jsonl(tmp_path / "d" / "train.jsonl", rows)
+    _jsonl(tmp_path / "d" / "test.jsonl", rows)
+    body = """\
+        task: t
+        dataset_path: ../d
+        training_split: train
+        test_split: test
+        doc_to_text: "{text}:"
+        doc_to_choice: {"0": " no", "1": " yes"}
+        """
+    with pytest.raises(UserError, match=r"\['0.0', '1.0'\].*the labels are floats"):
+        load_splits(_local_task(tmp_path, body))

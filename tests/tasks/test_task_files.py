@@ -95,6 +95,7 @@ def test_task_file_by_path_with_optional_keys(tmp_path):
     (lambda t: t + "dataset_nmae: x\n", "unknown key(s) dataset_nmae"),
     (lambda t: t + "templates: ['{question}']\n", "either doc_to_text"),
     (lambda t: t.replace("Q: {question} A:", "Q: A:"), "no placeholder"),
+    (lambda t: t.replace("{question}", "{{question}}"), "is Jinja ({{text}}); iclgd's templates are Python format"),
     (lambda t: t.replace("{question}", "{}"), "plain field names"),
     (lambda t: t.replace("{question}", "{question.upper}"), "plain field names"),
     (lambda t: t, "read as a boolean"),  # bare YAML no/yes are booleans

@@ -68,13 +68,27 @@ def read_file(path: Path) -> tuple[Columns, ClassNames]:
     """One data file's columns: Parquet (keeping ``datasets`` ClassLabel features), JSON lines, a JSON
     array of objects, or CSV (every value a string)."""
     suffix = path.suffix.lower()
+    try:
+        return _read_file(path, suffix)
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save it "
+                        "as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def _read_file(path: Path, suffix: str) -> tuple[Columns, ClassNames]:
     if suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as err:
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise UserError(f"{path}: not a readable Parquet file ({first_line}); is it truncated? write it "
+                            "again") from None
         return table.to_pydict(), class_names_from_metadata(table.schema.metadata)
     if suffix in (".jsonl", ".json"):
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the first record
         try:
             if text.lstrip().startswith("["):
                 records = json.loads(text)
@@ -87,7 +101,12 @@ def read_file(path: Path) -> tuple[Columns, ClassNames]:
         return _records_to_columns(records), {}
     if suffix == ".csv":
         with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark is no header
-            return _records_to_columns(list(csv.DictReader(f))), {}
+            records = list(csv.DictReader(f))
+        for line, record in enumerate(records, start=2):
+            if None in record:  # DictReader's key for the fields past the header's
+                raise UserError(f"{path}: line {line} has more fields than the header; quote a field that holds a "
+                                "comma (\"fine, really\")")
+        return _records_to_columns(records), {}
     raise UserError(f"{path}: unsupported data file type {suffix!r}; use one of {', '.join(DATA_SUFFIXES)}")
 
 
@@ -129,7 +148,7 @@ def read_split(files: list[Path]) -> tuple[Columns, ClassNames]:
         part, names = read_file(file)
         if not any(part.values()):  # else the first complaint would be a missing label column
             raise UserError(f"data file {file} is empty (no rows): fill it, or point the task at the right file")
-        if columns and list(part) != list(columns):
+        if columns and set(part) != set(columns):  # JSON objects are unordered: the same keys are the same columns
             raise UserError(f"{file}: columns {list(part)} differ from those of the split's other files "
                             f"{list(columns)}")
         for name, values in part.items():
@@ -149,8 +168,9 @@ def files_revision(files: list[Path]) -> str:
 
 
 def _label_name(value, names: list[str] | tuple[str, ...] | None, words: dict[str, str]) -> str | None:
-    """A row's label NAME from its label value; None when the row has no label (None, '' or -1)."""
-    if value is None or value == "" or value == -1 or value == "-1":
+    """A row's label NAME from its label value; None when the row has no label (None, '', or -1 where -1 is not a
+    label: the hub's convention for a test split without labels, unless doc_to_choice maps "-1")."""
+    if value is None or value == "" or ((value == -1 or value == "-1") and "-1" not in words):
         return None
     if isinstance(value, bool):
         return str(value).lower()
@@ -187,11 +207,14 @@ def to_examples(task: Task, columns: Columns, class_names: ClassNames, split: st
     unlabelled = sum(label is None for label in labels)
     if unlabelled:
         raise UserError(f"task {task.name!r}: {unlabelled} of {len(labels)} rows of split {split!r} of {where} have "
-                        "no label (-1 or empty); use a labelled split for the pool and the evaluation")
+                        "no label (-1 or empty); use a labelled split for the pool and the evaluation (where -1 is a "
+                        "real label, map \"-1\" in doc_to_choice)")
     unmapped = sorted({label for label in labels if label not in task.label_words})
     if unmapped:
+        floats = all(label.endswith(".0") and label[:-2].lstrip("-").isdigit() for label in unmapped)
+        hint = " (the labels are floats, as pandas writes a column with NaN: store them as integers)" if floats else ""
         raise UserError(f"task {task.name!r}: label names {unmapped} in split {split!r} of {where} have no label word; "
-                        f"doc_to_choice maps {list(task.label_words)}: add them")
+                        f"doc_to_choice maps {list(task.label_words)}: add them{hint}")
     examples = []
     for i, label in enumerate(labels):
         text_fields = {c: _text(columns[c][i]) for c in text_columns}

@@ -229,13 +229,22 @@ def parse_task(raw: object, path: Path) -> Task:
         raise UserError(f"{_where(path)}: eval_size must be a positive integer, got {eval_size!r}")
     dataset_path = _string(raw, "dataset_path", path)
     data_files = _data_files(raw, path)
+    training_split, eval_split = str(_string(raw, "training_split", path)), _eval_split(raw, path)
+    same_files = (data_files is not None and training_split != eval_split
+                  and data_files.get(training_split) is not None
+                  and set(data_files.get(training_split)) == set(data_files.get(eval_split) or ()))
+    if training_split == eval_split or same_files:
+        what = f"split {training_split!r}" if training_split == eval_split else f"files {list(data_files[eval_split])}"
+        raise UserError(f"{_where(path)}: the demonstration pool and the evaluation split are the same {what}: the "
+                        "demos and the lr search's held-out rows would be eval rows; give the eval rows their own "
+                        "split (e.g. data_files: {train: train.jsonl, test: test.jsonl})")
     return Task(
         name=str(_string(raw, "task", path)),
         dataset_path=dataset_path,
         dataset_name=_string(raw, "dataset_name", path),
         revision=_string(raw, "revision", path),
-        training_split=str(_string(raw, "training_split", path)),
-        eval_split=_eval_split(raw, path),
+        training_split=training_split,
+        eval_split=eval_split,
         templates=_templates(raw, path),
         label_words=_label_words(raw, path),
         separator=_separator(raw, path),
@@ -282,3 +291,8 @@ def load_task(name_or_path: str | Path) -> Task:
         return tasks[text]
     raise UserError(f"unknown task {text!r}; known tasks: {', '.join(tasks)}; "
                     "a path to a task file (.yaml) also works")
+
+
+def task_name(name_or_path: str | Path) -> str:
+    """A task's own name (a task file's ``task:``, not its file name), for titles and default folders."""
+    return load_task(name_or_path).name

@@ -38,6 +38,9 @@ def template_fields(template: str, *, where: str = "template", example_field: st
     if not fields:
         example = (f"e.g. '{example_field.capitalize()}: {{{example_field}}} Label:'" if example_field
                    else "e.g. 'Sentence: {sentence} Label:' with a field the rows have")
+        if "{{" in template:  # lm-evaluation-harness writes Jinja; a format string reads {{ }} as literal braces
+            raise UserError(f"{where}: template {template!r} is Jinja ({{{{text}}}}); iclgd's templates are Python "
+                            f"format strings, whose {{{{ }}}} are literal braces: write {{text}}, {example}")
         raise UserError(f"{where}: template {template!r} has no placeholder for the row's fields; add one, {example}")
     return tuple(fields)
 
