@@ -39,7 +39,7 @@ def export_task(folder: Path, docs: int) -> tuple[Path, str]:
 
     cfg = CompareConfig(model=MODEL, task=TASK, shots=1, seed=1, eval_size=docs)
     rows = select_rows(cfg)
-    _, separator = bos_and_separator(cfg, rows.task, load_model(MODEL))
+    _, separator = bos_and_separator(cfg, rows.task, load_model(MODEL).family)
     labels = list(rows.task.label_words)
     folder.mkdir(parents=True, exist_ok=True)
     for split, examples in (("train", rows.pool), ("test", rows.eval_rows)):

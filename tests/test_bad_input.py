@@ -128,6 +128,11 @@ def assets(tmp_path_factory):
     _local_task(root, "gap", "jsonl", "".join(f'{{"text": "row {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(8)),
                 '{"text": null, "label": "a"}\n{"label": "b"}\n',
                 "label_field: label\ndoc_to_choice: {a: ' a', b: ' b'}\n")
+    # a task whose label word is two tokens of the shipped model's vocabulary
+    _local_task(root, "twotoken", "jsonl", "".join(f'{{"text": "L{i % 3 + 1}", "label": "{"ab"[i % 2]}"}}\n'
+                                                   for i in range(8)),
+                "".join(f'{{"text": "L{i % 2 + 1}", "label": "{"ab"[i % 2]}"}}\n' for i in range(8)),
+                "label_field: label\ndoc_to_choice: {a: ' L1 L6', b: ' L2'}\n")
     # sweeps
     base = SWEEP_BASE.format(**values)
     sweeps = {
@@ -141,6 +146,12 @@ def assets(tmp_path_factory):
         "grid-typo": base + "grid: {sede: [1, 2]}\n",
         "lr-inf": base.replace("lr: 0.01", "lr: .inf"),
         "cuda": base + "grid: {device: [cpu, cuda]}\n",
+        "bos-late": base + "grid: {bos: [null, 'L1 L6 L1']}\n",
+        "context-late": base + "grid: {max_context: [null, 100000]}\n",
+        "ft-shots-late": base + "grid: {ft_shots: [4, 100000]}\n",
+        "orderings-late": base + "grid: {orderings: [1, 30]}\n",
+        "layer-late": base + "grid: {methods: [[gd], ['wv:7-gd-label']]}\n",
+        "label-late": base + f"grid: {{task: [icc-heldout, {root / 'twotoken-task.yaml'}]}}\n",
         "ok": base + "grid: {seed: [1, 2]}\n",
         "base-list": "base: [1, 2]\n",
         "grid-empty": base + "grid: {seed: []}\n",
@@ -257,6 +268,8 @@ CASES = [
     (["compare", *UNIT, "--untrained", "half"], "'untrained'"),
     (["compare", *UNIT, "--method", "sgd"], "'methods"),
     (["compare", *UNIT, "--method", "whole-gd-labels"], "unknown loss 'labels'"),
+    (["compare", *UNIT, "--method", "wv:middle-gd-label", "--method", "wv:deep-gd-label"],
+     "train the same layer (1) of this 2-layer model"),
     (["compare", *UNIT, "--method", "whole-rmsprop"], "unknown optimizer 'rmsprop'"),
     (["compare", *UNIT, "--method", "wv:top-gd"], "unknown layer 'top'"),
     (["compare", *UNIT, "--method", "wv:40-gd"], "trains layer 40, but the model has"),
@@ -313,6 +326,13 @@ CASES = [
                                                  "'seed'?)"),
     (["sweep", "{assets}/sweep-lr-inf.yaml"], "finite number"),
     (["sweep", "{assets}/sweep-cuda.yaml"], "CUDA is not available"),
+    # found from the tokenizer and config before the first unit runs, not after it
+    (["sweep", "{assets}/sweep-bos-late.yaml"], "BOS must be one token"),
+    (["sweep", "{assets}/sweep-context-late.yaml"], "longer than the context"),
+    (["sweep", "{assets}/sweep-ft-shots-late.yaml"], "ft_shots = 100000 demonstrations for FT"),
+    (["sweep", "{assets}/sweep-orderings-late.yaml"], "30 distinct orderings asked for, but 4 demos have only 24"),
+    (["sweep", "{assets}/sweep-layer-late.yaml"], "method 'wv:7-gd-label' trains layer 7, but the model has 2"),
+    (["sweep", "{assets}/sweep-label-late.yaml"], "label word ' L1 L6' is 2 tokens"),
     (["sweep", "{assets}/sweep-ok.yaml", "--out", "{ro}/sweep"], "cannot be written"),
     (["sweep", "{assets}/sweep-ok.yaml", "--out", "{assets}/file.txt"], "is a file, not a folder"),
     (["sweep", "{assets}/sweep-ok.yaml", "--backend", "mpi"], "unknown sweep backend"),
@@ -372,6 +392,7 @@ CASES = [
     (["report", "{results}", "--method", "foo"], "no FT method 'foo'"),
     (["report", "{results}", "--method", "lcgd", "--plot", "accuracy"], "they hold gd"),
     (["report", "{results}", "--plot", "violin"], "unknown plot"),
+    (["report", "{results}", "--where", "lr = 0.05"], "--where 'lr = 0.05' is not a filter on the metrics columns"),
     (["report", "{results}", "--plot", "per-layer", "--plot-out", "{assets}/file.txt/plot"], "which is a file"),
     (["report", "{results}", "--plot", "per-layer", "--plot-out", "{ro}/plot"], "cannot be written"),
     (["report", "{results}", "--where", "nonsense ((("], "query failed"),
@@ -379,6 +400,7 @@ CASES = [
     (["report", "{results}", "--paper", "shen2024"], "no Shen et al. results in"),
     (["sql", "{results}", "SELEC 1"], "query failed"),
     (["sql", "{results}", " "], "no query given"),
+    (["sql", "{results}", "SELECT 1; SELECT 2"], "the query holds 2 statements: run one at a time"),
     (["report", "{results}/" + unit_id({"task": "sst2", "k": 4, "seed": 1})], "is one unit's folder, not a results"),
     (["reproduce", "nosuch", "--model", "icc-gpt2", "--out", "{work}/r"], "unknown paper 'nosuch': iclgd reproduces "
                                                                          "dai2023, deutch2024"),

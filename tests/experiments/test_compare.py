@@ -1,5 +1,6 @@
 """One compare unit end to end on a tiny model and task fixtures: tables, record, determinism, bad input."""
 
+import hashlib
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ from iclgd.errors import UserError
 from iclgd.experiments.compare import run_compare
 from iclgd.experiments.config import CompareConfig
 from iclgd.experiments.run import run_and_store
+from iclgd.experiments.sweep import check_units
 from iclgd.finetune import DAI_LR_GRID, HALF_DECADE_GRID
 from iclgd.models.tiny import save_tiny_model
 from iclgd.tasks import FIXTURES_DIR
@@ -454,6 +456,36 @@ def test_low_precision_update_loss_is_recorded_and_warned(gpt2_dir, tmp_path, ca
     assert full.record["update_rounding_error"] == {"gd": 0.0} and "rounding" not in capsys.readouterr().err
 
 
+def test_a_finished_unit_of_a_changed_task_file_is_not_reused(gpt2_dir, tmp_path, capsys):
+    """The unit id names a task file by its path; a rerun after its template, label words or data changed is
+    refused (one line, naming what differs) instead of answering with the old results."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [("a great film", "positive"), ("a dull plot", "negative"), ("I loved it", "positive"),
+            ("a waste of time", "negative")] * 4
+    lines = "".join(json.dumps({"sentence": text, "label": label}) + "\n" for text, label in rows)
+    (data / "train.jsonl").write_text(lines)
+    (data / "test.jsonl").write_text(lines)
+    task_file = tmp_path / "reviews.yaml"
+    task_text = (f"task: reviews\ndataset_path: {data}\ntraining_split: train\ntest_split: test\n"
+                 "doc_to_text: 'Sentence: {sentence} Label:'\nlabel_field: label\n"
+                 "doc_to_choice: {negative: ' Negative', positive: ' Positive'}\n")
+    task_file.write_text(task_text)
+    cfg = _cfg(gpt2_dir, tmp_path, task=str(task_file), data_dir=None, methods=["gd"], kendall_examples=0)
+    unit_dir = run_and_store(cfg, show_progress=False)
+    assert run_and_store(cfg, show_progress=False) == unit_dir and "already done" in capsys.readouterr().err
+    task_file.write_text(task_text.replace("Sentence: {sentence} Label:", "Text: {sentence} Answer:"))
+    with pytest.raises(UserError, match=r"task .*reviews.yaml changed since unit .* \(what differs: template\)"):
+        run_and_store(cfg, show_progress=False)
+    task_file.write_text(task_text)
+    (data / "test.jsonl").write_text(lines.replace('"positive"', '"other"').replace('"negative"', '"positive"')
+                                     .replace('"other"', '"negative"'))
+    with pytest.raises(UserError, match=r"\(what differs: dataset_revision\)"):
+        run_and_store(cfg, show_progress=False)
+    with pytest.raises(UserError, match=r"\(what differs: dataset_revision\)"):  # a sweep says so before any unit
+        check_units([cfg])
+
+
 def test_a_finished_unit_of_a_changed_model_folder_is_not_reused(tmp_path, capsys):
     """The unit id names a local model by its path; the record keeps its files' sizes and times, and a rerun after
     the weights were replaced is refused (one line, naming the file) instead of answering with the old results."""
@@ -463,10 +495,33 @@ def test_a_finished_unit_of_a_changed_model_folder_is_not_reused(tmp_path, capsy
     cfg = _cfg(model, tmp_path, methods=["gd"], kendall_examples=0)
     unit_dir = run_and_store(cfg, show_progress=False)
     record = json.loads((unit_dir / "record.json").read_text())
-    assert record["model"]["files"]["model.safetensors"][0] == (model / "model.safetensors").stat().st_size
+    weights_file = model / "model.safetensors"
+    assert record["model"]["files"]["model.safetensors"][0] == weights_file.stat().st_size
+    assert record["model"]["sha256"]["model.safetensors"] == hashlib.sha256(weights_file.read_bytes()).hexdigest()
     assert run_and_store(cfg, show_progress=False) == unit_dir and "already done" in capsys.readouterr().err
-    weights = st.load_file(model / "model.safetensors")
-    st.save_file({name: t + 0.01 for name, t in weights.items()}, model / "model.safetensors",
-                 metadata={"format": "pt"})
-    with pytest.raises(UserError, match=r"changed since unit .* \(model.safetensors differ in size or time\)"):
+    weights = st.load_file(weights_file)
+    # the same bytes written again (a fresh copy): a new time, the same content, so the unit is reused
+    weights_file.write_bytes(weights_file.read_bytes())
+    os.utime(weights_file, ns=(1, 1))
+    assert run_and_store(cfg, show_progress=False) == unit_dir and "already done" in capsys.readouterr().err
+    st.save_file({name: t + 0.01 for name, t in weights.items()}, weights_file, metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"changed since unit .* \(model.safetensors differ in content\)"):
         run_and_store(cfg, show_progress=False)
+    del record["model"]["sha256"]  # a record from before contents were hashed: sizes and times only
+    (unit_dir / "record.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match=r"\(model.safetensors differ in size or time\)"):
+        run_and_store(cfg, show_progress=False)
+
+
+def test_a_tokenizer_larger_than_the_model_vocabulary_is_a_user_error(tmp_path):
+    """A tokenizer saved beside another model: its ids past the embedding rows fail before any pass, in one line."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from iclgd.models.tiny import tiny_model
+
+    _, tokenizer = tiny_model("gpt2", seed=0)
+    folder = tmp_path / "small-vocab"
+    GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=256)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with pytest.raises(UserError, match=r"outside .*small-vocab's vocabulary of 50 embeddings \(its tokenizer has"):
+        run_compare(_cfg(folder, tmp_path, methods=["gd"], kendall_examples=0), show_progress=False)

@@ -101,3 +101,12 @@ def test_per_example_pair_reference_and_the_unit_metrics():
     assert set(OUTPUT_METRICS) == {"to@10", "ocs@10", "kl", "js"}
     q = torch.softmax(torch.arange(20.0), -1)[None]
     assert float(OUTPUT_METRICS["to@10"](q, q)) == 1.0 and float(OUTPUT_METRICS["ocs@10"](q, q)) == pytest.approx(1.0)
+
+
+def test_one_ordering_has_no_order_sensitivity_and_js_names_its_arguments():
+    """One ordering has no spread: an error, not a 0 that reads as order-invariant (as the running spread and the
+    ICL-vs-ICL reference say); JS names its own arguments when their shapes differ."""
+    with pytest.raises(ValueError, match="at least two orderings"):
+        order_sensitivity(P1[None, None])
+    with pytest.raises(ValueError, match=r"p1 \[3, 4\] and p2 \[4\]"):
+        js_divergence(torch.rand(3, 4), torch.rand(4))

@@ -98,3 +98,21 @@ def test_report_partial_reports_the_finished_units_of_an_unfinished_sweep(tmp_pa
     result = invoke("report", tmp_path, "--partial")
     assert result.exit_code == 0, result.output
     assert "iclgd summary" in result.output
+
+
+def test_a_sweeps_summary_shows_the_ft_method_its_units_ran(tmp_path, monkeypatch, capsys):
+    """A sweep of lcgd units: the summary printed at its end is lcgd's, not an empty gd table."""
+    import sys
+    from pathlib import Path
+
+    from iclgd.cli import main
+
+    model = Path(__file__).resolve().parents[2] / "src" / "iclgd" / "assets" / "icc-gpt2"
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"base: {{model: {model}, task: icc-heldout, eval_size: 8, shots: 4, lr: 0.01, "
+                     f"methods: [lcgd], kendall_examples: 0}}\nout: {tmp_path / 'out'}\n")
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setattr(sys, "argv", ["iclgd", "sweep", str(sweep)])
+    main()
+    out = capsys.readouterr().out
+    assert "FT = lcgd" in out and "SimAOU" in out

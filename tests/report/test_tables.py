@@ -221,3 +221,21 @@ def test_summary_keeps_the_rec2ftp_column_where_ft_fixed_nothing(tmp_path):
     assert list(table.columns[headers.index("Rec2FTP")].cells) == ["—"]
     write_unit(tmp_path / "icl", "u", {"seed": 1}, UnitResult(metrics=rows[:2], predictions=[]))
     assert "Rec2FTP" not in [column.header for column in summary_table(open_results(tmp_path / "icl")).columns]
+
+
+def test_over_seed_never_averages_across_other_settings(tmp_path):
+    """Units that differ in a config field that is no key column (lr here; epochs, ft_shots, methods alike) are
+    never pooled: --over seed keeps them apart and names the field that differs."""
+    for name, seed, lr, accuracy in (("a", 1, 0.01, 0.875), ("b", 1, 0.05, 0.5), ("c", 2, 0.01, 0.625)):
+        keys = dict(model="m", variant="trained", task="t", template=0, seed=seed, order=0, k=4, true_k=4)
+        write_unit(tmp_path, name, {"seed": seed, "lr": lr, "batch_size": seed}, UnitResult(
+            metrics=[metric_row("accuracy", accuracy, 8, method="icl", **keys)], predictions=[]))
+    con = open_results(tmp_path)
+    rows = summary_rows(con, over=("seed",))
+    assert len(rows) == 2
+    assert _row(rows, setting="lr=0.01")["n"] == 2 and _row(rows, setting="lr=0.01")["acc ICL"].mean == 0.75
+    assert _row(rows, setting="lr=0.05")["n"] == 1
+    text = render(summary_table(con, over=("seed",)))
+    assert "setting" in text and "lr=0.05" in text  # batch_size changes no value: not a setting
+    side = render(side_by_side_table(con, by="variant"))
+    assert "trained (lr=0.01)" in side and "trained (lr=0.05)" in side

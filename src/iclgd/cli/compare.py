@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -51,7 +52,8 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str | None, typer.Option(help="cpu | cuda")] = None,
         batch_size: Annotated[int | None, typer.Option(help="eval batch size")] = None,
         max_context: Annotated[int | None, typer.Option(help="context length (default: the model's)")] = None,
-        separator: Annotated[str | None, typer.Option(help="separator text between demos")] = None,
+        separator: Annotated[str | None, typer.Option(help="separator text between demos (\\n is a newline, "
+                                                           "\\t a tab, \\\\ a backslash)")] = None,
         bos: Annotated[str | None, typer.Option(help="BOS text, or none")] = None,
         data_dir: Annotated[str | None, typer.Option(help="folder of prepare-data snapshots")] = None,
         kendall_examples: Annotated[int | None, typer.Option(help="eval examples for Kendall")] = None,
@@ -71,7 +73,7 @@ def register(app: typer.Typer) -> None:
             record_epochs=record_epoch or None, output_metrics=output_metrics, orderings=orderings,
             ft_shots=ft_shots, lr=lr, lr_search=lr_search, lr_search_rows=lr_search_rows,
             untrained=untrained,
-            dtype=dtype, device=device, batch_size=batch_size, max_context=max_context, separator=separator,
+            dtype=dtype, device=device, batch_size=batch_size, max_context=max_context, separator=unescape(separator),
             bos=bos, data_dir=data_dir, kendall_examples=kendall_examples, balanced=balanced,
             captures=captures, out=out,
         )
@@ -112,6 +114,15 @@ def register_sweep(app: typer.Typer) -> None:
 
         report, configs = run_sweep_file(file, out=out, backend=backend)
         con = open_results(Path(configs[0].out))
-        console().print(summary_table(con))
+        ran = [method for cfg in configs for method in cfg.methods]  # the FT method the sweep's units ran most
+        console().print(summary_table(con, ft_method=max(ran, key=ran.count) if ran else "gd"))
         others = f", {len(report.by_others)} run by another sweep on this folder" if report.by_others else ""
         console().print(f"{len(report.ran)} ran, {len(report.skipped)} already done{others}; results: {configs[0].out}")
+
+
+def unescape(text: str | None) -> str | None:
+    """A shell passes '\\n' as a backslash and an n: on the command line \\n, \\t and \\\\ mean what they do in
+    YAML's double quotes (where a task file writes its separator)."""
+    if text is None:
+        return None
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)

@@ -143,13 +143,14 @@ def register(app: typer.Typer) -> None:
         """ICL accuracy vs k, trained and untrained: a table, curve.parquet and a plot (PNG + PDF)."""
         from iclgd.experiments.icl_curve import DEFAULT_KS, run_icl_curve
         from iclgd.report.console import console, curve_table
+        from iclgd.tasks import task_name
 
-        target = out if out is not None else Path("results/icl-curve") / Path(task).stem
+        target = out if out is not None else Path("results/icl-curve") / task_name(task)
         ks = tuple(k) if k else DEFAULT_KS
         points, paths = run_icl_curve(model, task, target, ks=ks, seeds=tuple(range(seeds)),
                                       untrained=tuple(untrained or ()), eval_size=eval_size, device=device,
                                       show_progress=progress)
         out_console = console()
-        out_console.print(curve_table(points, title=f"ICL accuracy on {Path(task).stem}",
+        out_console.print(curve_table(points, title=f"ICL accuracy on {task_name(task)}",
                                       caption=f"{model}; mean over {seeds} demo seed(s)"))
         out_console.print("wrote " + ", ".join(str(p) for p in paths))

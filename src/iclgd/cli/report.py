@@ -48,6 +48,21 @@ def check_complete(out: Path) -> None:
                         f"delete its plan ({plans})")
 
 
+def check_where(con, where: str) -> None:
+    """``--where`` filters the metrics view: a column it does not have (a config field such as lr) is named with
+    the ones it has, and where config fields are."""
+    from iclgd.errors import UserError
+    from iclgd.runner.results import query
+
+    try:
+        query(con, f"SELECT 1 FROM metrics WHERE ({where}) LIMIT 0")
+    except UserError as err:
+        columns = [row[0] for row in con.execute("DESCRIBE metrics").fetchall()]
+        raise UserError(f"--where {where!r} is not a filter on the metrics columns ({err}); they are "
+                        f"{', '.join(columns)}; config fields such as lr are in the units view: iclgd sql OUT "
+                        "\"SELECT unit FROM units WHERE json_extract(record, '$.config.lr') = 0.05\"") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def report(
@@ -83,6 +98,8 @@ def register(app: typer.Typer) -> None:
         con = open_results(out)
         if not partial:
             check_complete(out)
+        if where is not None:
+            check_where(con, where)
         if not paper or plot:
             check_method(con, method, out)
         stem = (plot_out or out / "_plots" / plot.replace("-", "_")) if plot else None
@@ -123,12 +140,21 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int, typer.Option(help="rows printed at most")] = 200,
     ) -> None:
         """Run a DuckDB query over a results folder and print the result as a table."""
+        import duckdb
         from rich.table import Table
 
+        from iclgd.errors import UserError
         from iclgd.report.console import console
         from iclgd.runner import open_results, query
 
-        columns, rows = query(open_results(out), query_text)
+        con = open_results(out)
+        try:
+            statements = len(duckdb.extract_statements(query_text))
+        except duckdb.Error:  # a syntax error: the query itself says where
+            statements = 1
+        if statements > 1:  # DuckDB would run them all and return the last one's rows alone
+            raise UserError(f"the query holds {statements} statements: run one at a time")
+        columns, rows = query(con, query_text)
         table = Table()
         for column in columns:
             table.add_column(column)
@@ -147,8 +173,9 @@ def register(app: typer.Typer) -> None:
                                                        "not for vonoswald2023, which trains its own")] = None,
         tasks: Annotated[str, typer.Option(help="comma-separated tasks (default: the paper's; with --quick, "
                                                 "offline real tasks)")] = "",
-        quick: Annotated[bool, typer.Option("--quick/--full", help="size the run for 2 CPU cores (k = 8, 100 eval "
-                                                                    "rows, halving lr search, fewer runs)")] = False,
+        quick: Annotated[bool, typer.Option("--quick/--full", help="size the run for 2 CPU cores: fewer and smaller "
+                                                                    "units (README: One command per paper lists "
+                                                                    "each paper's)")] = False,
         device: Annotated[str | None, typer.Option(help="cpu | cuda (default: the protocol's)")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     ) -> None:

@@ -67,6 +67,7 @@ def perturb(
     from iclgd.experiments.weights import DEFAULT_SIGMAS, run_perturbation
     from iclgd.report.console import console
     from iclgd.report.weights import perturb_table
+    from iclgd.tasks import task_name
 
     target = out if out is not None else _default_out("perturb", model)
     points, record, paths = run_perturbation(
@@ -76,7 +77,7 @@ def perturb(
     printer = console()
     caption = (f"noise on {record['n_matrices']} matrices ({weights}); {record['eval_size']} eval rows; "
                f"chance {record['chance']:.3f}, majority label {record['majority']:.3f}")
-    printer.print(perturb_table(points, title=f"ICL under weight noise: {model} on {Path(task).stem}, k = {k}",
+    printer.print(perturb_table(points, title=f"ICL under weight noise: {model} on {task_name(task)}, k = {k}",
                                 caption=caption))
     printer.print("wrote " + ", ".join(str(p) for p in paths))
 
@@ -106,6 +107,7 @@ def checkpoints(
     from iclgd.metrics.weights import THRESHOLDS
     from iclgd.report.console import console
     from iclgd.report.weights import checkpoint_table
+    from iclgd.tasks import task_name
 
     target = out if out is not None else _default_out("checkpoints", str(run))
     points, sparsity_rows, record, paths = run_checkpoints(
@@ -114,7 +116,7 @@ def checkpoints(
         batch_size=batch_size, device=device, show_progress=progress)
     printer = console()
     printer.print(checkpoint_table(points, sparsity_rows,
-                                   title=f"Checkpoints of {run} on {Path(task).stem}, k = {k}",
+                                   title=f"Checkpoints of {run} on {task_name(task)}, k = {k}",
                                    caption=f"|ΔW|/|W| to the {reference} checkpoint (step {record['reference_step']}) "
                                            f"over {record['n_matrices']} matrices ({weights}); chance "
                                            f"{record['chance']:.3f}, majority label {record['majority']:.3f}"))

@@ -43,10 +43,10 @@ from iclgd.finetune.methods import FTMethod
 from iclgd.finetune.trajectories import gd_trajectories, supports_batched_trajectories
 from iclgd.models.attention import MKL_MODE
 from iclgd.models.capture import Capture, Prefix, encode_prefix
-from iclgd.models.families import blocks
-from iclgd.models.loading import LoadedModel, load_model, model_files
+from iclgd.models.families import Family, blocks
+from iclgd.models.loading import LoadedModel, load_model, model_files, model_sha256
 from iclgd.prompts.scoring import batches, score_batch
-from iclgd.prompts.sequences import Prompts, build_prompts
+from iclgd.prompts.sequences import Prompts, build_prompts, check_prompt_tokens
 from iclgd.runner.store import UnitResult, library_versions
 from iclgd.tasks import (
     eval_subset,
@@ -71,20 +71,20 @@ class UnitPrompts:
     info: dict[str, Any]  # what the record keeps about the inputs
 
 
-def bos_and_separator(cfg: CompareConfig, task, lm: LoadedModel) -> tuple[str | None, str]:
+def bos_and_separator(cfg: CompareConfig, task, family: Family) -> tuple[str | None, str]:
     """The config wins, then the task file (literal text, "" for none), then the family table."""
     if cfg.bos is not None:
         bos = None if cfg.bos in ("none", "") else cfg.bos
     elif task.bos is not None:
         bos = task.bos or None
     else:
-        bos = lm.family.bos
+        bos = family.bos
     sep = cfg.separator if cfg.separator is not None else task.separator
-    return bos, sep if sep is not None else lm.family.sep
+    return bos, sep if sep is not None else family.sep
 
 
-def model_context(lm: LoadedModel, default: int | None = None) -> int:
-    config = lm.model.config
+def model_context(config, default: int | None = None) -> int:
+    """The context length a transformers config gives (``default`` where it gives none)."""
     for name in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
@@ -92,6 +92,28 @@ def model_context(lm: LoadedModel, default: int | None = None) -> int:
     if default is not None:
         return default
     raise UserError("the model config gives no context length: set `max_context` in the config")
+
+
+def unit_max_context(cfg: CompareConfig, config) -> int:
+    """The unit's context: the config's ``max_context`` (no longer than the model's), else the model's."""
+    max_context = cfg.max_context or model_context(config)
+    if max_context > model_context(config, max_context):
+        raise UserError(f"max_context {max_context} is longer than the context of {cfg.model} "
+                        f"({model_context(config)} positions): lower --max-context or leave it out")
+    return max_context
+
+
+def check_unit_tokens(cfg: CompareConfig, task, tokenizer, config, family: Family) -> None:
+    """What a unit would refuse about its model's tokenizer and config, checked without the weights: the BOS, the
+    separator, the label words (one token each), the context, a trained layer out of range."""
+    bos, sep = bos_and_separator(cfg, task, family)
+    check_prompt_tokens(tokenizer, [task.label_words[name] for name in task.label_words], bos, sep)
+    unit_max_context(cfg, config)
+    n_layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(n_layers, int):
+        specs = [finetuning.parse_method(name) for name in cfg.methods]
+        for spec in specs:
+            spec.check_layers(specs, n_layers)
 
 
 @dataclass
@@ -136,14 +158,25 @@ def capped_eval_sizes(configs: list[CompareConfig]) -> list[CompareConfig]:
     return capped
 
 
+def check_ft_shots(cfg: CompareConfig, task_name: str, n_pool: int) -> None:
+    if cfg.ft_shots is not None and cfg.ft_shots > n_pool:
+        raise UserError(f"ft_shots = {cfg.ft_shots} demonstrations for FT, but the pool of {task_name} has only "
+                        f"{n_pool} rows: lower ft_shots")
+
+
+def check_orderings(count: int, true_k: int) -> None:
+    """More distinct demo orders asked for than ``true_k`` demos have (``shots`` bounds true k before the prompts)."""
+    if count > math.factorial(true_k):
+        raise UserError(f"{count} distinct orderings asked for, but {true_k} demos have only {math.factorial(true_k)}: "
+                        "lower orderings or raise shots")
+
+
 def select_rows(cfg: CompareConfig) -> UnitRows:
     task = load_task(cfg.task)
     template = task.template(cfg.template)
     data = load_splits(task, data_dir=cfg.data_dir)
     # One seeded sample serves ICL (its first `shots`) and, with ft_shots, FT (its first ft_shots).
-    if cfg.ft_shots is not None and cfg.ft_shots > len(data.pool):
-        raise UserError(f"ft_shots = {cfg.ft_shots} demonstrations for FT, but the pool of {task.name} has only "
-                        f"{len(data.pool)} rows: lower ft_shots")
+    check_ft_shots(cfg, task.name, len(data.pool))
     sampled = sample_demo_indices([ex.label for ex in data.pool], max(cfg.shots, cfg.ft_shots or 0), cfg.seed,
                                   balanced=cfg.balanced)
     demo_rows = sampled[:cfg.shots]
@@ -164,11 +197,8 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
     task, template = rows.task, rows.template
     label_names = list(task.label_words)
     demos = [rows.pool[i] for i in rows.demo_rows]
-    bos, sep = bos_and_separator(cfg, task, lm)
-    max_context = cfg.max_context or model_context(lm)
-    if max_context > model_context(lm, max_context):
-        raise UserError(f"max_context {max_context} is longer than the context of {cfg.model} "
-                        f"({model_context(lm)} positions): lower --max-context or leave it out")
+    bos, sep = bos_and_separator(cfg, task, lm.family)
+    max_context = unit_max_context(cfg, lm.config)
 
     def prompts_for(examples, demos=demos, max_context=max_context):
         return build_prompts(
@@ -193,6 +223,9 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
     if rows.training_rows is not None:  # FT's own demos: no prefix holds them, so no context bounds them
         training = prompts_for(rows.eval_rows[:1], demos=[rows.pool[i] for i in rows.training_rows],
                                max_context=2**62)
+    for built in (prompts, tune, training):
+        if built is not None:
+            check_vocabulary(lm, built)
     info = {
         "task": task.name, "template": template, "label_words": dict(task.label_words),
         "dataset_revision": rows.revision, "bos": bos, "separator": sep, "bos_ids": prompts.bos_ids,
@@ -203,6 +236,19 @@ def prepare_unit(cfg: CompareConfig, lm: LoadedModel, rows: UnitRows, *,
         "ft_demo_rows": rows.training_rows,
     }
     return UnitPrompts(task, prompts, tune, training, info)
+
+
+def check_vocabulary(lm: LoadedModel, prompts: Prompts) -> None:
+    """Every token id of the prompts has an embedding row: a tokenizer saved beside another model (larger than its
+    vocabulary) would otherwise fail deep in the forward pass."""
+    rows = lm.model.get_input_embeddings().num_embeddings
+    ids = [*prompts.prefix_ids, *prompts.bos_ids, *prompts.sep_ids, *(i for label in prompts.label_ids for i in label),
+           *(i for demo in prompts.demo_ids for i in demo), *(i for q in prompts.queries for i in q.input_ids)]
+    largest = max(ids, default=-1)
+    if largest >= rows:
+        raise UserError(f"token id {largest} of the prompts is outside {lm.name}'s vocabulary of {rows} embeddings "
+                        f"(its tokenizer has {len(lm.tokenizer)} tokens): the tokenizer is not this model's; save the "
+                        "model with its own tokenizer")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -562,9 +608,7 @@ def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
             count = 2
         else:
             warn("one demonstration has one order: the output metrics' ICL-vs-ICL noise floor is not computed")
-    if count > math.factorial(true_k):
-        raise UserError(f"{count} distinct orderings asked for, but {true_k} demos have only {math.factorial(true_k)}: "
-                        "lower orderings or raise shots")
+    check_orderings(count, true_k)
     orders, seen, order = [], set(), cfg.order
     while len(orders) < count:
         permutation = order_permutation(cfg.seed, order, true_k)
@@ -608,8 +652,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     methods = {name: finetuning.parse_method(name) for name in cfg.methods}
     if not record_kendall(cfg, methods):
         warn("no Kendall τ in this unit: it is measured for Dai's gd over one epoch on ICL's own demos")
-    for spec in methods.values():
-        spec.resolve_layer(len(blocks(lm.model, lm.family)))  # a layer out of range fails before any pass
+    for spec in methods.values():  # a layer out of range, or two methods on one layer, fail before any pass
+        spec.check_layers(list(methods.values()), len(blocks(lm.model, lm.family)))
     orders = demo_orders(cfg, prompts.true_k)
     orderings = ordered_prompts(prompts, orders)
     recorded = cfg.epochs_recorded()
@@ -655,7 +699,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         "analysis_position": cfg.position,
         "dtype": cfg.dtype,
         "model": {"name": cfg.model, "family": lm.family.name, "revision": lm.source_revision,
-                  "untrained": cfg.untrained, "provenance": lm.provenance, "files": model_files(cfg.model)},
+                  "untrained": cfg.untrained, "provenance": lm.provenance, "files": model_files(cfg.model),
+                  "sha256": model_sha256(cfg.model)},
         "lr": lr,
         "lr_source": lr_source,
         "lr_search": None if search is None else {  # each grid point's held-out accuracy, over how many rows

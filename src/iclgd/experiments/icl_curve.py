@@ -15,6 +15,7 @@ from pathlib import Path
 
 from iclgd.checks import check_device, check_output_dir
 from iclgd.errors import UserError, warn
+from iclgd.tasks import task_name
 
 DEFAULT_KS = (0, 1, 2, 4, 8, 16)
 TRAINED = "trained"
@@ -109,6 +110,6 @@ def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] =
               "eval_size": points[0].n_eval if points else eval_size, "template": template, "chance": 1 / label_count,
               "versions": library_versions()}
     paths = [write_points(points, out / "curve.parquet", record)]
-    paths += plot_curve(points, out / "curve", title=f"{Path(task).stem}: {Path(model).name}",
+    paths += plot_curve(points, out / "curve", title=f"{task_name(task)}: {Path(model).name}",
                         chance=1 / label_count)
     return points, paths

@@ -10,22 +10,59 @@ from iclgd.checks import check_device, check_output_dir
 from iclgd.errors import UserError
 from iclgd.experiments.compare import capped_eval_sizes, run_compare
 from iclgd.experiments.config import CompareConfig
-from iclgd.models.loading import model_files
+from iclgd.models.loading import model_files, model_sha256
 from iclgd.runner.results import read_record
 from iclgd.runner.store import is_done, write_unit
 from iclgd.runs import remove_stale
+from iclgd.tasks import Task, TaskData, load_splits, load_task
 
 
-def check_model_unchanged(cfg: CompareConfig, unit_dir: Path) -> None:
+def check_unchanged(cfg: CompareConfig, unit_dir: Path, data: tuple[Task, TaskData] | None = None, *,
+                    model: bool = True) -> None:
+    """A finished unit is reused only while what it was computed from is unchanged: its local model's files
+    (:func:`check_model_unchanged`) and its task's template, label words and data revision. The unit id names a model
+    or task file by its path, and an edited task file or data file would otherwise answer with old results.
+    ``data``: the task and its rows, where the caller has them; else they are read (and, where the data is not
+    here, the task is not checked: the old results are shown as they are). ``model=False``: the model is not
+    checked (on Ray or SLURM its path is the worker's)."""
+    record = read_record(unit_dir)
+    if model:
+        check_model_unchanged(cfg, unit_dir, record)
+    if data is None:
+        try:
+            task = load_task(cfg.task)
+            data = task, load_splits(task, data_dir=cfg.data_dir)
+        except UserError:
+            return
+    task, rows = data
+    try:
+        template = task.template(cfg.template)
+    except UserError:
+        template = None
+    now = {"template": template, "label_words": dict(task.label_words), "dataset_revision": rows.revision}
+    changed = [name for name, value in now.items() if name in record and record[name] != value]
+    if changed:
+        raise UserError(f"task {cfg.task} changed since unit {unit_dir.name} was computed from it (what differs: "
+                        f"{', '.join(changed)}): delete {unit_dir} to recompute it, or write to another --out")
+
+
+def check_model_unchanged(cfg: CompareConfig, unit_dir: Path, record: dict | None = None) -> None:
     """A finished unit of a local model is reused only while the model's files are the ones it recorded: the unit id
     names the model by its path, and a folder whose weights were replaced would otherwise answer with old results."""
-    recorded = read_record(unit_dir).get("model", {}).get("files")
-    current = model_files(cfg.model)
+    model = (record if record is not None else read_record(unit_dir)).get("model", {})
+    recorded, current = model.get("files"), model_files(cfg.model)
     if recorded is None or current is None or recorded == current:
         return
-    changed = sorted(name for name in {*recorded, *current} if recorded.get(name) != current.get(name))
-    raise UserError(f"model {cfg.model} changed since unit {unit_dir.name} was computed from it ({', '.join(changed)} "
-                    f"differ in size or time): delete {unit_dir} to recompute it, or write to another --out")
+    changed = {name for name in {*recorded, *current} if recorded.get(name) != current.get(name)}
+    hashes = model.get("sha256")
+    if hashes is not None and set(recorded) == set(current):  # same files, new times (a copy): compare contents
+        now = model_sha256(cfg.model, changed)
+        changed = {name for name in changed if hashes.get(name) != now.get(name)}
+        if not changed:
+            return
+    raise UserError(f"model {cfg.model} changed since unit {unit_dir.name} was computed from it "
+                    f"({', '.join(sorted(changed))} differ{' in content' if hashes else ' in size or time'}): delete "
+                    f"{unit_dir} to recompute it, or write to another --out")
 
 
 def run_and_store(cfg: CompareConfig, *, show_progress: bool = True) -> Path:
@@ -38,7 +75,7 @@ def run_and_store(cfg: CompareConfig, *, show_progress: bool = True) -> Path:
     [cfg] = capped_eval_sizes([cfg])  # an eval_size past the split is the whole split: one unit, one id
     unit = cfg.unit_id()
     if is_done(out, unit):
-        check_model_unchanged(cfg, out / unit)
+        check_unchanged(cfg, out / unit)
         shell = Console(stderr=True, soft_wrap=True)
         shell.print(f"[dim]{unit}: already done in {out} (delete the folder to rerun)[/dim]")
         return out / unit

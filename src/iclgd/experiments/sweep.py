@@ -18,9 +18,9 @@ from typing import Any
 from iclgd.checks import check_device, check_output_dir
 from iclgd.config_files import read_yaml_mapping, unknown_key_text
 from iclgd.errors import UserError
-from iclgd.experiments.compare import capped_eval_sizes, run_compare
+from iclgd.experiments.compare import capped_eval_sizes, check_ft_shots, check_orderings, run_compare
 from iclgd.experiments.config import CompareConfig, load_config
-from iclgd.experiments.run import check_model_unchanged
+from iclgd.experiments.run import check_unchanged
 from iclgd.models.loading import check_source
 from iclgd.runner.store import is_done
 from iclgd.runner.sweep import SweepReport, run_sweep
@@ -74,7 +74,7 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
 def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
     """Bad input in any unit (task, template, k, device) fails the sweep before the first unit runs and before
     anything is written; a typo in the fifth grid point does not surface after four units of model work. A finished
-    unit of a local model whose files changed since is refused too (:func:`check_model_unchanged`)."""
+    unit whose task or local model changed since is refused too (:func:`check_unchanged`)."""
     from iclgd.tasks import load_splits, load_task, sample_demo_indices
 
     data = {}
@@ -84,15 +84,42 @@ def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
             data[cfg.task, cfg.data_dir] = task, load_splits(task, data_dir=cfg.data_dir)
         task, splits = data[cfg.task, cfg.data_dir]
         task.template(cfg.template)
-        sample_demo_indices([ex.label for ex in splits.pool], cfg.shots, cfg.seed, balanced=cfg.balanced)
-        if local:  # on Ray or SLURM the device and the model's path are the worker's
+        check_ft_shots(cfg, task.name, len(splits.pool))
+        sample_demo_indices([ex.label for ex in splits.pool], max(cfg.shots, cfg.ft_shots or 0), cfg.seed,
+                            balanced=cfg.balanced)
+        check_orderings(cfg.orderings, cfg.shots)
+        unit_dir = Path(cfg.out) / cfg.unit_id()
+        if is_done(unit_dir.parent, unit_dir.name):  # on Ray or SLURM the model's path is the worker's
+            check_unchanged(cfg, unit_dir, data[cfg.task, cfg.data_dir], model=local)
+        if local:  # on Ray or SLURM the device is the worker's
             check_device(cfg.device)
-            unit_dir = Path(cfg.out) / cfg.unit_id()
-            if is_done(unit_dir.parent, unit_dir.name):  # a finished unit of a local model whose files changed
-                check_model_unchanged(cfg, unit_dir)
     if local:
         for model in sorted({cfg.model for cfg in configs}):
             check_source(model, fetch_named=True)  # a named model not fetched yet: `iclgd demo` fetches it
+        check_tokens(configs, {key: task for key, (task, _) in data.items()})
+
+
+def check_tokens(configs: list[CompareConfig], tasks: dict[tuple, Any]) -> None:
+    """Each unit's BOS, separator, label words, context and trained layers against its model's tokenizer and config
+    (no weights read): a task whose label word is two tokens for the second model fails the sweep before the first
+    unit, not after the first model's units. Named models not fetched yet are left to their units."""
+    from iclgd.experiments.compare import check_unit_tokens
+    from iclgd.models import offline
+    from iclgd.models.loading import load_tokenizer
+
+    def not_fetched(model: str) -> bool:
+        return (model in offline.NAMED_MODELS and not Path(model).expanduser().exists()
+                and not offline.is_fetched(offline.named_model(model)))
+
+    checked, tokenizers = set(), {}
+    for cfg in configs:
+        key = cfg.model, cfg.task, cfg.data_dir, cfg.bos, cfg.separator, cfg.max_context, tuple(cfg.methods)
+        if key in checked or not_fetched(cfg.model):
+            continue
+        checked.add(key)
+        if cfg.model not in tokenizers:
+            tokenizers[cfg.model] = load_tokenizer(cfg.model)
+        check_unit_tokens(cfg, tasks[cfg.task, cfg.data_dir], *tokenizers[cfg.model])
 
 
 def run_unit(cfg: CompareConfig):

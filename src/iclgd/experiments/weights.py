@@ -40,6 +40,7 @@ from iclgd.errors import UserError, warn
 from iclgd.metrics.weights import THRESHOLDS, construction_sparsity, layer_sparsity, relative_weight_change
 from iclgd.models.families import attention_modules, family_of, projection_parameters, projection_weight
 from iclgd.runs import write_parquet
+from iclgd.tasks import task_name
 
 MATRICES = {"q": "W_Q", "k": "W_K", "v": "W_V"}
 WEIGHT_SETS = {
@@ -425,7 +426,7 @@ def run_perturbation(model: str, task: str, out: str | Path, *, k: int = 8, sigm
     paths = [write_parquet([asdict(p) for p in points], out / "perturb.parquet", record),
              write_record(record, out / "record.json")]
     paths += plot_accuracy_vs_change(points, out / "perturb", chance=facts["chance"], majority=facts["majority"],
-                                     title=f"{Path(task).stem}, k = {k}: {Path(model).name}, noise on {weights}")
+                                     title=f"{task_name(task)}, k = {k}: {Path(model).name}, noise on {weights}")
     return points, record, paths
 
 
@@ -454,7 +455,7 @@ def run_checkpoints(checkpoints: str | Path, task: str, out: str | Path, *, k: i
              write_record(record, out / "record.json")]
     paths += plot_checkpoints(points, sparsity_rows, out / "checkpoints", chance=facts["chance"],
                               majority=facts["majority"],
-                              title=f"{Path(task).stem}, k = {k}: {Path(checkpoints).name}")
+                              title=f"{task_name(task)}, k = {k}: {Path(checkpoints).name}")
     return points, sparsity_rows, record, paths
 
 

@@ -89,6 +89,18 @@ class FTMethod:
         return (self.params, self.layer, self.loss, self.optimizer, self.batch) == (
             other.params, other.layer, other.loss, other.optimizer, other.batch)
 
+    def check_layers(self, others: Sequence[FTMethod], n_layers: int) -> None:
+        """The layer this method trains is in range, and no other of ``others`` trains alike on the same layer of an
+        ``n_layers``-block model (wv:middle and wv:deep are one layer of a 2-layer model): UserError otherwise."""
+        layer = self.resolve_layer(n_layers)
+        for other in others:
+            if (other is not self and other.lr == self.lr and other.layer != self.layer
+                    and other.resolve_layer(n_layers) == layer
+                    and (other.params, other.loss, other.optimizer, other.batch) == (
+                        self.params, self.loss, self.optimizer, self.batch)):
+                raise UserError(f"methods {other.name!r} and {self.name!r} train the same layer ({layer}) of this "
+                                f"{n_layers}-layer model, alike: list one of them")
+
     def step_sequences(self, sequences: Sequence[Tensor | Sequence[int]]) -> list:
         """What one step trains on, in order: the demos, or for a per-token loss each demo's prefixes."""
         return token_steps(sequences) if self.loss in PER_TOKEN else list(sequences)

@@ -60,6 +60,7 @@ def kl_divergence(p1: Tensor, p2: Tensor) -> Tensor:
 
 def js_divergence(p1: Tensor, p2: Tensor) -> Tensor:
     """JS(p1, p2) = ½ KL(p1 ‖ m) + ½ KL(p2 ‖ m), m = ½ (p1 + p2); symmetric, in [0, log 2]."""
+    _same_shape(p1, p2)
     p1, p2 = p1.double(), p2.double()
     m = 0.5 * (p1 + p2)
     return 0.5 * kl_divergence(p1, m) + 0.5 * kl_divergence(p2, m)
@@ -69,6 +70,8 @@ def order_sensitivity_per_example(p: Tensor) -> Tensor:
     """Σ_v std_{π ∈ Π} p^π(v | x) per example x, population std (ddof=0); p: [Π orderings, N examples, V]."""
     if p.dim() != 3:
         raise ValueError(f"expected p of shape [orderings, examples, vocab], got {tuple(p.shape)}")
+    if p.shape[0] < 2:  # one ordering has no spread to measure: 0 would read as order-invariant
+        raise ValueError(f"order sensitivity needs at least two orderings, got {p.shape[0]}")
     return running_sum(p.double().std(dim=0, correction=0))
 
 

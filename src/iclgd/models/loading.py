@@ -3,6 +3,7 @@ variants. A GGUF file is converted once to a cached safetensors folder (:mod:`ic
 (``smollm2-135m``, :mod:`iclgd.models.offline`) is the folder ``iclgd models fetch`` wrote.
 
     load_model(name_or_path, dtype="float32", untrained=None, seed=0, device="cpu") -> LoadedModel
+    load_tokenizer(name_or_path) -> (tokenizer, config, family)   # no weights: checking prompts before model work
     loaded(model, tokenizer, name=...) -> LoadedModel          # wrap a model built in memory (tiny_model)
     make_untrained(model, family, variant, seed)                # in place
     prepare(model) -> Family                                    # idempotent; done by the two above
@@ -16,6 +17,7 @@ session the model computes exactly what the stock model computes.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import pickle
 import socket
@@ -197,21 +199,14 @@ def _read_config(name_or_path: str, source: str, local_only: bool):
         raise UserError(f"cannot read the model config of {name_or_path!r}: {first_line}") from error
 
 
-def load_model(name_or_path: str, *, dtype: str = "float32", untrained: str | None = None, seed: int = 0,
-               device: str = "cpu") -> LoadedModel:
-    """Load a causal LM and its tokenizer, prepared for capture; optionally an untrained variant (seeded)."""
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _tokenizer_and_config(name_or_path: str, source: str, local_only: bool) -> tuple[object, object, Family]:
+    """The tokenizer, config and family of a resolved model source; UserError for an unsupported architecture or a
+    missing tokenizer, before any weight is read."""
+    from transformers import AutoTokenizer
 
-    transformers.utils.logging.disable_progress_bar()  # iclgd shows its own progress
-    torch_dtype = _dtype(dtype)
-    if untrained is not None and untrained not in UNTRAINED_VARIANTS:
-        raise UserError(f"unknown untrained variant {untrained!r}: use one of {', '.join(UNTRAINED_VARIANTS)}")
-    source, local_only = _resolve(name_or_path)
     config = _read_config(name_or_path, source, local_only)
-    family = family_of(config)  # UserError for an unsupported architecture, before any weight is read
-    attn = "iclgd" if family.own_attention is None else "eager"
-    try:  # first: a folder without a usable tokenizer fails before any weight is read
+    family = family_of(config)
+    try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         problem = None
     except (OSError, ValueError) as error:
@@ -223,6 +218,28 @@ def load_model(name_or_path: str, *, dtype: str = "float32", untrained: str | No
         raise UserError(f"cannot load the tokenizer of {name_or_path!r} ({problem}): the model needs its tokenizer "
                         "files (tokenizer.json, or tokenizer_config.json with the vocabulary); save them with "
                         "tokenizer.save_pretrained(folder)")
+    return tokenizer, config, family
+
+
+def load_tokenizer(name_or_path: str) -> tuple[object, object, Family]:
+    """A model's tokenizer, config and family without its weights: what checking a unit's prompts needs."""
+    source, local_only = _resolve(name_or_path)
+    return _tokenizer_and_config(name_or_path, source, local_only)
+
+
+def load_model(name_or_path: str, *, dtype: str = "float32", untrained: str | None = None, seed: int = 0,
+               device: str = "cpu") -> LoadedModel:
+    """Load a causal LM and its tokenizer, prepared for capture; optionally an untrained variant (seeded)."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    transformers.utils.logging.disable_progress_bar()  # iclgd shows its own progress
+    torch_dtype = _dtype(dtype)
+    if untrained is not None and untrained not in UNTRAINED_VARIANTS:
+        raise UserError(f"unknown untrained variant {untrained!r}: use one of {', '.join(UNTRAINED_VARIANTS)}")
+    source, local_only = _resolve(name_or_path)
+    tokenizer, config, family = _tokenizer_and_config(name_or_path, source, local_only)
+    attn = "iclgd" if family.own_attention is None else "eager"
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, attn_implementation=attn, local_files_only=local_only
@@ -303,14 +320,41 @@ def make_untrained(model: nn.Module, family: Family, variant: str, seed: int) ->
 MODEL_FILES = ("*.safetensors", "*.bin", "*.gguf", "*.json", "*.model", "*.txt")
 
 
-def model_files(model: str) -> dict[str, list[int]] | None:
-    """[size, mtime_ns] of each weight, config and tokenizer file of a model given as a local folder or file (None for
-    a hub id or a named model): what a finished unit was computed from, checked when it is reused."""
+def _local_files(model: str) -> list[Path] | None:
+    """The weight, config and tokenizer files of a model given as a local folder or file (None for a hub id or a
+    named model)."""
     path = Path(model).expanduser()
     if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        files = sorted({f for pattern in MODEL_FILES for f in path.glob(pattern) if f.is_file()})
-    else:
-        return None
-    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
+        return [path]
+    if path.is_dir():
+        return sorted({f for pattern in MODEL_FILES for f in path.glob(pattern) if f.is_file()})
+    return None
+
+
+def model_files(model: str) -> dict[str, list[int]] | None:
+    """[size, mtime_ns] of each file of a local model (:func:`_local_files`): what a finished unit was computed from,
+    checked (cheaply) when it is reused."""
+    files = _local_files(model)
+    return None if files is None else {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
+
+
+_SHA256: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a sweep hashes a model once
+
+
+def file_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = str(path.resolve()), stat.st_size, stat.st_mtime_ns
+    if key not in _SHA256:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 23):
+                digest.update(chunk)
+        _SHA256[key] = digest.hexdigest()
+    return _SHA256[key]
+
+
+def model_sha256(model: str, names: set[str] | None = None) -> dict[str, str] | None:
+    """sha256 of each file of a local model (only those in ``names`` if given; None for a hub id, whose revision is
+    recorded, or a named model, whose provenance holds its GGUF's)."""
+    files = _local_files(model)
+    return None if files is None else {f.name: file_sha256(f) for f in files if names is None or f.name in names}

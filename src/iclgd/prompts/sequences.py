@@ -217,6 +217,15 @@ def check_known(tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int]) -
                         "the corpus it was pretrained on)")
 
 
+def check_prompt_tokens(tokenizer: PreTrainedTokenizerBase, label_words: Sequence[str], bos: str | None, sep: str, *,
+                        single_token_labels: bool = True) -> None:
+    """What :func:`build_prompts` refuses about a tokenizer and a task's words alone, before any row is read: the
+    BOS, the separator and the label words. A sweep checks every (model, task) pair with it before its first unit."""
+    special_ids(tokenizer, bos, sep)
+    pieces = PieceTokenizer(tokenizer)
+    check_label_ids(tokenizer, label_words, [pieces(word) for word in label_words], single_token=single_token_labels)
+
+
 def build_prompts(
     tokenizer: PreTrainedTokenizerBase,
     *,
@@ -254,9 +263,11 @@ def build_prompts(
         demos.append(input_ids + label_ids[label])
     k = true_k([len(d) + len(sep_ids) for d in demos], len(bos_ids), max_eval_len, max_context)
     if k == 0:
+        first = len(demos[0]) + len(sep_ids) if demos else 0
         raise UserError(
             f"no demonstration fits the context of {max_context} tokens next to the longest eval example "
-            f"({max_eval_len} tokens): use a model with a longer context, a shorter template, or fewer eval rows"
+            f"({max_eval_len} tokens): the first sampled demonstration takes {first} (demos are kept in their sampled "
+            "order); use a model with a longer context, shorter rows or template, or fewer eval rows"
         )
     prompts = Prompts(
         bos_ids=bos_ids,

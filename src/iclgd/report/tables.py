@@ -8,6 +8,7 @@ are also accepted under ``method = 'icl'``.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import statistics
@@ -72,8 +73,13 @@ SUMMARY_COLUMNS = (
     Column("Sen FT", "order_sensitivity", (FT,), 1, 4),
 )
 
-UNIT_KEYS = ("model", "variant", "task", "template", "k", "seed", "order", "unit")
+UNIT_KEYS = ("model", "variant", "task", "template", "k", "seed", "order", "setting", "unit")
 GROUPABLE = ("seed", "order", "template", "k", "task", "model", "variant")
+# The config field behind each key column; "setting" names the other config fields that differ between units
+# (lr, epochs, ft_shots, methods, ...): units are never averaged across them.
+KEY_FIELDS = {"model": "model", "variant": "untrained", "task": "task", "template": "template", "k": "shots",
+              "seed": "seed", "order": "order"}
+NOT_SETTINGS = {"out", "device", "batch_size", "captures"}  # where and how fast, not what is computed
 
 
 def where_clause(where: str | None) -> str:
@@ -134,12 +140,24 @@ def _unit_values(con: duckdb.DuckDBPyConnection, where: str | None) -> dict[str,
     units: dict[str, dict[str, Any]] = {}
     for row in rows:
         record = dict(zip(columns, row, strict=True))
-        unit = units.setdefault(record["unit"], {key: record[key] for key in UNIT_KEYS} | {"true_k": set(),
-                                                                                          "values": {}, "cis": {}})
+        unit = units.setdefault(record["unit"], {key: record.get(key) for key in UNIT_KEYS} | {"true_k": set(),
+                                                                                              "values": {}, "cis": {}})
         unit["true_k"].add(record["true_k"])
         unit["values"][(record["metric"], record["method"])] = record["value"]
         unit["cis"][(record["metric"], record["method"])] = (record["ci_low"], record["ci_high"])
+    configs = {unit: json.loads(record).get("config", {}) for unit, record in
+               con.execute("SELECT unit, record FROM units").fetchall() if unit in units}
+    varying = sorted({name for config in configs.values() for name in config
+                      if name not in NOT_SETTINGS | set(KEY_FIELDS.values())
+                      and len({json.dumps(c.get(name), sort_keys=True) for c in configs.values()}) > 1})
+    for name, unit in units.items():
+        config = configs.get(name, {})
+        unit["setting"] = ", ".join(f"{field}={_setting_text(config.get(field))}" for field in varying)
     return units
+
+
+def _setting_text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _pick(values: dict[tuple[str, str], Any], column: Column, ft_method: str) -> Any:
@@ -208,7 +226,7 @@ def summary_table(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: S
         raise UserError(f"no metrics match{f' --where {where!r}' if where else ''}: nothing to report")
     keys = [key for key in UNIT_KEYS if key in rows[0]]
     varying = [key for key in keys if len({str(row[key]) for row in rows}) > 1]
-    constant = [f"{key}={rows[0][key]}" for key in keys if key not in varying]
+    constant = [f"{key}={rows[0][key]}" for key in keys if key not in varying and rows[0][key] != ""]
     columns = [column for column in SUMMARY_COLUMNS if any(row[column.header] for row in rows)
                or column.metric == "rec2ftp" and any(row["Rec2FTP chance"] for row in rows)]  # "—": FT fixed nothing
     over_text = f"mean ± std (ddof=1) over {', '.join(over)}; " if over else ""
@@ -266,7 +284,8 @@ def side_by_side_table(con: duckdb.DuckDBPyConnection, by: str = "variant", ft_m
     groups = {}
     for method in ft_methods:
         for row in summary_rows(con, method, () if by == "unit" else tuple(k for k in GROUPABLE if k != by), where):
-            groups[(str(row.get(by, "")), method)] = row
+            value = str(row.get(by, "")) + (f" ({row['setting']})" if row.get("setting") else "")
+            groups[(value, method)] = row
     if not groups:
         raise UserError(f"no metrics match{f' --where {where!r}' if where else ''}: nothing to report")
     headers = sorted(groups, key=lambda key: (key[0] != "trained", key))

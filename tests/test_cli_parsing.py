@@ -1,0 +1,10 @@
+"""What the CLI does to a flag's text before it reaches a config."""
+
+from iclgd.cli.compare import unescape
+
+
+def test_separator_escapes_mean_what_they_do_in_a_task_files_double_quotes():
+    """A shell passes --separator '\\n' as a backslash and an n; a task file's "\\n" is a newline."""
+    assert unescape(r"\n") == "\n" and unescape(r"\n\n") == "\n\n" and unescape(r"\t|") == "\t|"
+    assert unescape(r"a\\nb") == "a\\nb"  # an escaped backslash stays one backslash, then n
+    assert unescape("\n") == "\n" and unescape(r"\x") == r"\x" and unescape(None) is None
