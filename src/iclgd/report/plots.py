@@ -7,6 +7,7 @@ with ``where``); the band or error bar is ± one sample std (ddof=1) where there
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -143,19 +144,23 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
 
 def accuracy_bars(con: duckdb.DuckDBPyConnection, by: str, methods: Sequence[str], metric: str = "accuracy",
                   where: str | None = None) -> tuple[list[str], dict[tuple[str, str], tuple[float, float]], list[str]]:
-    """The bars' data: group labels (in order), (group, method) -> (mean, std) in %, and the condition columns
-    besides ``by`` in the labels."""
+    """The bars' data: group labels (in order), (group, method) -> (mean, low, high) in %, the error bar being
+    :func:`band`'s (± one std over units, or a lone unit's 95% interval; NaN where neither is known), and the
+    condition columns besides ``by`` in the labels."""
     if by not in GROUP_COLUMNS:
         raise UserError(f"cannot group bars by {by!r}: choose among {', '.join(GROUP_COLUMNS)}")
     marks = ", ".join("?" for _ in methods)
     rows_sql = f"metric = ? AND method IN ({marks}) AND layer IS NULL AND isfinite(value) AND {where_clause(where)}"
     label, extra = group_label(con, by, rows_sql, [metric, *methods])
-    _, rows = query(con, f"SELECT {label}, method, avg(value), stddev_samp(value) FROM metrics WHERE {rows_sql} "
-                         "GROUP BY ALL ORDER BY 1", [metric, *methods])
+    _, rows = query(con, f"SELECT {label}, method, avg(value), stddev_samp(value), count(*), min(ci_low), "
+                         f"min(ci_high) FROM metrics WHERE {rows_sql} GROUP BY ALL ORDER BY 1", [metric, *methods])
     if not rows:
         raise UserError(f"no {metric!r} values for methods {list(methods)}: nothing to plot")
     groups = list(dict.fromkeys(row[0] for row in rows))
-    values = {(row[0], row[1]): (100 * row[2], math.nan if row[3] is None else 100 * row[3]) for row in rows}
+    values = {}
+    for group, method, mean, std, n, ci_low, ci_high in rows:
+        low, high = band(mean, std, n, ci_low, ci_high) or (math.nan, math.nan)
+        values[(group, method)] = (100 * mean, 100 * low, 100 * high)
     return groups, values, extra
 
 
@@ -163,17 +168,21 @@ def plot_accuracy_bars(con: duckdb.DuckDBPyConnection, out: str | Path, by: str 
                        methods: Sequence[str] = ("zs", "icl", "gd"), metric: str = "accuracy",
                        where: str | None = None) -> list[Path]:
     """Grouped bars: one group per value of ``by`` (and of every other condition column that varies:
-    :func:`group_label`), one bar per method (ZS, ICL, FT), mean ± std over units."""
+    :func:`group_label`), one bar per method (ZS, ICL, FT), the mean over units with ± one std, or a lone unit's
+    value with its 95% bootstrap interval."""
     groups, values, extra = accuracy_bars(con, by, methods, metric, where)
     width = 0.8 / len(methods)
     figure = Figure(figsize=(max(4.0, 1.1 * len(groups) * len(methods) * 0.6 + 1.5), 3.4))
     axes = figure.add_subplot(1, 1, 1)
     for index, method in enumerate(methods):
         xs = [g + (index - (len(methods) - 1) / 2) * width for g in range(len(groups))]
-        heights = [values.get((group, method), (math.nan, math.nan))[0] for group in groups]
-        errors = [values.get((group, method), (math.nan, math.nan))[1] for group in groups]  # NaN: no bar
-        axes.bar(xs, heights, width=width, yerr=errors, capsize=2, label=BAR_LABELS.get(method, method))
-    axes.set_xticks(range(len(groups)), groups)
+        mean, low, high = zip(*(values.get((group, method), (math.nan,) * 3) for group in groups), strict=True)
+        errors = [[m - lo for m, lo in zip(mean, low, strict=True)],
+                  [hi - m for m, hi in zip(mean, high, strict=True)]]  # NaN: no error bar
+        axes.bar(xs, mean, width=width, yerr=errors, capsize=2, label=BAR_LABELS.get(method, method))
+    # long labels ("untrained:trained_embeddings") wrap rather than run into their neighbours
+    labels = [textwrap.fill(group.replace(":", ": "), 16, break_long_words=False) for group in groups]
+    axes.set_xticks(range(len(groups)), labels)
     axes.set_xlabel(", ".join([by, *extra]))
     axes.set_ylabel(LABELS.get(metric, metric))
     axes.set_ylim(0, 100)
