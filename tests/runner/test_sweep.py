@@ -173,3 +173,15 @@ def test_a_user_error_chained_into_another_failure_is_a_failed_unit():
     chained = RuntimeError("Traceback ...\niclgd.errors.UserError: a bad task\n\nDuring handling of the above "
                            "exception, another exception occurred:\n\nTraceback ...\nValueError: boom\n")
     assert worker_user_error(chained) is None
+
+
+def test_a_slurm_job_writes_its_unit_itself(tmp_path):
+    """On SLURM each job writes its unit into the shared folder, under its lock: a driver killed while jobs run
+    loses none of their results, and a job whose unit another sweep finished leaves it alone."""
+    from iclgd.runner.sweep import run_and_write
+
+    config = CONFIGS[0]
+    unit = unit_id(config)
+    assert run_and_write(helpers.run_fake, tmp_path, (unit, config)) is True
+    assert is_done(tmp_path, unit)
+    assert run_and_write(helpers.run_fake, tmp_path, (unit, config)) is False

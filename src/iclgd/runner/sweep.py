@@ -304,6 +304,19 @@ def worker_user_error(err: BaseException) -> UserError | None:
     return UserError(raised[-1][1].strip()) if raised and raised[-1][0] == "iclgd.errors.UserError" else None
 
 
+def run_and_write(run_unit: Callable, out: Path, pending_unit: tuple[str, Any]) -> bool:
+    """On a SLURM node: run one unit and write it into the shared results folder itself, under its lock, so that a
+    driver killed while jobs run loses none of them (a rerun skips what they wrote). False: another process had
+    finished it."""
+    unit, config = pending_unit
+    with _locked(Path(out), unit, wait=True):
+        if is_done(out, unit):
+            return False
+        result, wall_s = timed_run(run_unit, config)
+        _write(Path(out), unit, config, result, wall_s)
+    return True
+
+
 def _run_slurm(pending: list, run_unit: Callable, out: Path, report: SweepReport, bar: Progress, task: Any,
                slurm: dict[str, Any] | None) -> None:
     submitit = _require("submitit", "slurm")
@@ -320,12 +333,12 @@ def _run_slurm(pending: list, run_unit: Callable, out: Path, report: SweepReport
             shutil.rmtree(logs, ignore_errors=True)
         raise UserError(f"bad `slurm` settings ({first_line(err)}): use submitit's parameters, e.g. "
                         "{slurm_partition: gpu, timeout_min: 60}") from None
-    jobs = executor.map_array(partial(timed_run, run_unit), [config for _, config in pending])
+    jobs = executor.map_array(partial(run_and_write, run_unit, out), pending)
     units = {job.job_id: pair for job, pair in zip(jobs, pending, strict=True)}
     for job in submitit.helpers.as_completed(jobs):
         unit, config = units[job.job_id]
         try:
-            result, wall_s = job.result()
+            ran = job.result()
         except Exception as err:  # the unit failed on its node: keep going, report at the end
             if (bad_input := worker_user_error(err)) is not None:
                 for other in jobs:  # the sweep stops here: its other jobs are not left running uncollected
@@ -334,5 +347,8 @@ def _run_slurm(pending: list, run_unit: Callable, out: Path, report: SweepReport
                 raise bad_input from None
             _finish(report, bar, task, unit, err)
             continue
-        _write(out, unit, config, result, wall_s)
-        _finish(report, bar, task, unit, None)
+        if ran:
+            _finish(report, bar, task, unit, None)
+        else:
+            report.by_others.append(unit)
+            bar.update(task, advance=1, unit=unit)
