@@ -185,3 +185,16 @@ def test_a_slurm_job_writes_its_unit_itself(tmp_path):
     assert run_and_write(helpers.run_fake, tmp_path, (unit, config)) is True
     assert is_done(tmp_path, unit)
     assert run_and_write(helpers.run_fake, tmp_path, (unit, config)) is False
+
+
+@pytest.mark.skipif(importlib.util.find_spec("submitit") is None, reason="submitit not installed")
+def test_slurm_without_slurm_says_the_units_run_here(tmp_path, capsys, monkeypatch):
+    """Without sbatch submitit silently runs the jobs on this machine: the sweep says so, unless `cluster: local`
+    asked for it."""
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no sbatch, whatever this machine has
+    run_sweep(CONFIGS[:1], helpers.run_fake, tmp_path / "a", backend="slurm", slurm={"timeout_min": 5},
+              progress=False)
+    assert "no SLURM here (no sbatch found): submitit runs 1 unit(s) on this machine" in capsys.readouterr().err
+    run_sweep(CONFIGS[:1], helpers.run_fake, tmp_path / "b", backend="slurm",
+              slurm={"cluster": "local", "timeout_min": 5}, progress=False)
+    assert "no SLURM" not in capsys.readouterr().err

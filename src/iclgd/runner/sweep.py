@@ -35,7 +35,7 @@ from typing import Any, Literal
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from iclgd.checks import check_output_dir
-from iclgd.errors import UserError
+from iclgd.errors import UserError, warn
 from iclgd.runner.results import check_format, read_record
 from iclgd.runner.store import (
     UnitResult,
@@ -324,8 +324,9 @@ def _run_slurm(pending: list, run_unit: Callable, out: Path, report: SweepReport
     logs = out / ".submitit"
     made_logs = not logs.exists()
     folder = parameters.pop("folder", logs / "%j")
+    cluster = parameters.pop("cluster", None)
     try:
-        executor = submitit.AutoExecutor(folder=folder, cluster=parameters.pop("cluster", None))
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
         if parameters:
             executor.update_parameters(**parameters)
     except (NameError, ValueError, TypeError, RuntimeError) as err:
@@ -333,6 +334,9 @@ def _run_slurm(pending: list, run_unit: Callable, out: Path, report: SweepReport
             shutil.rmtree(logs, ignore_errors=True)
         raise UserError(f"bad `slurm` settings ({first_line(err)}): use submitit's parameters, e.g. "
                         "{slurm_partition: gpu, timeout_min: 60}") from None
+    if cluster is None and executor.cluster != "slurm":  # submitit falls back to this machine without a word
+        warn(f"no SLURM here (no sbatch found): submitit runs {len(pending)} unit(s) on this machine "
+             f"({executor.cluster} executor); set `cluster: local` in `slurm:` to say that is meant")
     jobs = executor.map_array(partial(run_and_write, run_unit, out), pending)
     units = {job.job_id: pair for job, pair in zip(jobs, pending, strict=True)}
     for job in submitit.helpers.as_completed(jobs):
