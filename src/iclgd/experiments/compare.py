@@ -616,6 +616,10 @@ def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
             seen.add(tuple(permutation))
             orders.append(permutation)
         order += 1
+    if cfg.output_metrics and len(orders) >= 2 and len({int(o[-1]) for o in orders}) == 1:
+        warn(f"the {len(orders)} demo orderings of the output metrics' ICL-vs-ICL noise floor all end with the same "
+             "demo: an LM reads its last demo most, so the floor may be near 0 and flag every FT method; use "
+             "--orderings 3 or more")
     return orders
 
 
