@@ -268,8 +268,6 @@ CASES = [
     (["compare", *UNIT, "--untrained", "half"], "'untrained'"),
     (["compare", *UNIT, "--method", "sgd"], "'methods"),
     (["compare", *UNIT, "--method", "whole-gd-labels"], "unknown loss 'labels'"),
-    (["compare", *UNIT, "--method", "wv:middle-gd-label", "--method", "wv:deep-gd-label"],
-     "train the same layer (1) of this 2-layer model"),
     (["compare", *UNIT, "--method", "whole-rmsprop"], "unknown optimizer 'rmsprop'"),
     (["compare", *UNIT, "--method", "wv:top-gd"], "unknown layer 'top'"),
     (["compare", *UNIT, "--method", "wv:40-gd"], "trains layer 40, but the model has"),

@@ -9,6 +9,7 @@ import subprocess
 import pyarrow.parquet as pq
 import pytest
 
+from iclgd.errors import UserError
 from iclgd.experiments.reproduce import run_reproduce, unit_configs
 from iclgd.models.tiny import save_tiny_model
 from iclgd.report.reproduce import build_report
@@ -174,3 +175,21 @@ def test_reproduce_units_past_the_eval_split_take_the_ids_a_compare_would():
     assert {c.eval_size for c in trained + untrained} == {24}
     fields = {**trained[0].model_dump(), "eval_size": 100}
     assert capped_eval_sizes([load_config(None, fields)])[0].unit_id() == trained[0].unit_id()
+
+
+def test_a_rerun_refuses_an_untrained_unit_whose_task_changed(tmp_path):
+    """An untrained unit's id holds the lr its trained unit searched, known only once that unit has run: the check
+    of finished units must see it too, not only the trained ones."""
+    model = save_tiny_model("gpt2", tmp_path / "gpt2")
+    overrides = {"data_dir": str(FIXTURES_DIR), "shots": 4, "eval_size": 6, "kendall_examples": 0, "batch_size": 4,
+                 "lr_search": "halving", "lr_search_rows": 8}
+    out = tmp_path / "out"
+    info = run_reproduce("deutch2024", str(model), out, tasks=["sst2"], quick=True, overrides=overrides,
+                         progress=False)
+    untrained = next(c for c in info.configs if c.untrained)
+    record_file = out / untrained.unit_id() / "record.json"
+    record = json.loads(record_file.read_text())
+    record["template"] = "OLD " + record["template"]  # as if the task file's template had changed since
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(UserError, match=r"changed since unit .*untrained.* \(what differs: template\)"):
+        run_reproduce("deutch2024", str(model), out, tasks=["sst2"], quick=True, overrides=overrides, progress=False)

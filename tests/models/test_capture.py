@@ -319,3 +319,26 @@ def test_short_queries_alone_or_batched_are_the_same_bits_in_mkl_strict_mode(fam
                           env={**os.environ, "MKL_CBWR": "AUTO,STRICT", "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_strict_mode_padding_is_invisible_to_the_caller(monkeypatch):
+    """The masked positions strict mode adds to a short block change no shape and no value the caller sees (beyond
+    the rounding of products of more rows)."""
+    import iclgd.models.capture as capture_module
+
+    model, tokenizer = tiny_model("llama", seed=0)
+    lm = loaded(model, tokenizer, name="llama")
+    ids, mask = torch.tensor([[41, 42, 43]]), torch.ones(1, 3, dtype=torch.long)
+
+    def run():
+        request = CaptureRequest(analysis_index=torch.tensor([2]), test_start=torch.tensor([0]), all_queries=True)
+        return forward(lm, ids, mask, request=request)
+
+    logits, capture = run()
+    monkeypatch.setattr(capture_module, "BATCH_EXACT", True)
+    padded_logits, padded = run()
+    assert padded_logits.shape == logits.shape == (1, 3, lm.config.vocab_size)
+    assert padded.all_queries.shape == capture.all_queries.shape and capture.all_queries.shape[2] == 3
+    torch.testing.assert_close(padded_logits, logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(padded.all_queries, capture.all_queries, atol=ATOL, rtol=0)
+    torch.testing.assert_close(padded.attention_output, capture.attention_output, atol=ATOL, rtol=0)

@@ -239,3 +239,16 @@ def test_over_seed_never_averages_across_other_settings(tmp_path):
     assert "setting" in text and "lr=0.05" in text  # batch_size changes no value: not a setting
     side = render(side_by_side_table(con, by="variant"))
     assert "trained (lr=0.01)" in side and "trained (lr=0.05)" in side
+
+
+def test_a_setting_decided_by_the_pooled_columns_is_pooled_with_them(tmp_path):
+    """An lr searched per seed, or an untrained unit's lr inherited from its seed's trained unit (Deutch et al.),
+    is one value per seed: --over seed averages over it, as over the seed, and names no setting."""
+    for name, seed, lr in (("d", 1, 0.01), ("e", 2, 0.05)):
+        keys = dict(model="m", variant="untrained:all", task="t", template=0, seed=seed, order=0, k=4, true_k=4)
+        write_unit(tmp_path, name, {"seed": seed, "lr": lr}, UnitResult(
+            metrics=[metric_row("accuracy", 0.5, 8, method="icl", **keys)], predictions=[]))
+    rows = summary_rows(open_results(tmp_path), over=("seed",))
+    assert len(rows) == 1 and rows[0]["n"] == 2 and rows[0]["setting"] == ""
+    assert "setting" not in render(summary_table(open_results(tmp_path), over=("seed",)))
+

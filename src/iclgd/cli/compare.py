@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -114,8 +115,8 @@ def register_sweep(app: typer.Typer) -> None:
 
         report, configs = run_sweep_file(file, out=out, backend=backend)
         con = open_results(Path(configs[0].out))
-        ran = [method for cfg in configs for method in cfg.methods]  # the FT method the sweep's units ran most
-        console().print(summary_table(con, ft_method=max(ran, key=ran.count) if ran else "gd"))
+        ran = Counter(method for cfg in configs for method in cfg.methods)  # the FT method the units ran most
+        console().print(summary_table(con, ft_method=ran.most_common(1)[0][0] if ran else "gd"))
         others = f", {len(report.by_others)} run by another sweep on this folder" if report.by_others else ""
         console().print(f"{len(report.ran)} ran, {len(report.skipped)} already done{others}; results: {configs[0].out}")
 

@@ -111,9 +111,8 @@ def check_unit_tokens(cfg: CompareConfig, task, tokenizer, config, family: Famil
     unit_max_context(cfg, config)
     n_layers = getattr(config, "num_hidden_layers", None)
     if isinstance(n_layers, int):
-        specs = [finetuning.parse_method(name) for name in cfg.methods]
-        for spec in specs:
-            spec.check_layers(specs, n_layers)
+        for name in cfg.methods:
+            finetuning.parse_method(name).resolve_layer(n_layers)
 
 
 @dataclass

@@ -64,5 +64,6 @@ def run_emergence(run: str | Path, task: str | None, out: str | Path, *, untrain
     lrs = {cfg.unit_id(): read_record(out / cfg.unit_id())["lr"] for cfg in trained}
     trained, variants, steps = emergence_configs(run, task, out, untrained=untrained, fields=fields, lrs=lrs)
     if variants:
+        check_units(variants)  # their ids hold the trained lr only now: a finished one whose task changed is refused
         run_sweep(variants, run_unit, out, key=key, progress=progress)
     return trained + variants, steps

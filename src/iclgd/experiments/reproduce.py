@@ -188,5 +188,6 @@ def run_reproduce(paper: str, model: str | None, out: str | Path, *, tasks: list
     lrs = {cfg.unit_id(): json.loads((out / cfg.unit_id() / "record.json").read_text())["lr"] for cfg in trained}
     trained, untrained = unit_configs(paper, model, tasks, quick, out, lrs, overrides)
     if untrained:
+        check_units(untrained)  # their ids hold the trained lr only now: a finished one whose task changed is refused
         ran += run_sweep(untrained, run_unit, out, key=key, progress=progress).ran
     return Reproduction(paper, protocol, model, quick, trained + untrained, lrs, ran, time.time() - started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rich.console import Console
@@ -20,7 +21,7 @@ from iclgd.tasks import Task, TaskData, load_splits, load_task
 def check_unchanged(cfg: CompareConfig, unit_dir: Path, data: tuple[Task, TaskData] | None = None, *,
                     model: bool = True) -> None:
     """A finished unit is reused only while what it was computed from is unchanged: its local model's files
-    (:func:`check_model_unchanged`) and its task's template, label words and data revision. The unit id names a model
+    (:func:`check_model_unchanged`) and its task's template, label words and local data. The unit id names a model
     or task file by its path, and an edited task file or data file would otherwise answer with old results.
     ``data``: the task and its rows, where the caller has them; else they are read (and, where the data is not
     here, the task is not checked: the old results are shown as they are). ``model=False``: the model is not
@@ -39,8 +40,14 @@ def check_unchanged(cfg: CompareConfig, unit_dir: Path, data: tuple[Task, TaskDa
         template = task.template(cfg.template)
     except UserError:
         template = None
-    now = {"template": template, "label_words": dict(task.label_words), "dataset_revision": rows.revision}
-    changed = [name for name, value in now.items() if name in record and record[name] != value]
+    # label words in their order (the labels' indices); the data revision of local files only: a hub repo's commit
+    # moves with edits (a README, another subset) that need not touch the split
+    words = record.get("label_words") or {}
+    now = {"template": template, "label_words": json.dumps(list(task.label_words.items()))}
+    then = {"template": record.get("template"), "label_words": json.dumps(list(words.items()))}
+    if str(record.get("dataset_revision")).startswith("local:"):
+        now["dataset_revision"], then["dataset_revision"] = rows.revision, record["dataset_revision"]
+    changed = [name for name in now if name in record and now[name] != then[name]]
     if changed:
         raise UserError(f"task {cfg.task} changed since unit {unit_dir.name} was computed from it (what differs: "
                         f"{', '.join(changed)}): delete {unit_dir} to recompute it, or write to another --out")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from iclgd.errors import UserError
+from iclgd.errors import UserError, warn
 from iclgd.finetune.gd import (
     OPTIMIZERS,
     FinetuneResult,
@@ -90,16 +90,16 @@ class FTMethod:
             other.params, other.layer, other.loss, other.optimizer, other.batch)
 
     def check_layers(self, others: Sequence[FTMethod], n_layers: int) -> None:
-        """The layer this method trains is in range, and no other of ``others`` trains alike on the same layer of an
-        ``n_layers``-block model (wv:middle and wv:deep are one layer of a 2-layer model): UserError otherwise."""
+        """The layer this method trains is in range (UserError otherwise); a warning where one of ``others`` comes
+        later and trains alike on the same layer of an ``n_layers``-block model (wv:middle and wv:deep are one layer
+        of a 2-layer model): their results are the same."""
         layer = self.resolve_layer(n_layers)
-        for other in others:
-            if (other is not self and other.lr == self.lr and other.layer != self.layer
-                    and other.resolve_layer(n_layers) == layer
+        for other in others[list(others).index(self) + 1:] if self in others else others:
+            if (other.lr == self.lr and other.layer != self.layer and other.resolve_layer(n_layers) == layer
                     and (other.params, other.loss, other.optimizer, other.batch) == (
                         self.params, self.loss, self.optimizer, self.batch)):
-                raise UserError(f"methods {other.name!r} and {self.name!r} train the same layer ({layer}) of this "
-                                f"{n_layers}-layer model, alike: list one of them")
+                warn(f"methods {self.name!r} and {other.name!r} train the same layer ({layer}) of this "
+                     f"{n_layers}-layer model, alike: their results are the same")
 
     def step_sequences(self, sequences: Sequence[Tensor | Sequence[int]]) -> list:
         """What one step trains on, in order: the demos, or for a per-token loss each demo's prefixes."""

@@ -313,6 +313,10 @@ def forward(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tens
             hidden = _base_model(lm.model)(input_ids=input_ids, attention_mask=attention_mask,
                                            position_ids=position_ids, use_cache=False)[0]
     hidden = hidden[:, :length]
+    if buffer is not None and length < padded_length:  # the padded positions' queries are not the caller's
+        for capture in buffer.captures:
+            if capture.all_queries is not None:
+                capture.all_queries = capture.all_queries[:, :, :length]
     if logits_at is not None:
         hidden = hidden[torch.arange(batch, device=device)[:, None], logits_at.to(device)]
     if exact and hidden.shape[0] * hidden.shape[1] < EXACT_MIN_ROWS:  # zero rows: the unembedding has enough rows

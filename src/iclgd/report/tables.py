@@ -75,8 +75,8 @@ SUMMARY_COLUMNS = (
 
 UNIT_KEYS = ("model", "variant", "task", "template", "k", "seed", "order", "setting", "unit")
 GROUPABLE = ("seed", "order", "template", "k", "task", "model", "variant")
-# The config field behind each key column; "setting" names the other config fields that differ between units
-# (lr, epochs, ft_shots, methods, ...): units are never averaged across them.
+# The config field behind each key column; "setting" names the other config fields (lr, epochs, ft_shots, methods, ...)
+# in which pooled units differ beyond what the pooled-over columns decide (split_by_setting): never averaged across.
 KEY_FIELDS = {"model": "model", "variant": "untrained", "task": "task", "template": "template", "k": "shots",
               "seed": "seed", "order": "order"}
 NOT_SETTINGS = {"out", "device", "batch_size", "captures"}  # where and how fast, not what is computed
@@ -147,16 +147,35 @@ def _unit_values(con: duckdb.DuckDBPyConnection, where: str | None) -> dict[str,
         unit["cis"][(record["metric"], record["method"])] = (record["ci_low"], record["ci_high"])
     configs = {unit: json.loads(record).get("config", {}) for unit, record in
                con.execute("SELECT unit, record FROM units").fetchall() if unit in units}
-    varying = sorted({name for config in configs.values() for name in config
-                      if name not in NOT_SETTINGS | set(KEY_FIELDS.values())
-                      and len({json.dumps(c.get(name), sort_keys=True) for c in configs.values()}) > 1})
     for name, unit in units.items():
         config = configs.get(name, {})
-        unit["setting"] = ", ".join(f"{field}={_setting_text(config.get(field))}" for field in varying)
+        unit["config"] = {name: json.dumps(value, sort_keys=True) for name, value in config.items()
+                          if name not in NOT_SETTINGS | set(KEY_FIELDS.values())}
     return units
 
 
-def _setting_text(value: Any) -> str:
+def split_by_setting(units: list[dict[str, Any]], over: Sequence[str]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """A group of units pooled over the ``over`` columns, split where they differ in a config field that is no key
+    column and that the ``over`` columns do not decide: two units of one seed at lr 1e-2 and 5e-2 are two settings,
+    while an lr searched per seed (or inherited from the seed's trained unit) or an eval size capped per task, one
+    value per seed or task, is pooled like the seed or task. Returns (setting text, units) pairs."""
+    names = sorted({name for unit in units for name in unit["config"]})
+    independent = []
+    for name in names:
+        by_over: dict[tuple, set] = {}
+        for unit in units:
+            by_over.setdefault(tuple(str(unit[key]) for key in over), set()).add(unit["config"].get(name))
+        if any(len(values) > 1 for values in by_over.values()):
+            independent.append(name)
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for unit in units:
+        text = ", ".join(f"{name}={_setting_text(unit['config'].get(name))}" for name in independent)
+        parts.setdefault(text, []).append(unit)
+    return sorted(parts.items())
+
+
+def _setting_text(value: str | None) -> str:
+    value = json.loads(value) if value is not None else None
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
@@ -187,14 +206,16 @@ def summary_rows(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: Se
     bad = [name for name in over if name not in GROUPABLE]
     if bad:
         raise UserError(f"cannot average over {bad}: choose among {', '.join(GROUPABLE)}")
-    keys = [key for key in UNIT_KEYS if key not in over and not (over and key == "unit")]
+    keys = [key for key in UNIT_KEYS if key not in over and key != "setting" and not (over and key == "unit")]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for unit in _unit_values(con, where).values():
         groups.setdefault(tuple(unit[key] for key in keys), []).append(unit)
     paired = PairedScores(con, where)
     rows = []
-    for key, units in sorted(groups.items(), key=lambda item: tuple(str(v) for v in item[0])):
-        row: dict[str, Any] = dict(zip(keys, key, strict=True))
+    pooled = [(key, setting, units) for key, group in sorted(groups.items(), key=lambda i: tuple(map(str, i[0])))
+              for setting, units in split_by_setting(group, over)]
+    for key, setting, units in pooled:
+        row: dict[str, Any] = dict(zip(keys, key, strict=True)) | {"setting": setting}
         row["n"] = len(units)
         row["true_k"] = set().union(*(unit["true_k"] for unit in units))
         for column in SUMMARY_COLUMNS:
@@ -288,7 +309,7 @@ def side_by_side_table(con: duckdb.DuckDBPyConnection, by: str = "variant", ft_m
             groups[(value, method)] = row
     if not groups:
         raise UserError(f"no metrics match{f' --where {where!r}' if where else ''}: nothing to report")
-    headers = sorted(groups, key=lambda key: (key[0] != "trained", key))
+    headers = sorted(groups, key=lambda key: (key[0].split(" (")[0] != "trained", key))  # trained first
     table = Table(title=f"iclgd: means over layers (FT = {', '.join(ft_methods)}); "
                         "[95% bootstrap CI over eval examples]")
     table.add_column("metric", no_wrap=True)
