@@ -472,6 +472,8 @@ def test_a_finished_unit_of_a_changed_task_file_is_not_reused(gpt2_dir, tmp_path
                  "doc_to_choice: {negative: ' Negative', positive: ' Positive'}\n")
     task_file.write_text(task_text)
     cfg = _cfg(gpt2_dir, tmp_path, task=str(task_file), data_dir=None, methods=["gd"], kendall_examples=0)
+    other = cfg.model_copy(update={"seed": 2})
+    run_and_store(other, show_progress=False)
     unit_dir = run_and_store(cfg, show_progress=False)
     assert run_and_store(cfg, show_progress=False) == unit_dir and "already done" in capsys.readouterr().err
     task_file.write_text(task_text.replace("Sentence: {sentence} Label:", "Text: {sentence} Answer:"))
@@ -482,8 +484,9 @@ def test_a_finished_unit_of_a_changed_task_file_is_not_reused(gpt2_dir, tmp_path
                                      .replace('"other"', '"negative"'))
     with pytest.raises(UserError, match=r"\(what differs: dataset_revision\)"):
         run_and_store(cfg, show_progress=False)
-    with pytest.raises(UserError, match=r"\(what differs: dataset_revision\)"):  # a sweep says so before any unit
-        check_units([cfg])
+    with pytest.raises(UserError, match=rf"\(what differs: dataset_revision\).*; 1 more finished unit\(s\) changed "
+                                        rf"too: {other.unit_id()}"):  # a sweep names them all before any unit
+        check_units([cfg, other])
 
 
 def test_a_finished_unit_of_a_changed_model_folder_is_not_reused(tmp_path, capsys):

@@ -46,7 +46,7 @@ from iclgd.models.capture import Capture, Prefix, encode_prefix
 from iclgd.models.families import Family, blocks
 from iclgd.models.loading import LoadedModel, load_model, model_files, model_sha256
 from iclgd.prompts.scoring import batches, score_batch
-from iclgd.prompts.sequences import Prompts, build_prompts, check_prompt_tokens
+from iclgd.prompts.sequences import Prompts, build_prompts, prompt_tokens
 from iclgd.runner.store import UnitResult, library_versions
 from iclgd.tasks import (
     eval_subset,
@@ -107,7 +107,7 @@ def check_unit_tokens(cfg: CompareConfig, task, tokenizer, config, family: Famil
     """What a unit would refuse about its model's tokenizer and config, checked without the weights: the BOS, the
     separator, the label words (one token each), the context, a trained layer out of range."""
     bos, sep = bos_and_separator(cfg, task, family)
-    check_prompt_tokens(tokenizer, [task.label_words[name] for name in task.label_words], bos, sep)
+    prompt_tokens(tokenizer, [task.label_words[name] for name in task.label_words], bos, sep)
     unit_max_context(cfg, config)
     n_layers = getattr(config, "num_hidden_layers", None)
     if isinstance(n_layers, int):
@@ -560,9 +560,10 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
 
 def check_finite(spec: FTMethod, lm: LoadedModel, lr: float, epoch: int, lr_source: str) -> None:
     """A method whose training diverged (inf or NaN in its trained weights) fails the unit: its scores would all be
-    NaN, and its predictions argmaxes of NaN."""
+    NaN, and its predictions none."""
     if not all(bool(torch.isfinite(s.parameter).all()) for s in spec.slices(lm)):
-        raise UserError(f"{spec.name} diverged at lr {lr:g} ({lr_source}): after epoch {epoch} its trained weights "
+        source = "given: --lr or the config" if lr_source == "config" else lr_source
+        raise UserError(f"{spec.name} diverged at lr {lr:g} ({source}): after epoch {epoch} its trained weights "
                         "hold inf or NaN, so every FT score would be NaN; give a lower learning rate (--lr)")
 
 

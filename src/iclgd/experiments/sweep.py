@@ -77,7 +77,7 @@ def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
     unit whose task or local model changed since is refused too (:func:`check_unchanged`)."""
     from iclgd.tasks import load_splits, load_task, sample_demo_indices
 
-    data = {}
+    data, changed = {}, []
     for cfg in configs:
         if (cfg.task, cfg.data_dir) not in data:
             task = load_task(cfg.task)
@@ -90,9 +90,17 @@ def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
         check_orderings(cfg.orderings, cfg.shots)
         unit_dir = Path(cfg.out) / cfg.unit_id()
         if is_done(unit_dir.parent, unit_dir.name):  # on Ray or SLURM the model's path is the worker's
-            check_unchanged(cfg, unit_dir, data[cfg.task, cfg.data_dir], model=local)
+            try:
+                check_unchanged(cfg, unit_dir, data[cfg.task, cfg.data_dir], model=local)
+            except UserError as err:  # every changed unit named at once, not one per rerun
+                changed.append((unit_dir.name, err))
         if local:  # on Ray or SLURM the device is the worker's
             check_device(cfg.device)
+    if changed:
+        others = [name for name, _ in changed[1:]]
+        more = (f"; {len(others)} more finished unit(s) changed too: {', '.join(others[:5])}"
+                f"{', ...' if len(others) > 5 else ''}") if others else ""
+        raise UserError(f"{changed[0][1]}{more}")
     if local:
         for model in sorted({cfg.model for cfg in configs}):
             check_source(model, fetch_named=True)  # a named model not fetched yet: `iclgd demo` fetches it

@@ -217,13 +217,16 @@ def check_known(tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int]) -
                         "the corpus it was pretrained on)")
 
 
-def check_prompt_tokens(tokenizer: PreTrainedTokenizerBase, label_words: Sequence[str], bos: str | None, sep: str, *,
-                        single_token_labels: bool = True) -> None:
-    """What :func:`build_prompts` refuses about a tokenizer and a task's words alone, before any row is read: the
-    BOS, the separator and the label words. A sweep checks every (model, task) pair with it before its first unit."""
-    special_ids(tokenizer, bos, sep)
+def prompt_tokens(tokenizer: PreTrainedTokenizerBase, label_words: Sequence[str], bos: str | None, sep: str, *,
+                  single_token_labels: bool = True) -> tuple[list[int], list[int], list[list[int]], PieceTokenizer]:
+    """The BOS ids, separator ids and label words' ids of a tokenizer and a task's words, checked before any row is
+    read (what :func:`build_prompts` refuses about them; a sweep checks every (model, task) pair with it before its
+    first unit), and the piece tokenizer that made them."""
     pieces = PieceTokenizer(tokenizer)
-    check_label_ids(tokenizer, label_words, [pieces(word) for word in label_words], single_token=single_token_labels)
+    bos_ids, sep_ids = special_ids(tokenizer, bos, sep)
+    label_ids = [pieces(word) for word in label_words]
+    check_label_ids(tokenizer, label_words, label_ids, single_token=single_token_labels)
+    return bos_ids, sep_ids, label_ids, pieces
 
 
 def build_prompts(
@@ -240,10 +243,8 @@ def build_prompts(
     single_token_labels: bool = True,
 ) -> Prompts:
     """Tokenise demos and eval examples, choose true k, and lay out the shared prefix."""
-    pieces = PieceTokenizer(tokenizer)
-    bos_ids, sep_ids = special_ids(tokenizer, bos, sep)
-    label_ids = [pieces(word) for word in label_words]
-    check_label_ids(tokenizer, label_words, label_ids, single_token=single_token_labels)
+    bos_ids, sep_ids, label_ids, pieces = prompt_tokens(tokenizer, label_words, bos, sep,
+                                                        single_token_labels=single_token_labels)
     queries = []
     for text, gold in zip(eval_inputs, eval_labels, strict=True):
         input_ids = pieces(text)
