@@ -205,3 +205,22 @@ def test_fairseq_initialisation(family_name):
     mlp = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "mlp" in n]
     for module in mlp:  # nn.Linear's default: weight and bias within 1/sqrt(fan_in)
         within(module.weight, 1 / math.sqrt(module.in_features))
+
+
+def test_a_model_files_sha256_is_computed_once_per_size_and_time(tmp_path, monkeypatch):
+    """Every unit records its local model's sha256; the digest is kept by (path, size, mtime) under ICLGD_CACHE, so
+    a sweep's units (or a SLURM array's jobs) do not read the weights again, and a rewritten file is hashed anew."""
+    import hashlib
+    import os
+
+    from iclgd.models.loading import file_sha256
+
+    monkeypatch.setenv("ICLGD_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"first")
+    assert file_sha256(weights) == hashlib.sha256(b"first").hexdigest()
+    (cached,) = (tmp_path / "cache" / "sha256").iterdir()
+    assert cached.read_text().strip() == hashlib.sha256(b"first").hexdigest()
+    weights.write_bytes(b"other")
+    os.utime(weights, ns=(2, 2))
+    assert file_sha256(weights) == hashlib.sha256(b"other").hexdigest()

@@ -79,6 +79,12 @@ def _local_task(tmp_path, body: str):
     return read_task_file(path)
 
 
+def _over_d(choices: str) -> str:
+    """A task over ``../d/{train,test}.*`` (beside the task file) with the template "{text}:" and ``choices``."""
+    return ('task: t\ndataset_path: ../d\ntraining_split: train\ntest_split: test\ndoc_to_text: "{text}:"\n'
+            f"doc_to_choice: {choices}\n")
+
+
 def _jsonl(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -277,14 +283,7 @@ def test_minus_one_is_a_label_where_doc_to_choice_maps_it(tmp_path):
     rows = [{"text": "bad", "label": -1}, {"text": "so so", "label": 0}, {"text": "good", "label": 1}]
     _jsonl(tmp_path / "d" / "train.jsonl", rows)
     _jsonl(tmp_path / "d" / "test.jsonl", rows)
-    body = """\
-        task: t
-        dataset_path: ../d
-        training_split: train
-        test_split: test
-        doc_to_text: "{text}:"
-        doc_to_choice: {"-1": " negative", "0": " neutral", "1": " positive"}
-        """
+    body = _over_d('{"-1": " negative", "0": " neutral", "1": " positive"}')
     assert [e.label for e in load_splits(_local_task(tmp_path, body)).eval] == ["-1", "0", "1"]
     with pytest.raises(UserError, match=r"1 of 3 rows .*no label .*map \"-1\" in doc_to_choice"):
         load_splits(_local_task(tmp_path, body.replace('"-1": " negative", ', "")))
@@ -300,14 +299,7 @@ def test_unreadable_data_files_are_one_line_errors(tmp_path, name, content, need
     folder.mkdir()
     (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     _jsonl(folder / "test.jsonl", [{"text": "a", "label": 1}])
-    body = """\
-        task: t
-        dataset_path: ../d
-        training_split: train
-        test_split: test
-        doc_to_text: "{text}:"
-        doc_to_choice: {"0": " no", "1": " yes"}
-        """
+    body = _over_d('{"0": " no", "1": " yes"}')
     with pytest.raises(UserError, match=re.escape(needle)) as err:
         load_splits(_local_task(tmp_path, body))
     assert "\n" not in str(err.value)
@@ -319,14 +311,7 @@ def test_json_lines_with_a_byte_order_mark_and_shards_with_keys_in_another_order
     (folder / "train-0.jsonl").write_text('{"text": "a", "label": "x"}\n', encoding="utf-8-sig")
     (folder / "train-1.jsonl").write_text('{"label": "y", "text": "b"}\n', encoding="utf-8")
     _jsonl(folder / "test.jsonl", [{"text": "c", "label": "x"}])
-    body = """\
-        task: t
-        dataset_path: ../d
-        training_split: train
-        test_split: test
-        doc_to_text: "{text}:"
-        doc_to_choice: {x: " x", y: " y"}
-        """
+    body = _over_d('{x: " x", y: " y"}')
     data = load_splits(_local_task(tmp_path, body))
     assert [(e.text_fields["text"], e.label) for e in data.pool] == [("a", "x"), ("b", "y")]
 
@@ -337,13 +322,6 @@ def test_float_labels_are_named_as_the_cause(tmp_path):
     rows = [{"text": "a", "label": 0.0}, {"text": "b", "label": 1.0}]
     _jsonl(tmp_path / "d" / "train.jsonl", rows)
     _jsonl(tmp_path / "d" / "test.jsonl", rows)
-    body = """\
-        task: t
-        dataset_path: ../d
-        training_split: train
-        test_split: test
-        doc_to_text: "{text}:"
-        doc_to_choice: {"0": " no", "1": " yes"}
-        """
+    body = _over_d('{"0": " no", "1": " yes"}')
     with pytest.raises(UserError, match=r"\['0.0', '1.0'\].*the labels are floats"):
         load_splits(_local_task(tmp_path, body))

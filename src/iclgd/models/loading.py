@@ -39,9 +39,10 @@ from iclgd.models.families import (
     is_norm,
     layer_window,
 )
-from iclgd.models.gguf import read_provenance
+from iclgd.models.gguf import cache_root, read_provenance, sha256_of
 from iclgd.models.init import fairseq_init
 from iclgd.models.own_attention import install
+from iclgd.runs import atomic_file
 
 Untrained = Literal["all", "keep_layernorm", "trained_embeddings", "all_fairseq", "keep_layernorm_fairseq",
                     "trained_embeddings_fairseq"]
@@ -338,19 +339,23 @@ def model_files(model: str) -> dict[str, list[int]] | None:
     return None if files is None else {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
 
 
-_SHA256: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a sweep hashes a model once
-
-
 def file_sha256(path: Path) -> str:
+    """sha256 of a file, kept under ``$ICLGD_CACHE/sha256/`` by (path, size, mtime): every unit of a sweep or SLURM
+    array records its model's without reading gigabytes of weights again. A cache that cannot be written is skipped."""
     stat = path.stat()
-    key = str(path.resolve()), stat.st_size, stat.st_mtime_ns
-    if key not in _SHA256:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 23):
-                digest.update(chunk)
-        _SHA256[key] = digest.hexdigest()
-    return _SHA256[key]
+    key = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+    cached = cache_root() / "sha256" / key
+    try:
+        return cached.read_text().strip()
+    except OSError:
+        pass
+    digest = sha256_of(path)
+    try:
+        with atomic_file(cached) as tmp:
+            tmp.write_text(digest + "\n")
+    except OSError:
+        pass
+    return digest
 
 
 def model_sha256(model: str, names: set[str] | None = None) -> dict[str, str] | None:
