@@ -172,6 +172,11 @@ def assets(tmp_path_factory):
     # a linreg run
     linreg_train(TrainConfig(steps=2, d=2, n_context=3, batch_size=8, eval_tasks=8, eval_every=1),
                  root / "linreg-run", progress=False)
+    linreg_train(TrainConfig(steps=2, d=2, n_context=1, batch_size=8, eval_tasks=8, eval_every=1),
+                 root / "linreg-n1", progress=False)
+    (root / "ood-step-0.yaml").write_text("input_ranges: [0.5, 2.0, 0]\n")
+    (root / "ood-backwards.yaml").write_text("weight_scales: [2.0, 0.5, 0.1]\n")
+    (root / "no-thresholds.yaml").write_text("thresholds: []\n")
     # a pretrain run stopped after its first checkpoint, trained with one thread
     tiny = dict(steps=4, batch_size=2, n_embd=8, n_head=2, n_layer=1, n_positions=16, checkpoint_every=2,
                 log_every=2, threads=1, warmup_steps=1)
@@ -381,6 +386,14 @@ CASES = [
     (["linreg", "ood", "--run", "{assets}/linreg-run", "--ood-tasks", "-3"], "'ood_tasks'"),
     (["linreg", "critique", "--run", "{assets}/linreg-run", "--orderings", "1"], "'orderings'"),
     (["linreg", "critique", "--run", "{assets}/linreg-run", "--variant-steps", "-1"], "'variant_steps'"),
+    (["linreg", "critique", "--run", "{assets}/linreg-run", "--variant-steps", "0"], "'variant_steps'"),
+    (["linreg", "critique", "--run", "{assets}/linreg-run", "--config", "{assets}/no-thresholds.yaml"],
+     "thresholds and noise_scales must list at least one value"),
+    (["linreg", "critique", "--run", "{assets}/linreg-n1"], "holds n = 1 example, which has one ordering"),
+    (["linreg", "ood", "--run", "{assets}/linreg-run", "--config", "{assets}/ood-step-0.yaml"],
+     "input_ranges is [start, stop, step] with 0 < start <= stop and step > 0"),
+    (["linreg", "compare", "--run", "{assets}/linreg-run", "--config", "{assets}/ood-backwards.yaml"],
+     "weight_scales is [start, stop, step]"),
     # --- report, sql, tasks, prepare-data ------------------------------------------------------------------
     (["report", "{assets}/missing"], "does not exist"),
     (["report", "{assets}/file.txt"], "is a file"),

@@ -57,9 +57,12 @@ def test_emergence_measures_every_checkpoint_beside_its_untrained_variant(run, t
     assert all(p.stat().st_size > 0 for p in with_circuit)
     again, _ = run_emergence(run, "icc-heldout", tmp_path / "out", fields=FIELDS, progress=False)  # resumes: no work
     assert [c.unit_id() for c in again] == [c.unit_id() for c in configs]
-    run_emergence(run, "icc-heldout", tmp_path / "out", fields={**FIELDS, "shots": 2}, untrained=(), progress=False)
-    with pytest.raises(UserError, match="two units of step [0-9]+ "):
-        emergence_values(open_results(tmp_path / "out"))
+    units = sorted(p.name for p in (tmp_path / "out").iterdir())
+    with pytest.raises(UserError, match=r"holds emergence units of another setting \(shots 4 there, 2 now\)"):
+        run_emergence(run, "icc-heldout", tmp_path / "out", fields={**FIELDS, "shots": 2}, untrained=(),
+                      progress=False)  # refused before any unit: the folder stays readable
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == units
+    assert emergence_values(open_results(tmp_path / "out")).keys() == values.keys()
 
 
 def test_step_names_and_bad_runs(tmp_path):

@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
                                                               "icc-exemplars-heldout: 216)")] = None,
         untrained: Annotated[list[str] | None, typer.Option(help="untrained variant (repeat; default all)")] = None,
         lr: Annotated[float | None, typer.Option(help="fixed lr (default: the halving search per checkpoint)")] = None,
+        orderings: Annotated[int | None, typer.Option(min=1, help="demo orderings per unit (the output metrics' "
+                                                                  "noise floor uses at least 2)")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     ) -> None:
         """ICL-vs-GD similarity at every kept pretraining checkpoint, beside the untrained baselines: one compare
@@ -35,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from iclgd.synthetic.pretrain.train import circuit_log, onset_step
 
         fields = {"shots": shots, "seed": seed, **({"eval_size": eval_size} if eval_size is not None else {}),
-                  **({"lr": lr} if lr is not None else {})}
+                  **({"lr": lr} if lr is not None else {}), **({"orderings": orderings} if orderings else {})}
         run_emergence(run, task, out, untrained=tuple(untrained or ("all",)), fields=fields, progress=progress)
         values = emergence_values(open_results(out))
         terminal = wide_console()

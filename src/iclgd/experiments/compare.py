@@ -598,6 +598,9 @@ def alpha_rows(state: UnitState, recorded: list[int]) -> None:
 # The unit
 
 
+_WARNED_FLOOR: list[bool] = []
+
+
 def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
     """The unit's demo order, then distinct others (orders order+1, order+2, ... with repeats skipped): ``orderings``
     in all, and at least two when the output metrics need their ICL-vs-ICL noise floor. Each is a permutation of
@@ -616,7 +619,8 @@ def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
             seen.add(tuple(permutation))
             orders.append(permutation)
         order += 1
-    if cfg.output_metrics and len(orders) >= 2 and len({int(o[-1]) for o in orders}) == 1:
+    if cfg.output_metrics and len(orders) >= 2 and len({int(o[-1]) for o in orders}) == 1 and not _WARNED_FLOOR:
+        _WARNED_FLOOR.append(True)  # once per process: a sweep's units would repeat it
         warn(f"the {len(orders)} demo orderings of the output metrics' ICL-vs-ICL noise floor all end with the same "
              "demo: an LM reads its last demo most, so the floor may be near 0 and flag every FT method; use "
              "--orderings 3 or more")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from iclgd.checks import check_output_dir
+from iclgd.errors import UserError
 from iclgd.experiments.config import CompareConfig, load_config
 
 DEFAULTS: dict[str, Any] = {"shots": 16, "seed": 1, "eval_size": None, "methods": ["gd", "lcgd"],
@@ -42,6 +43,28 @@ def emergence_configs(run: str | Path, task: str, out: str | Path, *, untrained:
     return trained, variants, steps
 
 
+def check_one_setting(out: Path, trained: list[CompareConfig]) -> None:
+    """An emergence folder holds one setting per checkpoint: a finished trained unit of one of ``trained``'s
+    checkpoints under another id (another eval size, k, seed, lr, ...) is refused before any unit runs, naming what
+    differs, rather than after this setting's units were written beside it."""
+    from iclgd.runner.results import read_record
+    from iclgd.runner.store import is_done
+
+    ours = {cfg.model: cfg for cfg in trained}
+    for unit_dir in sorted(p for p in Path(out).iterdir() if p.is_dir()) if Path(out).is_dir() else []:
+        if not is_done(out, unit_dir.name):
+            continue
+        stored = read_record(unit_dir).get("config", {})
+        cfg = ours.get(stored.get("model"))
+        if cfg is None or stored.get("untrained") is not None or unit_dir.name == cfg.unit_id():
+            continue
+        asked, there = cfg.unit_fields(), CompareConfig(**stored).unit_fields()
+        differ = [f"{name} {there[name]!r} there, {asked[name]!r} now" for name in asked
+                  if name in there and there[name] != asked[name]]
+        raise UserError(f"{out} holds emergence units of another setting ({'; '.join(differ) or 'another unit id'}): "
+                        "an emergence folder holds one setting per checkpoint; give this one its own --out")
+
+
 def run_emergence(run: str | Path, task: str | None, out: str | Path, *, untrained: tuple[str, ...] = ("all",),
                   fields: dict[str, Any] | None = None, progress: bool = True) -> tuple[list[CompareConfig],
                                                                                         dict[str, int]]:
@@ -58,6 +81,7 @@ def run_emergence(run: str | Path, task: str | None, out: str | Path, *, untrain
     task = task or run_heldout_task(Path(run))
     out = check_output_dir(out)
     trained, variants, steps = emergence_configs(run, task, out, untrained=untrained, fields=fields)
+    check_one_setting(out, trained)
     check_units(trained + variants)
     key = lambda cfg: cfg.unit_id()  # noqa: E731
     run_sweep(trained, run_unit, out, key=key, progress=progress)

@@ -82,6 +82,15 @@ class CompareConfig(BaseModel):
     weight_scales: tuple[float, float, float] = Field((0.5, 5.0, 0.1), description="start, stop, step")
     fit_iterations: int = Field(100, ge=1, description="L-BFGS iterations fitting GD++'s (η_l, γ_l)")
 
+    @model_validator(mode="after")
+    def _check_sweeps(self) -> CompareConfig:
+        for name in ("input_ranges", "weight_scales"):
+            start, stop, step = getattr(self, name)
+            if not (0 < start <= stop and step > 0):  # a scale of 0 zeroes every x; step 0 never ends
+                raise ValueError(f"{name} is [start, stop, step] with 0 < start <= stop and step > 0, got "
+                                 f"{list(getattr(self, name))}")
+        return self
+
 
 class CritiqueConfig(BaseModel):
     """`iclgd linreg critique`: order sensitivity, sparsity and weight perturbation (Shen et al. 2024)."""
@@ -92,7 +101,7 @@ class CritiqueConfig(BaseModel):
     orderings: int = Field(10, ge=2, description="context orderings per task (|Π|)")
     order_tasks: int = Field(1000, ge=1, description="eval tasks used for order sensitivity")
     order_depths: list[int] = Field([1, 2], description="depths of the LSA variants trained for the order table")
-    variant_steps: int = Field(1000, ge=0, description="training steps of each order-table variant")
+    variant_steps: int = Field(1000, ge=1, description="training steps of each order-table variant")
     sgd_epochs: int = Field(1, ge=1, description="passes of online SGD through the context")
     thresholds: list[float] = Field(THRESHOLDS, description="sparsity thresholds δ")
     noise_scales: list[float] = Field([0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1], description="ε")
@@ -105,6 +114,8 @@ class CritiqueConfig(BaseModel):
             raise ValueError("order_depths must list depths >= 1")
         if any(t <= 0 for t in self.thresholds) or any(e < 0 for e in self.noise_scales):
             raise ValueError("thresholds must be > 0 and noise_scales >= 0")
+        if not self.thresholds or not self.noise_scales:  # else empty tables and plots, without a word
+            raise ValueError("thresholds and noise_scales must list at least one value")
         return self
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iclgd.errors import UserError
 from iclgd.metrics.weights import sparsity
 from iclgd.synthetic.linreg.baselines import gd_predict, line_search_eta, online_sgd_predict
 from iclgd.synthetic.linreg.config import CritiqueConfig, TrainConfig
@@ -170,6 +171,9 @@ def critique(run_dir: str | Path, config: CritiqueConfig | None = None, progress
     run_dir = Path(run_dir)
     train_config, trained = load_run(run_dir)
     steps, d, m, n_context = train_config.layers, train_config.d, train_config.m, train_config.n_context
+    if n_context < 2:  # one ordering: every predictor would read as order-invariant
+        raise UserError("the run's context holds n = 1 example, which has one ordering: the order table cannot tell a "
+                        "sensitive predictor from an invariant one; critique a run trained with --n 2 or more")
     eta, _ = line_search_eta(eval_tasks(train_config), steps)
     hand_built = hand_built_gd(d, m, n_context, eta, steps=steps)
     seeds = stream_seeds(train_config.seed)

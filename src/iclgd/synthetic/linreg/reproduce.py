@@ -68,10 +68,13 @@ def run_linreg_reproduce(paper: str, protocol: LinregProtocol, out: str | Path, 
     """Train each depth (or reuse its finished run), compare each with GD and GD++, critique the one-layer run."""
     from iclgd.synthetic.linreg.compare import compare
     from iclgd.synthetic.linreg.critique import critique
+    from iclgd.synthetic.linreg.run import check_out
     from iclgd.synthetic.linreg.train import train
 
     out = check_output_dir(out)
     configs = protocol.train_configs(quick, out)  # settings checked before any training
+    for config in configs:  # and every run folder: a full run is not written over a --quick one's, or the other way
+        check_out(Path(config.out), config, hint="a --quick run and a full one differ: give each its own --out")
     compare_config = CompareConfig(**{**protocol.compare, **(protocol.quick_compare if quick else {})})
     critique_config = CritiqueConfig(**{**protocol.critique, **(protocol.quick_critique if quick else {})})
     started = time.time()

@@ -93,7 +93,8 @@ def save_figure(figure, base: Path) -> list[Path]:
     return runs.save_figure(figure, base, dpi=150)
 
 
-def check_out(out: Path, config: TrainConfig, overwrite: bool = False) -> bool:
+def check_out(out: Path, config: TrainConfig, overwrite: bool = False,
+              hint: str = "pass --overwrite to replace it, or choose another --out") -> bool:
     """True when ``out`` already holds this very run (rerun = nothing to do). Refuses anything else that is not an
     empty folder, except a linreg run with ``overwrite`` (the run-folder rule of :mod:`iclgd.runs`)."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
@@ -104,8 +105,7 @@ def check_out(out: Path, config: TrainConfig, overwrite: bool = False) -> bool:
         asked = config.model_dump(mode="json")
         if {k: v for k, v in saved.items() if k != "out"} == {k: v for k, v in asked.items() if k != "out"}:
             return True  # the same run (reached by any path to its folder)
-        raise UserError(f"{out} holds a linreg run with another config: pass --overwrite to replace it, or choose "
-                        "another --out")
+        raise UserError(f"{out} holds a linreg run with another config: {hint}")
     if not is_run:
         raise UserError(f"{out} exists and is not an empty folder or a linreg run: choose another --out")
     return False
