@@ -159,6 +159,7 @@ def test_vonoswald_reproduce_trains_compares_critiques_and_reports(tmp_path):
     ours = next(line for line in text.splitlines() if line.startswith("| 1 | ours |"))
     assert f"{run.summaries[1]['loss']['trained']:.4f}" in ours
     assert page.read_text().count("data:image/png;base64,") == 2 * 2 + 3  # compare + ood per depth; the critique's
+    assert "ood_tasks: 8" in text and "variant_steps: 5" in text  # what compare, OOD and critique ran with
     again = run_linreg_reproduce("vonoswald2023", toy, tmp_path / "out", progress=False)
     assert again.trained == [] and again.summaries[1]["loss"] == run.summaries[1]["loss"]
 

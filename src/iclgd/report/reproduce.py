@@ -223,7 +223,9 @@ def _linreg_sections(run: LinregReproduction, command: str | None) -> list[Secti
             ("order", "order sensitivity over context orderings"),
             ("sparsity", "sparsity of the trained and the hand-built matrices at thresholds δ"),
             ("perturbation", "loss and cos(g, g_GD) under weight noise ε"))]
+    blocks = [Preformatted("---\n".join(f"# lsa{layers}\n{text}" for layers, text in configs.items()))]
+    if run.analyses:  # what compare (with its OOD sweeps) and the critique ran with
+        blocks.append(Preformatted(yaml.safe_dump(run.analyses, sort_keys=False)))
     sections += [Section("Figures", figures),
-                 Section("Configs (each run's config.yaml)",
-                         [Preformatted("---\n".join(f"# lsa{layers}\n{text}" for layers, text in configs.items()))])]
+                 Section("Configs (each run's config.yaml, then the compare, OOD and critique settings)", blocks)]
     return sections

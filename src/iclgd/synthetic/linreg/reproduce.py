@@ -61,6 +61,7 @@ class LinregReproduction:
     trained: list[str]
     wall_s: float
     model: str = "linear self-attention, trained here"
+    analyses: dict[str, dict] = field(default_factory=dict)  # the compare (with OOD) and critique settings used
 
 
 def run_linreg_reproduce(paper: str, protocol: LinregProtocol, out: str | Path, *, quick: bool = False,
@@ -87,4 +88,7 @@ def run_linreg_reproduce(paper: str, protocol: LinregProtocol, out: str | Path, 
         summaries[config.layers] = compare(config.out, compare_config)
     critiqued = (critique(runs[protocol.critique_depth], critique_config, progress=progress)
                  if protocol.critique_depth in runs else None)
-    return LinregReproduction(paper, protocol, quick, runs, summaries, critiqued, trained, time.time() - started)
+    analyses = {"compare": compare_config.model_dump(mode="json", exclude={"run"}),
+                "critique": critique_config.model_dump(mode="json", exclude={"run"})}
+    return LinregReproduction(paper, protocol, quick, runs, summaries, critiqued, trained, time.time() - started,
+                              analyses=analyses)
