@@ -199,3 +199,13 @@ def test_dispatcher_runs_both_methods_and_reports_steps(gpt2):
         steps: list[int] = []
         result = finetune(gpt2, sequences, 0.1, method=method, on_step=lambda steps=steps: steps.append(1))
         assert len(steps) == 3 and result.grad_norms.shape == (3, 2) and len(result.losses) == 3
+
+
+def test_bad_training_settings_name_themselves(gpt2):
+    sequences = make_sequences(gpt2, n=2)
+    with pytest.raises(UserError, match=r"epochs must be at least 1, got 0"):
+        train(gpt2, sequences, 0.1, epochs=0)
+    with pytest.raises(UserError, match=r"batch must be at least 1 \(or None for the full batch\), got 0"):
+        train(gpt2, sequences, 0.1, batch=0)
+    with pytest.raises(UserError, match=r"learning rate must be positive, got 0: pass lr > 0"):
+        train(gpt2, sequences, 0)

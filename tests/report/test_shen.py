@@ -139,7 +139,7 @@ def test_report_prints_tables_and_writes_both_figures(con, tmp_path):
 
 
 def test_no_shen_data_is_a_user_error_and_writes_nothing(con, tmp_path):
-    with pytest.raises(UserError, match="no Shen et al. results .* configs/shen2024/fig4.yaml"):
+    with pytest.raises(UserError, match="no Shen et al. results .* configs/shen2024/offline-fig4.yaml"):
         shen.report_shen(con, Console(), tmp_path / "figs" / "shen", where="task = 'cb'")
     assert not (tmp_path / "figs").exists()
 

@@ -254,11 +254,13 @@ def train(
     which is not a demo token; 0 for a model without BOS); no default guesses it.
     """
     if not lr > 0:
-        raise UserError(f"learning rate must be positive, got {lr}: set `lr` in the config")
+        raise UserError(f"learning rate must be positive, got {lr}: pass lr > 0 (--lr, or `lr` in a config)")
     if optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
-    if batch is not None and batch < 1 or epochs < 1:
-        raise UserError(f"batch ({batch}) and epochs ({epochs}) must be at least 1")
+    if batch is not None and batch < 1:
+        raise UserError(f"batch must be at least 1 (or None for the full batch), got {batch}")
+    if epochs < 1:
+        raise UserError(f"epochs must be at least 1, got {epochs}")
     if record_queries and bos_length is None:
         raise ValueError("recording queries needs bos_length: how many BOS tokens start each sequence (0 for none)")
     if record_queries and batch != 1:

@@ -41,8 +41,10 @@ ICL_LINE = {"order_sensitivity": ("ICL", "--"), "fullvocab_accuracy": ("ICL", "-
 SCALE = {"fullvocab_accuracy": 100.0, "accuracy": 100.0}  # accuracy is stored as a fraction, drawn in %
 # Fixed y ranges for bounded metrics, so the learning-rate columns of Figure 5 compare at a glance.
 Y_LIMITS = {"fullvocab_accuracy": (-2.0, 102.0), "to@10": (-0.02, 1.02), "ocs@10": (-0.02, 1.02)}
-RUN_HINT = ("run `iclgd sweep configs/shen2024/fig4.yaml` (order sensitivity), fig5.yaml (curves over epochs and "
-            "learning rates) or table1.yaml (GD with more data), then `iclgd report <out> --paper shen2024`")
+RUN_HINT = ("run `iclgd sweep configs/shen2024/offline-fig4.yaml` (order sensitivity), offline-fig5.yaml (curves "
+            "over epochs and learning rates) or offline-table1.yaml (GD with more data) on SmolLM2 here (fig4.yaml, "
+            "fig5.yaml and table1.yaml are the paper's LLaMA-7B settings: the hub and a GPU), then `iclgd report <out> "
+            "--paper shen2024`")
 
 Panel = tuple[str, str]  # (model, task)
 
@@ -436,16 +438,16 @@ def report_shen(con: duckdb.DuckDBPyConnection, terminal: Console, stem: str | P
         terminal.print(table)
     if not any(info.ft_shots is not None for info in units.values()):
         terminal.print("Table 1 not printed: no unit trained FT on more demos than ICL (ft_shots); run "
-                       "`iclgd sweep configs/shen2024/table1.yaml`")
+                       "`iclgd sweep configs/shen2024/offline-table1.yaml` (table1.yaml: the paper's LLaMA-7B setting)")
     paths = []
     if fig4 is not None:
         paths += plot_order_sensitivity(con, units, fig4, where)
     else:
         terminal.print("Figure 4 not drawn: no order sensitivity stored (units with orderings >= 2); run "
-                       "`iclgd sweep configs/shen2024/fig4.yaml`")
+                       "`iclgd sweep configs/shen2024/offline-fig4.yaml` (fig4.yaml: the paper's LLaMA-7B setting)")
     for (model, task, k), path in fig5.items():
         paths += plot_curves_by_lr(con, units, path, (model, task), k, where)
     if not fig5:
         terminal.print("Figure 5 not drawn: no FT curves on ICL's own demos (epochs > 1 or output_metrics); run "
-                       "`iclgd sweep configs/shen2024/fig5.yaml`")
+                       "`iclgd sweep configs/shen2024/offline-fig5.yaml` (fig5.yaml: the paper's LLaMA-7B setting)")
     return paths
