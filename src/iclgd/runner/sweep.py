@@ -246,14 +246,26 @@ def _run_local(pending: list, run_unit: Callable, out: Path, report: SweepReport
 def _run_held(unit: str, config: Any, run_unit: Callable, out: Path, report: SweepReport, bar: Progress,
               task: Any) -> None:
     """Run a unit whose lock we hold, unless another process finished it before we got the lock."""
+    bar.update(task, unit=unit)
+    _count(report, bar, task, unit, _run_unless_done(run_unit, out, unit, config))
+
+
+def _run_unless_done(run_unit: Callable, out: Path, unit: str, config: Any) -> bool:
+    """Run and write a unit whose lock is held; False where another process finished it first."""
     if is_done(out, unit):
+        return False
+    result, wall_s = timed_run(run_unit, config)
+    _write(Path(out), unit, config, result, wall_s)
+    return True
+
+
+def _count(report: SweepReport, bar: Progress, task: Any, unit: str, ran: bool) -> None:
+    """A unit that ran here, or one another process finished first."""
+    if ran:
+        _finish(report, bar, task, unit, None)
+    else:
         report.by_others.append(unit)
         bar.update(task, advance=1, unit=unit)
-        return
-    bar.update(task, unit=unit)
-    result, wall_s = timed_run(run_unit, config)
-    _write(out, unit, config, result, wall_s)
-    _finish(report, bar, task, unit, None)
 
 
 def _run_ray(pending: list, run_unit: Callable, out: Path, report: SweepReport, bar: Progress, task: Any,
@@ -310,11 +322,7 @@ def run_and_write(run_unit: Callable, out: Path, pending_unit: tuple[str, Any]) 
     finished it."""
     unit, config = pending_unit
     with _locked(Path(out), unit, wait=True):
-        if is_done(out, unit):
-            return False
-        result, wall_s = timed_run(run_unit, config)
-        _write(Path(out), unit, config, result, wall_s)
-    return True
+        return _run_unless_done(run_unit, out, unit, config)
 
 
 def _run_slurm(pending: list, run_unit: Callable, out: Path, report: SweepReport, bar: Progress, task: Any,
@@ -351,8 +359,4 @@ def _run_slurm(pending: list, run_unit: Callable, out: Path, report: SweepReport
                 raise bad_input from None
             _finish(report, bar, task, unit, err)
             continue
-        if ran:
-            _finish(report, bar, task, unit, None)
-        else:
-            report.by_others.append(unit)
-            bar.update(task, advance=1, unit=unit)
+        _count(report, bar, task, unit, ran)
