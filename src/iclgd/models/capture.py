@@ -238,9 +238,8 @@ def _base_model(model: nn.Module) -> nn.Module:
 
 
 def _check_positions(lm: LoadedModel, n_positions: int) -> None:
-    limit = getattr(lm.model.config, "max_position_embeddings", None)
-    if limit is not None and n_positions > limit:
-        raise ValueError(f"prefix + query = {n_positions} positions, more than the model's {limit}")
+    if n_positions > _context(lm):
+        raise ValueError(f"prefix + query = {n_positions} positions, more than the model's {_context(lm)}")
 
 
 def _check_request(request: CaptureRequest, attention_mask: torch.Tensor, prefix: Prefix | None) -> None:
