@@ -71,7 +71,7 @@ def run_emergence(run: str | Path, task: str | None, out: str | Path, *, untrain
     """Run (or resume) every checkpoint's units in ``out``, trained first; every input is checked before any model
     work; ``task`` None: the held-out task of the run's corpus. Returns the units and the step of each model
     folder."""
-    from iclgd.experiments.sweep import check_units, run_unit
+    from iclgd.experiments.sweep import check_finished, check_units, run_unit
     from iclgd.experiments.weights import checkpoint_folders
     from iclgd.runner.results import read_record
     from iclgd.runner.sweep import run_sweep
@@ -88,6 +88,6 @@ def run_emergence(run: str | Path, task: str | None, out: str | Path, *, untrain
     lrs = {cfg.unit_id(): read_record(out / cfg.unit_id())["lr"] for cfg in trained}
     trained, variants, steps = emergence_configs(run, task, out, untrained=untrained, fields=fields, lrs=lrs)
     if variants:
-        check_units(variants)  # their ids hold the trained lr only now: a finished one whose task changed is refused
+        check_finished(variants)  # their ids hold the trained lr only now: a changed finished one is refused
         run_sweep(variants, run_unit, out, key=key, progress=progress)
     return trained + variants, steps

@@ -33,7 +33,7 @@ from iclgd.checks import check_output_dir
 from iclgd.errors import UserError
 from iclgd.experiments.compare import capped_eval_sizes
 from iclgd.experiments.config import CompareConfig, load_config
-from iclgd.experiments.sweep import check_units, run_unit
+from iclgd.experiments.sweep import check_finished, check_units, run_unit
 from iclgd.finetune import published_seed
 from iclgd.finetune.lr_search import published_size
 from iclgd.runner.sweep import run_sweep
@@ -188,6 +188,6 @@ def run_reproduce(paper: str, model: str | None, out: str | Path, *, tasks: list
     lrs = {cfg.unit_id(): json.loads((out / cfg.unit_id() / "record.json").read_text())["lr"] for cfg in trained}
     trained, untrained = unit_configs(paper, model, tasks, quick, out, lrs, overrides)
     if untrained:
-        check_units(untrained)  # their ids hold the trained lr only now: a finished one whose task changed is refused
+        check_finished(untrained)  # their ids hold the trained lr only now: a changed finished one is refused
         ran += run_sweep(untrained, run_unit, out, key=key, progress=progress).ran
     return Reproduction(paper, protocol, model, quick, trained + untrained, lrs, ran, time.time() - started)

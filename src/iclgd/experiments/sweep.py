@@ -24,6 +24,7 @@ from iclgd.experiments.run import check_unchanged
 from iclgd.models.loading import check_source
 from iclgd.runner.store import is_done
 from iclgd.runner.sweep import SweepReport, run_sweep
+from iclgd.tasks import load_splits, load_task, sample_demo_indices
 
 SWEEP_KEYS = {"base", "runs", "grid", "out", "backend", "ray_address", "slurm"}
 
@@ -75,9 +76,7 @@ def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
     """Bad input in any unit (task, template, k, device) fails the sweep before the first unit runs and before
     anything is written; a typo in the fifth grid point does not surface after four units of model work. A finished
     unit whose task or local model changed since is refused too (:func:`check_unchanged`)."""
-    from iclgd.tasks import load_splits, load_task, sample_demo_indices
-
-    data, changed = {}, []
+    data = {}
     for cfg in configs:
         if (cfg.task, cfg.data_dir) not in data:
             task = load_task(cfg.task)
@@ -88,23 +87,41 @@ def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
         sample_demo_indices([ex.label for ex in splits.pool], max(cfg.shots, cfg.ft_shots or 0), cfg.seed,
                             balanced=cfg.balanced)
         check_orderings(cfg.orderings, cfg.shots)
-        unit_dir = Path(cfg.out) / cfg.unit_id()
-        if is_done(unit_dir.parent, unit_dir.name):  # on Ray or SLURM the model's path is the worker's
-            try:
-                check_unchanged(cfg, unit_dir, data[cfg.task, cfg.data_dir], model=local)
-            except UserError as err:  # every changed unit named at once, not one per rerun
-                changed.append((unit_dir.name, err))
         if local:  # on Ray or SLURM the device is the worker's
             check_device(cfg.device)
+    check_finished(configs, data, model=local)  # on Ray or SLURM the model's path is the worker's
+    if local:
+        for model in sorted({cfg.model for cfg in configs}):
+            check_source(model, fetch_named=True)  # a named model not fetched yet: `iclgd demo` fetches it
+        check_tokens(configs, {key: task for key, (task, _) in data.items()})
+
+
+def check_finished(configs: list[CompareConfig], data: dict[tuple, Any] | None = None, *, model: bool = True) -> None:
+    """Every finished unit of ``configs`` whose task or local model changed since it was computed
+    (:func:`check_unchanged`), named in one line rather than one per rerun. ``data``: (task, rows) by (task,
+    data_dir), where the caller has read them; else read once per task, and only for tasks with finished units."""
+    data = {} if data is None else data
+    changed = []
+    for cfg in configs:
+        unit_dir = Path(cfg.out) / cfg.unit_id()
+        if not is_done(unit_dir.parent, unit_dir.name):
+            continue
+        key = cfg.task, cfg.data_dir
+        if key not in data:
+            try:
+                task = load_task(cfg.task)
+                data[key] = task, load_splits(task, data_dir=cfg.data_dir)
+            except UserError:  # the data is not here: check_unchanged leaves the task unchecked
+                data[key] = None
+        try:
+            check_unchanged(cfg, unit_dir, data[key], model=model)
+        except UserError as err:
+            changed.append((unit_dir.name, err))
     if changed:
         others = [name for name, _ in changed[1:]]
         more = (f"; {len(others)} more finished unit(s) changed too: {', '.join(others[:5])}"
                 f"{', ...' if len(others) > 5 else ''}") if others else ""
         raise UserError(f"{changed[0][1]}{more}")
-    if local:
-        for model in sorted({cfg.model for cfg in configs}):
-            check_source(model, fetch_named=True)  # a named model not fetched yet: `iclgd demo` fetches it
-        check_tokens(configs, {key: task for key, (task, _) in data.items()})
 
 
 def check_tokens(configs: list[CompareConfig], tasks: dict[tuple, Any]) -> None:
