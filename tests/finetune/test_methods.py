@@ -153,3 +153,16 @@ def test_label_loss_unembeds_only_the_positions_predicting_the_label(family):
         torch.testing.assert_close(loss, want, rtol=1e-6, atol=1e-6)
     handle.remove()
     assert rows == [1, 9, 3, 9]  # label_loss: n_label rows; the full forward: all 9
+
+
+def test_two_methods_on_one_layer_are_warned_and_a_layer_out_of_range_refused(capsys):
+    """wv:middle and wv:deep are one layer of a 2-layer model: the same training twice, said once; on 30 layers
+    they differ. A layer past the model is bad input."""
+    middle, deep = parse_method("wv:middle-gd-label"), parse_method("wv:deep-gd-label")
+    middle.check_layers([deep], 2)
+    deep.check_layers([], 2)
+    assert capsys.readouterr().err.count("train the same layer (1) of this 2-layer model") == 1
+    middle.check_layers([deep], 30)
+    assert "same layer" not in capsys.readouterr().err
+    with pytest.raises(UserError, match="trains layer 9, but the model has 2 layers"):
+        parse_method("wv:9-gd-label").check_layers([], 2)

@@ -660,8 +660,9 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     methods = {name: finetuning.parse_method(name) for name in cfg.methods}
     if not record_kendall(cfg, methods):
         warn("no Kendall τ in this unit: it is measured for Dai's gd over one epoch on ICL's own demos")
-    for spec in methods.values():  # a layer out of range, or two methods on one layer, fail before any pass
-        spec.check_layers(list(methods.values()), len(blocks(lm.model, lm.family)))
+    specs = list(methods.values())
+    for index, spec in enumerate(specs):  # a layer out of range fails before any pass; two on one layer are said
+        spec.check_layers(specs[index + 1:], len(blocks(lm.model, lm.family)))
     orders = demo_orders(cfg, prompts.true_k)
     orderings = ordered_prompts(prompts, orders)
     recorded = cfg.epochs_recorded()

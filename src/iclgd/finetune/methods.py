@@ -89,12 +89,12 @@ class FTMethod:
         return (self.params, self.layer, self.loss, self.optimizer, self.batch) == (
             other.params, other.layer, other.loss, other.optimizer, other.batch)
 
-    def check_layers(self, others: Sequence[FTMethod], n_layers: int) -> None:
-        """The layer this method trains is in range (UserError otherwise); a warning where one of ``others`` comes
-        later and trains alike on the same layer of an ``n_layers``-block model (wv:middle and wv:deep are one layer
+    def check_layers(self, later: Sequence[FTMethod], n_layers: int) -> None:
+        """The layer this method trains is in range (UserError otherwise); a warning where one of the ``later``
+        methods trains alike on the same layer of an ``n_layers``-block model (wv:middle and wv:deep are one layer
         of a 2-layer model): their results are the same."""
         layer = self.resolve_layer(n_layers)
-        for other in others[list(others).index(self) + 1:] if self in others else others:
+        for other in later:
             if (other.lr == self.lr and other.layer != self.layer and other.resolve_layer(n_layers) == layer
                     and (other.params, other.loss, other.optimizer, other.batch) == (
                         self.params, self.loss, self.optimizer, self.batch)):
