@@ -7,6 +7,8 @@ start-up. Timings on a shared machine are approximate.
 
 from __future__ import annotations
 
+import argparse
+
 from iclgd.synthetic.linreg.config import TrainConfig
 from iclgd.synthetic.linreg.train import train_model
 
@@ -19,8 +21,13 @@ def steps_per_second(steps: int, threads: int, layers: int = 1) -> float:
     return train_model(config, progress=False).steps_per_second
 
 
-def main(steps: int = 300, layers: int = 1) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     """One line: steps/s with the default single training thread and with 2 threads (2 CPU cores)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--layers", type=int, default=1)
+    args, _ = parser.parse_known_args(argv)
+    steps, layers = args.steps, args.layers
     one, two = steps_per_second(steps, 1, layers), steps_per_second(steps, 2, layers)
     default_steps = TrainConfig(layers=layers).steps
     print(f"linreg train (batch 2048, {layers} layer(s), 2 CPU cores): {one:.1f} steps/s with 1 thread (default), "

@@ -21,11 +21,11 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchmarks.measure import run_child, target
 
 MODEL, TASK = "smollm2-135m", "vader-movie"
 
@@ -62,13 +62,12 @@ def export_task(folder: Path, docs: int) -> tuple[Path, str]:
     return folder / f"{name}.yaml", name
 
 
-def _timed(command: list[str], env: dict) -> tuple[float, str]:
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    seconds = time.perf_counter() - start
+def _timed(command: list[str], env: dict) -> tuple[float, float, str]:
+    """Wall seconds, the process's own peak RSS (MiB) and its output."""
+    seconds, peak, done = run_child(command, env)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} ... failed:\n{done.stderr[-3000:]}")
-    return seconds, done.stdout + done.stderr
+    return seconds, peak, done.stdout + done.stderr
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -93,19 +92,23 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="iclgd-bench-lm-eval-") as tmp:
         task_yaml, task_name = export_task(Path(tmp) / "task", args.docs)
         for k in (int(s) for s in args.shots.split(",")):
-            lm_eval_s, lm_eval_log = _timed(
+            lm_eval_s, lm_eval_peak, lm_eval_log = _timed(
                 [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
                  f"pretrained={folder},dtype=float32", "--device", "cpu", "--tasks", task_name, "--include_path",
                  str(task_yaml.parent), "--num_fewshot", str(k), "--batch_size", "16", "--seed", "1"], env)
-            iclgd_s, iclgd_log = _timed(
+            iclgd_s, iclgd_peak, iclgd_log = _timed(
                 [sys.executable, "-m", "iclgd", "icl-curve", "--model", MODEL, "--task", TASK, "--k", str(k),
                  "--eval-size", str(args.docs), "--seeds", "1", "--out", str(Path(tmp) / f"icl-{k}")], env)
             match = re.search(r"\|\s*acc\s*\|[^|]*\|\s*([0-9.]+)", lm_eval_log)
             figures["shots"][k] = {"lm_eval_s": round(lm_eval_s, 1), "iclgd_s": round(iclgd_s, 1),
-                                   "speedup": round(lm_eval_s / iclgd_s, 1),
+                                   "speedup": round(lm_eval_s / iclgd_s, 1), "lm_eval_peak_mib": lm_eval_peak,
+                                   "iclgd_peak_mib": iclgd_peak,
                                    "lm_eval_accuracy": float(match.group(1)) if match else None}
             print(f"k = {k:2d}: lm-eval {lm_eval_s:6.1f} s, iclgd icl-curve {iclgd_s:5.1f} s -> "
-                  f"{lm_eval_s / iclgd_s:.1f}x (target {15 if k <= 16 else 25}x)", flush=True)
+                  f"{lm_eval_s / iclgd_s:.1f}x (target {15 if k <= 16 else 25}x); peak {lm_eval_peak:.0f} vs "
+                  f"{iclgd_peak:.0f} MiB", flush=True)
+    figures["targets"] = [target(f"ICL scoring, lm-eval / iclgd, {k} shots", f["speedup"],
+                                 at_least=15 if k <= 16 else 25) for k, f in figures["shots"].items()]
     return figures
 
 

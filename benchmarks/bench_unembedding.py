@@ -6,7 +6,7 @@ Gemma-3-270M (the real weights where `iclgd models fetch` cached them, else rand
    unembedding at the scored position only).
 2. One epoch of whole-model training with Shen's label-token loss on 8 sequences of 48 tokens (batch 1, SGD): the
    loss read off every position's logits vs iclgd's :func:`iclgd.finetune.label_loss` (the label position only).
-Reported: seconds of each, the ratio, and the process's peak memory.
+Reported: seconds of each, the ratio, and each side's own peak memory (the peak reset before it).
 
 Run: python -m benchmarks.bench_unembedding [--random]
 """
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks.measure import peak_mib, reset_peak
 
 PROMPTS, PROMPT_LEN, BATCH = 32, 300, 8
 SEQUENCES, SEQUENCE_LEN = 8, 48
@@ -60,36 +61,54 @@ def main(argv: list[str] | None = None) -> dict:
                      "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     with torch.inference_mode():
         forward(lm, prompts[:BATCH], torch.ones_like(prompts[:BATCH]), logits_at=last)  # warm-up
-        start = time.perf_counter()
-        for b in range(0, PROMPTS, BATCH):
-            model(input_ids=prompts[b:b + BATCH], use_cache=False).logits[:, -1]
-        every = time.perf_counter() - start
-        start = time.perf_counter()
-        for b in range(0, PROMPTS, BATCH):
-            ids = prompts[b:b + BATCH]
-            forward(lm, ids, torch.ones_like(ids), logits_at=last)
-        scored = time.perf_counter() - start
+
+        def every_position() -> None:
+            for b in range(0, PROMPTS, BATCH):
+                model(input_ids=prompts[b:b + BATCH], use_cache=False).logits[:, -1]
+
+        def scored_position() -> None:
+            for b in range(0, PROMPTS, BATCH):
+                ids = prompts[b:b + BATCH]
+                forward(lm, ids, torch.ones_like(ids), logits_at=last)
+
+        every, every_peak = _phase(every_position)
+        scored, scored_peak = _phase(scored_position)
     sequences = [torch.randint(1, vocab, (SEQUENCE_LEN,), generator=generator) for _ in range(SEQUENCES)]
     model.requires_grad_(True)
     original = {k: v.clone() for k, v in model.state_dict().items()}
     _train_epoch(model, sequences[:1], _full_label_loss)  # warm-up: the first backward allocates
     model.load_state_dict(original)
-    train_every = _train_epoch(model, sequences, _full_label_loss)
+    train_every, train_every_peak = _phase(lambda: _train_epoch(model, sequences, _full_label_loss))
     model.load_state_dict(original)
-    train_scored = _train_epoch(model, sequences, label_loss)
+    train_scored, train_scored_peak = _phase(lambda: _train_epoch(model, sequences, label_loss))
     figures.update(
         scoring={"prompts": PROMPTS, "tokens": PROMPT_LEN, "every_position_s": round(every, 2),
-                 "scored_position_s": round(scored, 2), "speedup": round(every / scored, 2)},
+                 "scored_position_s": round(scored, 2), "speedup": round(every / scored, 2),
+                 "every_position_peak_mib": every_peak, "scored_position_peak_mib": scored_peak},
         training={"sequences": SEQUENCES, "tokens": SEQUENCE_LEN, "every_position_s": round(train_every, 2),
-                  "label_positions_s": round(train_scored, 2), "speedup": round(train_every / train_scored, 2)},
-        peak_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                  "label_positions_s": round(train_scored, 2), "speedup": round(train_every / train_scored, 2),
+                  "every_position_peak_mib": train_every_peak, "label_positions_peak_mib": train_scored_peak},
+        peak_resets=_RESETS)
     print(f"gemma3-270m ({source}), vocabulary {vocab}")
-    print(f"  scoring {PROMPTS} prompts of {PROMPT_LEN} tokens: unembedding every position {every:.1f} s, "
-          f"the scored one {scored:.1f} s -> {every / scored:.2f}x")
+    print(f"  scoring {PROMPTS} prompts of {PROMPT_LEN} tokens: unembedding every position {every:.1f} s "
+          f"(peak {every_peak:.0f} MiB), the scored one {scored:.1f} s (peak {scored_peak:.0f} MiB) -> "
+          f"{every / scored:.2f}x")
     print(f"  whole-model label-loss epoch ({SEQUENCES} x {SEQUENCE_LEN} tokens): every position "
-          f"{train_every:.1f} s, the label position {train_scored:.1f} s -> {train_every / train_scored:.2f}x")
-    print(f"  peak memory {figures['peak_mb']:.0f} MB")
+          f"{train_every:.1f} s (peak {train_every_peak:.0f} MiB), the label position {train_scored:.1f} s "
+          f"(peak {train_scored_peak:.0f} MiB) -> {train_every / train_scored:.2f}x")
     return figures
+
+
+_RESETS: list[bool] = []
+
+
+def _phase(work) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB) of ``work()``, the peak reset first (so a phase's peak is its own where the
+    kernel allows; ``peak_resets`` in the figures says whether it did)."""
+    _RESETS.append(reset_peak())
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start, peak_mib()
 
 
 if __name__ == "__main__":

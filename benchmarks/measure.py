@@ -1,0 +1,83 @@
+"""What every benchmark measures the same way: a phase's peak memory, a child process's peak, and targets.
+
+Peak memory on CPU is the resident set's high-water mark (``VmHWM``, MiB). A process's mark only rises, so a
+phase's own peak needs the mark reset first: Linux resets it on writing 5 to ``/proc/self/clear_refs``. Where that
+is refused, :func:`reset_peak` says so and the peak read after it is the process's so far (it says which).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+
+
+def _status_mib(field: str) -> float:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"{field} not in {_STATUS}")
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak RSS to its current RSS; False where the kernel refuses (the peak then keeps
+    what came before)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_mib() -> float:
+    """This process's peak RSS since it started or since the last :func:`reset_peak` (MiB)."""
+    return round(_status_mib("VmHWM"), 1)
+
+
+def rss_mib() -> float:
+    """This process's RSS now (MiB)."""
+    return round(_status_mib("VmRSS"), 1)
+
+
+def run_child(command: list[str], env: dict | None = None, *,
+              capture: bool = True) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Run ``command`` to its end: (wall seconds, its own peak RSS in MiB, its completed process, whose output
+    is captured unless ``capture`` is False: then it goes to this process's).
+
+    ``os.wait4`` gives this child's own resource use, where ``RUSAGE_CHILDREN`` would give the largest of every
+    child so far."""
+    start = time.perf_counter()
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env)
+    stdout, stderr = _drain(proc) if capture else ("", "")
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return seconds, round(usage.ru_maxrss / 1024, 1), subprocess.CompletedProcess(command, proc.returncode,
+                                                                                 stdout, stderr)
+
+
+def _drain(proc: subprocess.Popen) -> tuple[str, str]:
+    """Read both pipes to their end without reaping the child (``communicate`` would wait for it)."""
+    out: dict[str, str] = {}
+
+    def read(name: str, stream) -> None:
+        out[name] = stream.read()
+
+    threads = [threading.Thread(target=read, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out["out"], out["err"]
+
+
+def target(what: str, value: float, *, at_most: float | None = None, at_least: float | None = None) -> dict:
+    """One target of issue 11 and whether this run met it."""
+    met = (at_most is None or value <= at_most) and (at_least is None or value >= at_least)
+    bound = f"<= {at_most:g}" if at_most is not None else f">= {at_least:g}"
+    return {"what": what, "value": round(value, 3), "target": bound, "met": bool(met)}

@@ -1,0 +1,71 @@
+"""The benchmarks' own plumbing: per-process and per-phase peak memory, targets, and run_all's bookkeeping."""
+
+import json
+import sys
+
+import pytest
+
+from benchmarks import run_all
+from benchmarks.measure import peak_mib, reset_peak, rss_mib, run_child, target
+
+ALLOCATE = "import numpy as np; a = np.ones({} * 2**20 // 8); print(a.sum())"
+
+
+def test_each_child_reports_its_own_peak_not_the_largest_so_far():
+    _, big, done = run_child([sys.executable, "-c", ALLOCATE.format(400)])
+    assert done.returncode == 0 and float(done.stdout) == 400 * 2**20 // 8
+    _, small, _ = run_child([sys.executable, "-c", ALLOCATE.format(50)])
+    assert big > 400 and small < big - 300  # RUSAGE_CHILDREN would give the 400 MiB child's peak to both
+
+
+def test_a_phase_peak_is_its_own_once_reset():
+    import numpy as np
+
+    a = np.ones(300 * 2**20 // 8)
+    del a
+    assert peak_mib() >= rss_mib() + 250
+    if not reset_peak():
+        pytest.skip("this kernel refuses to reset the peak RSS")
+    assert peak_mib() < rss_mib() + 50
+
+
+def test_targets_say_whether_they_were_met():
+    assert target("x", 1.2, at_most=1.5) == {"what": "x", "value": 1.2, "target": "<= 1.5", "met": True}
+    assert not target("x", 14.9, at_least=15)["met"]
+
+
+def test_each_benchmark_gets_only_its_own_flags():
+    args = run_all.main.__globals__["argparse"].Namespace(random=True, reencode=10, grid=True)
+    assert run_all.arguments("bench_compare", args) == ["--random", "--reencode", "10"]
+    assert run_all.arguments("bench_lr_search", args) == ["--grid"]
+    assert run_all.arguments("bench_lm_eval", args) == []
+
+
+def test_a_failing_benchmark_is_recorded_and_the_others_kept(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks").mkdir()
+    monkeypatch.setattr(run_all, "BENCHMARKS", ("bench_linreg", "bench_broken"))
+
+    def child(command, capture=True):
+        name, out = command[command.index("--one") + 1:command.index("--one") + 3]
+        if name == "bench_broken":
+            return 1.0, 10.0, type("Done", (), {"returncode": 1})()
+        out_path = tmp_path / "child.json"
+        out_path.write_text(json.dumps({"steps": 3, "targets": [target("t", 2.0, at_most=1.0)]}))
+        import shutil
+
+        shutil.copy(out_path, out)
+        return 2.0, 20.0, type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(run_all, "run_child", child)
+    assert run_all.main(["--only", "bench_linreg,bench_broken"]) == 1
+    figures = json.loads((tmp_path / "results" / "benchmarks.json").read_text())
+    assert figures["bench_linreg"]["steps"] == 3 and figures["bench_linreg"]["process_peak_mib"] == 20.0
+    assert figures["bench_broken"] == {"error": 1, "process_s": 1.0, "process_peak_mib": 10.0}
+    assert "MISSED t: 2" in capsys.readouterr().out
+
+
+def test_an_unknown_benchmark_is_a_usage_error():
+    with pytest.raises(SystemExit) as err:
+        run_all.main(["--only", "bench_nothing"])
+    assert err.value.code == 2
