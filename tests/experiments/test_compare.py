@@ -89,6 +89,25 @@ def test_order_changes_prefix_but_not_demo_set(gpt2_dir, tmp_path):
     assert b["demo_rows"] == [a["demo_rows"][i] for i in b["order_permutation"]]
 
 
+
+def test_two_template_strings_are_two_conditions_never_pooled_as_seeds(gpt2_dir, tmp_path):
+    """A template string of one's own keys its rows by a stable id of its text: two strings (same seed) are two
+    rows of a table pooled over seeds, and the same string run again keys the same."""
+    from iclgd.report import summary_rows
+    from iclgd.runner import open_results
+    from iclgd.tasks import template_key
+
+    templates = ["Text: {sentence} Mood:", "Input: {sentence} Answer:"]
+    for template in templates:
+        run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], kendall_examples=0, template=template),
+                      show_progress=False)
+    con = open_results(tmp_path / "out")
+    keys = {t for (t,) in con.execute("SELECT DISTINCT template FROM metrics").fetchall()}
+    assert keys == {template_key(t) for t in templates} and all(key < 0 for key in keys)
+    assert template_key(templates[0]) == template_key("Text: {sentence} Mood:") and template_key(2) == 2
+    rows = summary_rows(con, over=("seed",))
+    assert sorted(row["template"] for row in rows) == sorted(keys)
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -546,3 +565,17 @@ def test_a_noise_floor_whose_orderings_end_alike_is_warned(tmp_path, capsys, mon
     monkeypatch.setattr(compare, "_WARNED_FLOOR", [])
     assert len({int(o[-1]) for o in demo_orders(cfg.model_copy(update={"orderings": 3}), 4)}) > 1
     assert "same demo" not in capsys.readouterr().err
+
+
+def test_scores_that_overflow_float16_name_the_dtype_not_the_learning_rate(tmp_path):
+    """Weights that fit float16 but whose activations overflow it give NaN next-token scores: the unit fails
+    before any FT, saying to load the model in bfloat16 or float32 (as Gemma-3 in float16 needs)."""
+    import safetensors.torch as st
+
+    model = save_tiny_model("gpt2", tmp_path / "loud")
+    weights = st.load_file(model / "model.safetensors")
+    weights = {name: (t.sign() * 3e4 if name.endswith("mlp.c_fc.weight") else t) for name, t in weights.items()}
+    st.save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"NaN next-token scores in its ZS pass at torch.float16: its activations "
+                                        r"overflow float16: load it in bfloat16 or float32 \(--dtype\)"):
+        run_compare(_cfg(model, tmp_path, dtype="float16", methods=["gd"]), show_progress=False)

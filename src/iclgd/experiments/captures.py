@@ -32,7 +32,8 @@ class PassCaptures:
     """One pass (zs, icl, gd, lcgd, gd:random_direction) over all eval examples, in example order, named as
     TransformerLens names its hooks (taken at the analysis position only; scores over the test tokens only):
 
-    attn_out          [N, L, d_model]   hook_attn_out: the attention module's output (output projection, bias)
+    attn_out          [N, L, d_model]   hook_attn_out: the attention module's output (output projection, bias;
+                                        for Gemma 2/3 before post_attention_layernorm, TransformerLens after it)
     attn_scores       [N, L, H, T_max]  one row of hook_attn_scores: pre-softmax scores from the analysis position
                                         to the test-example tokens, right-padded with 0 (``test_length`` real)
     q                 [N, L, H*D]       hook_q (scaled, heads concatenated) at the analysis position; captures: full

@@ -56,6 +56,7 @@ from iclgd.tasks import (
     permute,
     render_input,
     sample_demo_indices,
+    template_key,
 )
 
 # ----------------------------------------------------------------------------------------------------------
@@ -405,6 +406,7 @@ def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompt
         zs = score_batch(lm, prompts, indices, prefix=None, position=cfg.position)
         icl = score_batch(lm, prompts, indices, prefix=prefixes[0], position=cfg.position,
                           demo_logits=cfg.captures == "full" or len(kendall_rows) > 0)
+        check_finite_logits(lm, {"ZS": zs.next_token_logprobs, "ICL": icl.next_token_logprobs})
         state.references.append(Reference(indices, zs.capture, icl.capture, kendall_rows))
         for name, scores in (("zs", zs), ("icl", icl)):
             acc.add_masked_keys(name, scores.capture)
@@ -563,8 +565,21 @@ def check_finite(spec: FTMethod, lm: LoadedModel, lr: float, epoch: int, lr_sour
     NaN, and its predictions none."""
     if not all(bool(torch.isfinite(s.parameter).all()) for s in spec.slices(lm)):
         source = "given: --lr or the config" if lr_source == "config" else lr_source
+        fix = ("give a lower learning rate (--lr), or load the model in bfloat16 or float32 (--dtype): float16 "
+               "overflows in some models' activations (Gemma's)" if lm.dtype == torch.float16
+               else "give a lower learning rate (--lr)")
         raise UserError(f"{spec.name} diverged at lr {lr:g} ({source}): after epoch {epoch} its trained weights "
-                        "hold inf or NaN, so every FT score would be NaN; give a lower learning rate (--lr)")
+                        f"hold inf or NaN, so every FT score would be NaN; {fix}")
+
+
+def check_finite_logits(lm: LoadedModel, logprobs: dict[str, torch.Tensor]) -> None:
+    """The untrained-by-FT passes must give finite scores: NaN here is the model or its dtype, not the learning
+    rate (Gemma-3's activations overflow float16), and every score of the unit would be NaN."""
+    for name, values in logprobs.items():
+        if not bool(torch.isfinite(values).any(dim=-1).all()):
+            fix = ("its activations overflow float16: load it in bfloat16 or float32 (--dtype)"
+                   if lm.dtype == torch.float16 else "the checkpoint or its conversion is broken: use another one")
+            raise UserError(f"model {lm.name!r} gives NaN next-token scores in its {name} pass at {lm.dtype}: {fix}")
 
 
 def kendall(cfg: CompareConfig, state: UnitState, name: str, prompts: Prompts, result: finetuning.FinetuneResult,
@@ -732,7 +747,7 @@ def unit_keys(cfg: CompareConfig, info: dict) -> dict[str, Any]:
         "model": cfg.model,
         "variant": f"untrained:{cfg.untrained}" if cfg.untrained else "trained",
         "task": info["task"],
-        "template": cfg.template if isinstance(cfg.template, int) else -1,
+        "template": template_key(cfg.template),
         "seed": cfg.seed,
         "order": cfg.order,
         "k": cfg.shots,

@@ -12,7 +12,9 @@ the same sequence as prefix + query in one pass. Every row attends to the same p
 What is captured (TransformerLens names in brackets; ours are taken at one analysis position only), per layer l:
 
 * ``attention_output [B, L, d_model]`` (``blocks.l.hook_attn_out``): the attention module's output projection at
-  the analysis position, bias included, before dropout and the residual add.
+  the analysis position, bias included, before dropout and the residual add. For Gemma 2/3 that is before the
+  block's ``post_attention_layernorm`` (TransformerLens's ``hook_attn_out`` there is after it): the attention
+  module's own output, as for every other family.
 * ``presoftmax_logits [B, L, H, T_max]`` (``blocks.l.attn.hook_attn_scores``, one row): the scores the model feeds
   its softmax (its own scaling: GPT-Neo unscaled, OPT/XGLM with q pre-scaled; after Gemma 2's soft cap
   ``cap·tanh(s/cap)``), from the analysis position to the

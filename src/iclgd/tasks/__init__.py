@@ -18,10 +18,11 @@ from iclgd.tasks.sampling import (
     sample_demos,
 )
 from iclgd.tasks.task import BUILTIN_DIR, Task, list_tasks, load_task, read_task_file, task_name
-from iclgd.tasks.template import render_input, template_fields, validate_template
+from iclgd.tasks.template import render_input, template_fields, template_key, validate_template
 
 __all__ = [
     "BUILTIN_DIR", "FIXTURES_DIR", "Example", "Task", "TaskData", "eval_subset", "list_tasks", "load_splits",
     "load_task", "order_demos", "order_permutation", "permute", "prepare_data", "read_task_file", "render_input",
-    "sample_demo_indices", "sample_demos", "task_name", "template_fields", "validate_template", "write_snapshot",
+    "sample_demo_indices", "sample_demos", "task_name", "template_fields", "template_key",
+    "validate_template", "write_snapshot",
 ]

@@ -7,6 +7,7 @@ untouched: no stripping, no normalising (GLUE SST-2 sentences end with a space, 
 
 from __future__ import annotations
 
+import hashlib
 import string
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -63,3 +64,12 @@ def render_input(template: str, example: Example) -> str:
             raise UserError(f"row {example.row} has no text in field {{{field}}} (missing, null, NaN, or a list or "
                             f"object in the data file), which template {template!r} fills: fill or drop that row")
     return template.format_map(example.text_fields)
+
+
+def template_key(template: int | str) -> int:
+    """The ``template`` column of a unit's rows: the task file's template index, or for a template string of one's
+    own a negative id drawn from its sha256, so that two different strings never share a key (and are never pooled
+    as if they were seeds of one condition) while the same string keys the same in every run."""
+    if isinstance(template, int):
+        return template
+    return -1 - int(hashlib.sha256(template.encode()).hexdigest()[:12], 16)
