@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from iclgd.metrics.cosine import average_cosines, cosine, layer_average
@@ -56,3 +57,15 @@ def test_layer_average_hand_computed():
     assert avg.zero_per_layer == [3, 1]
     assert avg.zero_per_example.tolist() == [[1, 0], [2, 1]]
     assert avg.zero_count == 4
+
+
+def test_nan_inputs_mismatched_shapes_and_empty_averages_are_errors_not_nan():
+    a = torch.tensor([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="b holds NaN or inf"):
+        cosine(a, torch.tensor([[float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="reference holds NaN or inf"):
+        cosine(a, a, reference=torch.tensor([[float("inf"), 1.0]]))
+    with pytest.raises(ValueError, match=r"one shape, got a \[1, 2\], b \[1, 3\]"):
+        cosine(a, torch.ones(1, 3))
+    with pytest.raises(ValueError, match="no examples or no layers"):
+        layer_average(torch.zeros(0, 3))

@@ -54,3 +54,11 @@ def test_check_same_demo_tokens():
         check_same_demo_tokens(torch.tensor([5, 6, 7]), torch.tensor([5, 9, 7]))
     with pytest.raises(ValueError, match="3 demo tokens"):
         check_same_demo_tokens(torch.tensor([5, 6, 7]), torch.tensor([5, 6]))
+
+
+def test_kendall_of_nan_is_an_error_not_a_counted_constant_vector():
+    m = torch.rand(2, 1, 4)
+    nan = m.clone()
+    nan[1, 0, 2] = float("nan")
+    with pytest.raises(ValueError, match="m_ft holds NaN or inf"):
+        kendall(m, nan)

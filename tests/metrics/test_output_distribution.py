@@ -110,3 +110,11 @@ def test_one_ordering_has_no_order_sensitivity_and_js_names_its_arguments():
         order_sensitivity(P1[None, None])
     with pytest.raises(ValueError, match=r"p1 \[3, 4\] and p2 \[4\]"):
         js_divergence(torch.rand(3, 4), torch.rand(4))
+
+
+@pytest.mark.parametrize("metric", [token_overlap, overlap_cosine, kl_divergence, js_divergence])
+def test_logits_nan_or_an_empty_row_are_refused_rather_than_giving_nan(metric):
+    p = torch.tensor([[0.5, 0.3, 0.2]])
+    for bad in (torch.tensor([[2.0, -1.0, 0.5]]), torch.tensor([[float("nan"), 0.5, 0.5]]), torch.zeros(1, 3)):
+        with pytest.raises(ValueError, match="p2 is not a probability distribution"):
+            metric(p, bad, **({"k": 2} if metric in (token_overlap, overlap_cosine) else {}))

@@ -36,6 +36,15 @@ def check_shapes(layout: str, **tensors: Tensor) -> None:
         raise ValueError(f"expected {', '.join(shapes)} of one shape {layout}, got {given}")
 
 
+def check_finite(**tensors: Tensor) -> None:
+    """Raise ValueError naming the first tensor holding NaN or inf: a metric of it would be NaN (or a NaN read as a
+    tie), silently; NaN comes from upstream (a dtype that overflows, a diverged FT), which is where to look."""
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} holds NaN or inf, so its metric would be NaN: find where it came from (a dtype "
+                             "that overflows, a diverged FT) rather than averaging it")
+
+
 def running_sum(x: Tensor) -> Tensor:
     """Σ over the last dimension in index order (a running sum's last entry), so that a row's bits do not depend on
     its batch: a vectorised sum groups a row's terms by the row's padded length (pre-softmax scores are right-padded
@@ -68,6 +77,11 @@ def cosine(
     0 (never NaN) where a or b is zero, or, given ``reference``, where |a| or |b| < rel_tol · |reference|
     (for differences Δ = x − x_ZS pass reference = x_ZS). Computed in float64 for stability.
     """
+    if a.shape != b.shape or (reference is not None and reference.shape != a.shape):
+        shapes = f"a {list(a.shape)}, b {list(b.shape)}" + (f", reference {list(reference.shape)}"
+                                                            if reference is not None else "")
+        raise ValueError(f"cosine needs tensors of one shape, got {shapes}")
+    check_finite(a=a, b=b, **({} if reference is None else {"reference": reference}))
     a64, b64 = a.double(), b.double()
     ref64 = None if reference is None else reference.double()
     zero = is_zero(a64, ref64, rel_tol) | is_zero(b64, ref64, rel_tol)
@@ -102,6 +116,9 @@ def layer_average(values: Tensor, zero: Tensor | None = None) -> LayerAverage:
     """Uniform averages: values [N, L] or [N, L, H] -> mean over heads, then examples, then layers."""
     if values.dim() not in (2, 3):
         raise ValueError(f"expected values of shape [N, L] or [N, L, H], got {tuple(values.shape)}")
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise ValueError(f"no examples or no layers to average (values of shape {tuple(values.shape)}): a mean over "
+                         "none would be NaN")
     per_example = values.mean(dim=2) if values.dim() == 3 else values
     per_layer = per_example.mean(dim=0)
     if zero is None:

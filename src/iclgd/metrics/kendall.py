@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from iclgd.metrics.cosine import LayerAverage, check_shapes, layer_average
+from iclgd.metrics.cosine import LayerAverage, check_finite, check_shapes, layer_average
 
 
 def ft_demo_logits(q_test: Tensor, q_train: Tensor) -> Tensor:
@@ -52,6 +52,7 @@ def kendall(m_icl: Tensor, m_ft: Tensor) -> LayerAverage:
     ``zero_per_layer`` (as zero vectors are for the cosines).
     """
     check_shapes("[N, L, J]", m_icl=m_icl, m_ft=m_ft)
+    check_finite(m_icl=m_icl, m_ft=m_ft)  # scipy's τ of a NaN is NaN, which would be counted as a constant vector
     x, y = m_icl.double().cpu().numpy(), m_ft.double().cpu().numpy()
     n_examples, n_layers, _ = x.shape
     taus = np.array([[_tau_b(x[n, l], y[n, l]) for l in range(n_layers)] for n in range(n_examples)])

@@ -24,8 +24,14 @@ def _top_k_mask(p: Tensor, k: int) -> Tensor:
 
 
 def _same_shape(p1: Tensor, p2: Tensor) -> None:
+    """p1 and p2 must be distributions of one shape: finite, non-negative, with mass in every row (logits or
+    log-probabilities passed by mistake would give NaN)."""
     if p1.shape != p2.shape or p1.dim() == 0:
         raise ValueError(f"p1 {list(p1.shape)} and p2 {list(p2.shape)} must be distributions of one shape [..., vocab]")
+    for name, p in (("p1", p1), ("p2", p2)):
+        if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or bool((p.sum(-1) <= 0).any()):
+            raise ValueError(f"{name} is not a probability distribution over its last dimension (NaN, inf, a "
+                             "negative value, or a row without mass): pass probabilities, e.g. logits.softmax(-1)")
 
 
 def token_overlap(p1: Tensor, p2: Tensor, k: int = 10) -> Tensor:
