@@ -9,6 +9,7 @@ from iclgd.metrics.accuracy import (
     label_predictions,
     label_scores,
     label_word_accuracy,
+    majority_accuracy,
     token_logprobs,
 )
 
@@ -65,3 +66,14 @@ def test_a_row_with_a_nan_score_predicts_nothing_and_counts_wrong():
     assert label_word_accuracy(scores, torch.tensor([0, 0, 0])) == pytest.approx(1 / 3)
     logits = torch.tensor([[nan, nan, nan], [0.0, 2.0, 1.0]])
     assert full_vocab_accuracy(logits, torch.tensor([0, 1])) == 0.5
+
+
+def test_mismatched_or_empty_labels_are_errors_and_lists_are_read():
+    with pytest.raises(ValueError, match=r"predictions \[3\] and gold \[2\]"):
+        accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="not empty"):
+        accuracy(torch.tensor([]), torch.tensor([]))
+    with pytest.raises(ValueError, match="at least one label"):
+        majority_accuracy(torch.tensor([], dtype=torch.long))
+    assert accuracy([0, 1, 1], [0, 1, 0]) == pytest.approx(2 / 3)
+    assert majority_accuracy([1, 1, 0]) == pytest.approx(2 / 3)

@@ -2,9 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
-from iclgd.metrics.bootstrap import bootstrap_ci
+from iclgd.metrics.bootstrap import bootstrap_ci, bootstrap_ratio_ci
 
 
 def test_constant_values_give_a_point_interval_and_nan_for_no_examples():
@@ -58,3 +59,14 @@ def test_cluster_bootstrap_carries_the_spread_between_groups():
     assert mean == 1.5 and 0.0 <= low < 1.5 < high <= 3.0
     assert cluster_bootstrap_ci([one], 1, "s") == (mean, low, high)  # seeded
     assert all(math.isnan(v) for v in cluster_bootstrap_ci([], 1, "s"))
+
+
+def test_a_level_in_percent_or_mismatched_counts_are_errors():
+    with pytest.raises(ValueError, match=r"level is a fraction in \(0, 1\)"):
+        bootstrap_ci(torch.ones(3), 0, "x", level=95)
+    with pytest.raises(ValueError, match="resamples must be at least 1"):
+        bootstrap_ci(torch.ones(3), 0, "x", resamples=0)
+    with pytest.raises(ValueError, match="one count per example"):
+        bootstrap_ratio_ci(torch.ones(3), torch.ones(4), 0, "x")
+    low, high = bootstrap_ci([1.0, 1.0], 0, "x")  # a list is read as a tensor
+    assert float(low) == float(high) == 1.0

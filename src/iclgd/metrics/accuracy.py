@@ -42,12 +42,19 @@ def label_scores(
 
 def accuracy(predictions: Tensor, gold: Tensor) -> float:
     """(1/N) Σ_i [prediction_i = gold_i]."""
+    predictions, gold = torch.as_tensor(predictions), torch.as_tensor(gold)
+    if predictions.shape != gold.shape or predictions.numel() == 0:
+        raise ValueError(f"predictions {list(predictions.shape)} and gold {list(gold.shape)} must be one label per "
+                         "example, of one shape and not empty")
     return float((predictions == gold.to(predictions.device)).double().mean())
 
 
 def majority_accuracy(gold: Tensor) -> float:
     """max_c (1/N) Σ_i [gold_i = c]: the accuracy of always predicting the most frequent label (a model that
     ignores its input scores this; ICL or FT below it shows nothing learned)."""
+    gold = torch.as_tensor(gold)
+    if gold.numel() == 0 or bool((gold < 0).any()):
+        raise ValueError(f"gold must hold at least one label index (>= 0), got {gold.tolist()}")
     return float(torch.bincount(gold.flatten().long()).max()) / gold.numel()
 
 
@@ -58,6 +65,9 @@ def label_predictions(scores: Tensor) -> Tensor:
     """ŷ = argmax_j score_j over the last dimension (candidates or the vocabulary, [N, C] -> [N]); ties go to the
     first. A row with a NaN score predicts nothing (``NO_PREDICTION``), which every gold label counts wrong: torch's
     argmax takes NaN for the largest value, so a diverged model would otherwise "predict" its first NaN's label."""
+    scores = torch.as_tensor(scores)
+    if scores.dim() == 0 or scores.shape[-1] == 0:
+        raise ValueError(f"scores {list(scores.shape)} must hold a score per candidate in their last dimension")
     predicted = scores.argmax(dim=-1)
     return predicted.masked_fill(scores.isnan().any(dim=-1), NO_PREDICTION)
 

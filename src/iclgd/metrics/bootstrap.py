@@ -17,6 +17,13 @@ from torch import Tensor
 from iclgd.metrics.draws import example_seed
 
 
+def _check_settings(level: float, resamples: int) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level is a fraction in (0, 1), e.g. 0.95 for a 95% interval; got {level!r}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples!r}")
+
+
 def bootstrap_ci(values: Tensor, seed: int, stream: str, *, resamples: int = 1000, level: float = 0.95,
                  chunk: int = 100) -> tuple[Tensor, Tensor]:
     """(low, high) of the mean over the first dimension, for every trailing entry: values [N, ...] -> [...] each.
@@ -24,7 +31,8 @@ def bootstrap_ci(values: Tensor, seed: int, stream: str, *, resamples: int = 100
     Percentile interval over ``resamples`` resamplings of the N examples with replacement, drawn from a generator
     seeded by (seed, stream). NaN where N is 0. Resamples are taken ``chunk`` at a time (memory: chunk x N x ...).
     """
-    values = values.double()
+    _check_settings(level, resamples)
+    values = torch.as_tensor(values).double()
     n = values.shape[0]
     if n == 0:
         nan = torch.full(values.shape[1:], float("nan"), dtype=torch.float64)
@@ -43,7 +51,12 @@ def bootstrap_ratio_ci(numerator: Tensor, denominator: Tensor, seed: int, stream
                        level: float = 0.95) -> tuple[float, float]:
     """(low, high) of Σ numerator / Σ denominator over resampled examples ([N] each): the interval of a ratio of
     counts such as Rec2FTP. Resamples whose denominator sums to 0 are left out; NaN when all are."""
-    numerator, denominator = numerator.double().flatten(), denominator.double().flatten()
+    _check_settings(level, resamples)
+    numerator = torch.as_tensor(numerator).double().flatten()
+    denominator = torch.as_tensor(denominator).double().flatten()
+    if numerator.shape != denominator.shape:
+        raise ValueError(f"numerator {list(numerator.shape)} and denominator {list(denominator.shape)} must be one "
+                         "count per example each")
     n = numerator.shape[0]
     if n == 0:
         return math.nan, math.nan
