@@ -183,8 +183,13 @@ def test_full_captures_keep_queries_and_none_keeps_nothing(gpt2_dir, tmp_path):
     stored = {r["layer"]: r["value"] for r in pq.read_table(full / "metrics.parquet").to_pylist()
               if r["method"] == "gd" and r["metric"] == "kendall"}
     assert tau.per_layer == pytest.approx([stored[0], stored[1]], abs=1e-12)
-    with pytest.raises(UserError, match="no training queries of 'lcgd'"):
+    with pytest.raises(UserError, match=r"no training queries of 'lcgd': they are kept for Dai's FT only \(gd or "):
         load_train_queries(full, "lcgd")
+    with pytest.raises(KeyError, match=r"the unit captured layers 0\.\.1"):
+        icl["blocks.99.attn_out"]
+    for load in (load_captures, load_train_queries):
+        with pytest.raises(UserError, match="is not a folder: give a unit folder of a compare run"):
+            load(tmp_path / "nope", "gd")
     none = run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], captures="none", out=str(tmp_path / "b")),
                          show_progress=False)
     assert not (none / "captures").exists()

@@ -57,7 +57,10 @@ class PassCaptures:
         stacked = getattr(self, match.group(2))
         if stacked is None:
             raise KeyError(f"{name!r} was not captured (run the unit with captures: full)")
-        return stacked[:, int(match.group(1))]
+        layer, n_layers = int(match.group(1)), stacked.shape[1]
+        if layer >= n_layers:
+            raise KeyError(f"{name!r}: the unit captured layers 0..{n_layers - 1}")
+        return stacked[:, layer]
 
 
 def _stack_layers(part: dict[str, torch.Tensor], prefix: str, name: str) -> torch.Tensor | None:
@@ -73,10 +76,17 @@ def _pad_cat(chunks: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[-1])) for c in chunks])
 
 
+def _unit_folder(unit_dir: str | Path) -> Path:
+    unit_dir = Path(unit_dir)
+    if not unit_dir.is_dir():
+        raise UserError(f"{unit_dir} is not a folder: give a unit folder of a compare run, <out>/<unit id>")
+    return unit_dir
+
+
 def load_captures(unit_dir: str | Path, pass_name: str) -> PassCaptures:
     """One pass's captures (``pass_name``: zs, icl, an FT method such as gd or lcgd, or gd:random_direction) over
     all the unit's eval examples, in example order; a UserError where the unit holds none of that pass."""
-    unit_dir = Path(unit_dir)
+    unit_dir = _unit_folder(unit_dir)
     parts = sorted((unit_dir / "captures").glob("part-*.safetensors"))
     if not parts:
         raise UserError(f"{unit_dir} holds no captures: is it a compare unit folder? (rerun the unit to make them)")
@@ -109,12 +119,13 @@ def load_captures(unit_dir: str | Path, pass_name: str) -> PassCaptures:
 def load_train_queries(unit_dir: str | Path, method: str = "gd") -> torch.Tensor:
     """[L, demo tokens, H*D]: the scaled query of every demo token as FT ``method`` saw it in its one training step
     (Dai's FT, ``captures: full``), in demo order: Kendall's q_train (:func:`iclgd.metrics.ft_demo_logits`)."""
-    unit_dir = Path(unit_dir)
+    unit_dir = _unit_folder(unit_dir)
     pattern = re.compile(rf"{re.escape(method)}\.blocks\.(\d+)\.train_q")
     for path in sorted((unit_dir / "captures").glob("part-*.safetensors")):
         part = read_tensors(unit_dir, path.stem)
         layers = sorted(int(m.group(1)) for key in part if (m := pattern.fullmatch(key)))
         if layers:
             return torch.stack([part[f"{method}.blocks.{layer}.train_q"] for layer in layers]).float()
-    raise UserError(f"{unit_dir} holds no training queries of {method!r}: they are kept for Dai's FT (gd, lcgd) "
-                    "with captures: full and kendall_examples > 0; rerun the unit so")
+    raise UserError(f"{unit_dir} holds no training queries of {method!r}: they are kept for Dai's FT only (gd or "
+                    "kv-sgd: K/V, every demo token, SGD, batch 1) over one epoch on ICL's own demos, with captures: "
+                    "full and kendall_examples > 0; rerun the unit so")
