@@ -346,6 +346,16 @@ def test_halving_lr_search_picks_a_half_decade_point_and_records_its_scores(gpt2
     assert set(rows.values()) <= {25, 30} and rows[repr(record["lr"])] == max(rows.values())
 
 
+def test_a_partial_tie_in_the_lr_search_is_said_in_the_lr_source(capsys):
+    from iclgd.experiments.compare import _flat
+    from iclgd.finetune.lr_search import LrSearch
+
+    tie = LrSearch(1e-3, {1e-3: 0.8, 3e-3: 0.8, 1e-2: 0.5, 3e-2: 0.8}, {1e-3: 32, 3e-3: 32, 1e-2: 32, 3e-2: 16})
+    assert _flat(tie, "search") == "search; tied with lr 0.003 at its score, the smallest by the tie rule"
+    assert _flat(LrSearch(1e-3, {1e-3: 0.8, 3e-3: 0.5}), "search") == "search"
+    assert "tie rule" in _flat(LrSearch(1e-3, {1e-3: 0.5, 3e-3: 0.5}), "search") and "every" in capsys.readouterr().err
+
+
 def test_grid_lr_search_picks_what_scoring_every_point_on_every_row_picks(gpt2_dir, tmp_path, monkeypatch):
     """The raced grid search inside a unit: its choice is the exhaustive grid's, on the same trained tensors and the
     same chunks of held-out rows; its record keeps each scored point's accuracy over the rows it was scored on."""

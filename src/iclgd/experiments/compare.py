@@ -321,8 +321,15 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
 
 
 def _flat(search: finetuning.LrSearch, source: str) -> str:
-    """``source``, marked (and warned of) where every point scored the same: the lr is then the tie rule's."""
+    """``source``, marked (and warned of) where every point scored the same: the lr is then the tie rule's; where
+    some scored as the winner did on the same rows, it says which (the smallest of them is the tie rule's)."""
     if not finetuning.no_signal(search):
+        best, rows = search.scores[search.lr], (search.rows or {}).get(search.lr)
+        tied = sorted(lr for lr, score in search.scores.items()
+                      if lr != search.lr and score == best and (search.rows or {}).get(lr) == rows)
+        if tied:
+            return (f"{source}; tied with lr {', '.join(f'{lr:g}' for lr in tied)} at its score, the smallest by the "
+                    "tie rule")
         return source
     warn(f"every learning rate of the search scored as the smallest did on the held-out rows it was scored on: "
          f"lr {search.lr:g} is the smallest by the tie rule, not a measured best; give --lr to choose one")
