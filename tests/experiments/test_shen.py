@@ -58,6 +58,9 @@ def test_every_method_is_measured_at_every_recorded_epoch(unit):
         assert ("icl_vs_icl", metric, None, None) in values  # the noise floor: ICL under two orderings
         assert ("icl", metric, None, None) not in values
     assert ("whole-gd-label", "masked_key_count", None, 3) in values  # counted in the last epoch's pass
+    losses = result.record["train_loss_per_epoch"]
+    assert set(losses) == set(METHODS) and all(len(per_epoch) == 3 for per_epoch in losses.values())
+
     last_step = result.record["true_k"] - 1  # gd: one step per demo; the first epoch's steps are kept
     assert ("gd", f"grad_norm_step{last_step}", 0, None) in values
     assert ("gd", f"grad_norm_step{last_step + 1}", 0, None) not in values
@@ -187,3 +190,14 @@ def test_orderings_are_distinct_permutations(llama_dir, tmp_path):
     assert len(set(orders)) == 6 and orders[0] == (0, 1, 2)  # order 0: the sampled order; all 3! orderings
     with pytest.raises(UserError, match="6 distinct orderings asked for, but 2 demos have only 2"):
         demo_orders(cfg, 2)
+
+
+def test_a_training_loss_that_rises_over_the_epochs_is_warned(capsys):
+    from iclgd.experiments.compare import check_loss_fell, epoch_losses
+
+    assert epoch_losses([4.0, 2.0, 3.0, 1.0, 2.0, 2.0], 3) == [3.0, 2.0, 2.0]
+    check_loss_fell("gd", [3.0, 2.0, 2.0], 0.1)
+    check_loss_fell("gd", [3.0], 0.1)
+    assert capsys.readouterr().err == ""
+    check_loss_fell("whole-gd-label", [3.0, 2.0, 3.5], 0.5)
+    assert "whole-gd-label's training loss rose from 3 (epoch 1) to 3.5 (epoch 3) at lr 0.5" in capsys.readouterr().err

@@ -395,6 +395,7 @@ class UnitState:
     train_queries: dict[str, torch.Tensor] = field(default_factory=dict)  # gd's, kept with captures "full"
     timings: dict[str, float] = field(default_factory=dict)
     update_rounding_error: dict[str, float] = field(default_factory=dict)  # per method, at its last epoch
+    train_loss: dict[str, list[float]] = field(default_factory=dict)  # per method, mean step loss per epoch
 
 
 # Above this relative error the model's dtype holds the trained weights too coarsely to trust FT's scores.
@@ -550,6 +551,8 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
             # Deutch et al.'s Fig. 4 is per step of one pass over the demos: the first epoch's steps
             state.grad_norms[spec.name] = result.grad_norms[:steps_per_epoch]
             state.update_rounding_error[spec.name] = result.update_rounding_error
+            state.train_loss[spec.name] = epoch_losses(result.losses, cfg.epochs)
+            check_loss_fell(spec.name, state.train_loss[spec.name], lr)
             if result.update_rounding_error > ROUNDING_WARNING:
                 warn(f"{cfg.dtype} holds {spec.name}'s trained weights with a relative error of "
                      f"{result.update_rounding_error:.0%} of the update (changes below its resolution round away), "
@@ -565,6 +568,21 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
         (state.timings[f"{spec.name}_s"] - measuring) / (cfg.epochs * cfg.orderings))
     for epoch, spread in spreads.items():
         state.acc.add_scalar(spec.name, "order_sensitivity", spread.per_example(), epoch=epoch)
+
+
+def epoch_losses(losses: list[float], epochs: int) -> list[float]:
+    """The mean training loss of each epoch's steps (every epoch takes the same number of steps)."""
+    per_epoch = len(losses) // epochs
+    return [round(float(np.mean(losses[e * per_epoch:(e + 1) * per_epoch])), 6) for e in range(epochs)]
+
+
+def check_loss_fell(name: str, per_epoch: list[float], lr: float) -> None:
+    """Warn where training made its own loss worse over the epochs: the FT scores then measure a model the training
+    damaged, not one that learned the demos."""
+    if len(per_epoch) > 1 and per_epoch[-1] > per_epoch[0]:
+        warn(f"{name}'s training loss rose from {per_epoch[0]:.4g} (epoch 1) to {per_epoch[-1]:.4g} (epoch "
+             f"{len(per_epoch)}) at lr {lr:g}: FT damaged the model rather than fitting the demos; give a lower "
+             "learning rate (--lr). The losses are in record.json: train_loss_per_epoch")
 
 
 def check_finite(spec: FTMethod, lm: LoadedModel, lr: float, epoch: int, lr_source: str) -> None:
@@ -740,6 +758,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         "methods": {name: {**vars(spec), "lr": spec.lr or lr} for name, spec in methods.items()},
         "epochs_recorded": recorded,
         "update_rounding_error": state.update_rounding_error,
+        "train_loss_per_epoch": state.train_loss,
         "orderings": [[int(i) for i in order] for order in orders],
         **unit.info,
         "timings": {**{k: round(v, 3) for k, v in state.timings.items()}, "total_s": round(time.time() - started, 3)},
