@@ -23,7 +23,10 @@ import shutil
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TMP_PREFIX = ".tmp-"
 
@@ -156,7 +159,7 @@ def write_parquet(rows: Sequence[dict[str, Any]], path: str | Path, record: dict
     return path
 
 
-def save_figure(figure, stem: str | Path, *, dpi: int = 200) -> list[Path]:
+def save_figure(figure: Figure, stem: str | Path, *, dpi: int = 200) -> list[Path]:
     """``stem``.png and ``stem``.pdf, each written atomically; closes the figure."""
     import matplotlib.pyplot as plt
 

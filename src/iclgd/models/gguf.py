@@ -39,10 +39,12 @@ REQUIRED_PACKAGES = ("gguf", "accelerate")  # gguf: metadata and config; acceler
 
 
 def cache_root() -> Path:
+    """Where converted GGUF files and fetched named models live: $ICLGD_CACHE, else ~/.cache/iclgd."""
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/iclgd").expanduser()
 
 
 def sha256_of(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
+    """The file's sha256 (hex), read 4 MiB at a time; ``on_bytes`` is told each chunk's size (a progress bar)."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(1 << 22):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,6 +25,9 @@ from iclgd.runs import atomic_file, atomic_folder, write_parquet_table
 from iclgd.synthetic.linreg.config import TrainConfig, check_run_dir
 from iclgd.synthetic.linreg.data import Tasks, generator, sample_tasks, stream_seeds
 from iclgd.synthetic.linreg.lsa import LSA, MATRICES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "weights.safetensors"
@@ -88,7 +91,7 @@ def write_table(rows: list[dict[str, Any]] | dict[str, list], path: Path, config
     return path
 
 
-def save_figure(figure, base: Path) -> list[Path]:
+def save_figure(figure: Figure, base: Path) -> list[Path]:
     """`base`.png and `base`.pdf, each written atomically; closes the figure."""
     return runs.save_figure(figure, base, dpi=150)
 
