@@ -57,6 +57,7 @@ from iclgd.tasks import (
     render_input,
     sample_demo_indices,
     template_key,
+    validate_template,
 )
 
 # ----------------------------------------------------------------------------------------------------------
@@ -186,6 +187,7 @@ def select_rows(cfg: CompareConfig) -> UnitRows:
         raise UserError(f"task {task.name} has no eval rows: check its eval split")
     if cfg.eval_size and cfg.eval_size > len(eval_rows):
         _warn_eval_size(cfg.eval_size, len(eval_rows), task.name)
+    validate_template(template, eval_rows[0].text_fields, where=f"task {task.name!r}", label_field=task.label_field)
     for example in [*(data.pool[int(i)] for i in sampled), *eval_rows]:  # a row without text fails before the model
         render_input(template, example)
     return UnitRows(task, template, [int(i) for i in demo_rows], training_rows, data.pool, eval_rows, data.revision)

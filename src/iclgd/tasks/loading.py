@@ -234,7 +234,7 @@ def _text(value) -> str | None:
 
 def _check_templates(task: Task, fields: tuple[str, ...]) -> None:
     for i, template in enumerate(task.templates):
-        validate_template(template, fields, where=f"task {task.name!r}, template {i}")
+        validate_template(template, fields, where=f"task {task.name!r}, template {i}", label_field=task.label_field)
 
 
 def _task_data(task: Task, splits: dict[str, tuple[Columns, ClassNames]], revision: str, where: str) -> TaskData:

@@ -46,10 +46,15 @@ def template_fields(template: str, *, where: str = "template", example_field: st
     return tuple(fields)
 
 
-def validate_template(template: str, available: Iterable[str], *, where: str = "template") -> None:
-    """UserError naming the template and the first field it uses that the rows do not have."""
+def validate_template(template: str, available: Iterable[str], *, where: str = "template",
+                      label_field: str | None = None) -> None:
+    """UserError naming the template and the first field it uses that the rows do not have (or their label)."""
     available = tuple(available)
     for field in template_fields(template, where=where, example_field=available[0] if available else None):
+        if field == label_field:
+            raise UserError(f"{where}: template {template!r} fills the label field {{{field}}}, which would show "
+                            "each query its answer: a template is the input only, and the label word follows it from "
+                            f"the task's label words; drop {{{field}}}")
         if field not in available:
             raise UserError(f"{where}: template {template!r} uses field {{{field}}}, which the rows do not have "
                             f"(fields: {', '.join(available) or 'none'})")
