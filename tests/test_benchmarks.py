@@ -69,3 +69,19 @@ def test_an_unknown_benchmark_is_a_usage_error():
     with pytest.raises(SystemExit) as err:
         run_all.main(["--only", "bench_nothing"])
     assert err.value.code == 2
+
+
+def test_a_child_passes_its_flags_to_the_benchmark_untouched(tmp_path, monkeypatch):
+    """run_all's own --grid, --random and --reencode reach the benchmark: the child does not parse them itself."""
+    seen = {}
+
+    class Module:
+        @staticmethod
+        def main(argv):
+            seen["argv"] = argv
+            return {"ok": True}
+
+    monkeypatch.setattr(run_all.importlib, "import_module", lambda name: Module)
+    out = tmp_path / "figures.json"
+    assert run_all.main(["--one", "bench_compare", str(out), "--random", "--reencode", "10"]) == 0
+    assert seen["argv"] == ["--random", "--reencode", "10"] and json.loads(out.read_text()) == {"ok": True}
