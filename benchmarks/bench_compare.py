@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reencode", type=int, default=25)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--random", action="store_true", help="random weights even where SmolLM2 is cached")
-    args, _ = parser.parse_known_args(argv)  # run_all passes every benchmark the same flags
+    args = parser.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # the 2-core machine's figures, on any machine
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

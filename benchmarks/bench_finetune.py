@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     parser.add_argument("--case", nargs=3, metavar=("MODEL", "METHOD", "IMPL"), help=argparse.SUPPRESS)
-    args, _ = parser.parse_known_args(argv)  # run_all passes every benchmark the same flags
+    args = parser.parse_args(argv)
     if args.case:
         print(json.dumps(one_case(*args.case, args.epochs, args.device, args.shapes, args.random)))
         return {}

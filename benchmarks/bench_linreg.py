@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--layers", type=int, default=1)
-    args, _ = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     steps, layers = args.steps, args.layers
     one, two = steps_per_second(steps, 1, layers), steps_per_second(steps, 2, layers)
     default_steps = TrainConfig(layers=layers).steps

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shots", default="16,32")
     parser.add_argument("--docs", type=int, default=200)
-    args, _ = parser.parse_known_args(argv)  # run_all passes every benchmark the same flags
+    args = parser.parse_args(argv)
     if importlib.util.find_spec("lm_eval") is None:
         print('lm-eval is not installed: pip install "lm-eval[hf]>=0.4,<0.5" to run this benchmark')
         return {"skipped": "lm-eval not installed"}

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", default="synthetic-sentiment,vader-movie")
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--eval", type=int, default=100)
-    args, _ = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="iclgd-bench-lr-") as tmp:
         tmp = Path(tmp)
         model, source, extra = _model(tmp / "model")

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--random", action="store_true", help="random weights even where real ones are cached")
-    args, _ = parser.parse_known_args(argv)  # run_all passes every benchmark the same flags
+    args = parser.parse_args(argv)
     model, source = load("gemma3-270m", None, args.random, "cpu")
     lm = loaded(model, None, name="gemma3-270m")
     vocab = model.config.vocab_size

@@ -45,11 +45,12 @@ def rss_mib() -> float:
 
 def run_child(command: list[str], env: dict | None = None, *,
               capture: bool = True) -> tuple[float, float, subprocess.CompletedProcess]:
-    """Run ``command`` to its end: (wall seconds, its own peak RSS in MiB, its completed process, whose output
-    is captured unless ``capture`` is False: then it goes to this process's).
+    """Run ``command`` to its end: (wall seconds, its peak RSS in MiB, its completed process, whose output is
+    captured unless ``capture`` is False: then it goes to this process's).
 
-    ``os.wait4`` gives this child's own resource use, where ``RUSAGE_CHILDREN`` would give the largest of every
-    child so far."""
+    The peak is that of this child's process tree: ``os.wait4`` gives the child's own resource use, in which Linux
+    counts the largest of the descendants it reaped (a benchmark's own subprocesses), where ``RUSAGE_CHILDREN``
+    would give the largest of every child this process ever had."""
     start = time.perf_counter()
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env)

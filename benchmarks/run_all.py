@@ -48,8 +48,15 @@ def machine() -> dict:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
                            check=False).stdout.strip()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "transformers": importlib.metadata.version("transformers"), "iclgd": importlib.metadata.version("iclgd"),
+            "transformers": importlib.metadata.version("transformers"), "iclgd": _version("iclgd"),
             "commit": commit + ("+uncommitted" if dirty else ""), "python": platform.python_version()}
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout on PYTHONPATH, not installed
+        return "not installed"
 
 
 def one(name: str, argv: list[str], json_out: Path) -> None:

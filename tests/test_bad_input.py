@@ -267,7 +267,7 @@ CASES = [
     (["compare", *UNIT, "--template", "7"], "template 7 does not exist"),
     (["compare", *UNIT, "--template", "no field here"], "has no placeholder for the row's fields; add one, "
                                                          "e.g. 'Text: {text} Label:'"),
-    (["compare", *UNIT, "--template", "Text: {text} Label: {label}"], "fills the label field {label}, which would "
+    (["compare", *UNIT, "--template", "Text: {{text}} Label: {{label}}"], "fills the label field {label}, which would "
                                                                       "show each query its answer"),
     (["compare", *UNIT, "--task", "no-such-task"], "unknown task"),
     (["compare", *UNIT, "--task", "{assets}/empty-task.yaml"], "is empty"),

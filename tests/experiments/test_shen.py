@@ -196,8 +196,20 @@ def test_a_training_loss_that_rises_over_the_epochs_is_warned(capsys):
     from iclgd.experiments.compare import check_loss_fell, epoch_losses
 
     assert epoch_losses([4.0, 2.0, 3.0, 1.0, 2.0, 2.0], 3) == [3.0, 2.0, 2.0]
-    check_loss_fell("gd", [3.0, 2.0, 2.0], 0.1)
-    check_loss_fell("gd", [3.0], 0.1)
+    check_loss_fell("gd", [3.0, 2.0, 2.0], 0.1, "config")
+    check_loss_fell("gd", [3.0], 0.1, "config")
     assert capsys.readouterr().err == ""
-    check_loss_fell("whole-gd-label", [3.0, 2.0, 3.5], 0.5)
+    check_loss_fell("whole-gd-label", [3.0, 2.0, 3.5], 0.5, "config")
     assert "whole-gd-label's training loss rose from 3 (epoch 1) to 3.5 (epoch 3) at lr 0.5" in capsys.readouterr().err
+    check_loss_fell("whole-gd-label@0.5", [3.0, 3.5], 0.5, "the method's own")
+    assert "give whole-gd-label@0.5 a lower learning rate of its own (whole-gd-label@<lr>)" in capsys.readouterr().err
+
+
+def test_training_whose_weights_stay_finite_but_whose_scores_overflow_fails_naming_the_lr(llama_dir, tmp_path):
+    """At lr 1e30 whole-model GD leaves finite (huge) weights whose activations overflow: the FT pass's scores are
+    NaN, which fails the unit as a divergence, with the lr to lower, rather than as NaN inside a metric."""
+    cfg = _cfg(llama_dir, tmp_path, lr=1e30, methods=["whole-gd-label"], epochs=1, record_epochs=None, orderings=1,
+               output_metrics=False, kendall_examples=0)
+    with pytest.raises(UserError, match=r"whole-gd-label diverged: after epoch 1 its pass gives NaN next-token "
+                                        r"scores .* give a lower learning rate"):
+        run_compare(cfg, show_progress=False)

@@ -70,3 +70,10 @@ def test_a_level_in_percent_or_mismatched_counts_are_errors():
         bootstrap_ratio_ci(torch.ones(3), torch.ones(4), 0, "x")
     low, high = bootstrap_ci([1.0, 1.0], 0, "x")  # a list is read as a tensor
     assert float(low) == float(high) == 1.0
+
+
+def test_the_cluster_bootstrap_checks_its_settings_too():
+    from iclgd.metrics.bootstrap import cluster_bootstrap_ci
+
+    with pytest.raises(ValueError, match="level is a fraction"):
+        cluster_bootstrap_ci([torch.ones(2), torch.ones(3)], 0, "x", level=95)

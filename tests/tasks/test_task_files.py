@@ -138,3 +138,10 @@ def test_render_input_keeps_raw_text_and_names_missing_fields():
     assert "{sentence1}" in str(err.value) and "Passage: {sentence1} Label:" in str(err.value)
     with pytest.raises(UserError, match="text"):
         validate_template("{text}", ["sentence", "idx"])
+
+
+@pytest.mark.parametrize("field", ["label", "label_text"])
+def test_a_template_that_fills_the_label_or_its_name_is_refused_naming_it(field):
+    with pytest.raises(UserError, match=rf"fills the label field {{{field}}}, which would show each query its answer"):
+        validate_template(f"Text: {{text}} Label: {{{field}}}", ["text"], label_fields=("label", "label_text"))
+    validate_template("Text: {text}", ["text"], label_fields=("label", None))

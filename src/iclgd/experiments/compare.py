@@ -187,7 +187,9 @@ def select_rows(cfg: CompareConfig) -> UnitRows:
         raise UserError(f"task {task.name} has no eval rows: check its eval split")
     if cfg.eval_size and cfg.eval_size > len(eval_rows):
         _warn_eval_size(cfg.eval_size, len(eval_rows), task.name)
-    validate_template(template, eval_rows[0].text_fields, where=f"task {task.name!r}", label_field=task.label_field)
+    shared = [f for f in data.pool[0].text_fields if f in eval_rows[0].text_fields]  # fields both splits have
+    validate_template(template, shared, where=f"task {task.name!r}", label_fields=(task.label_field,
+                                                                                  task.label_name_field))
     for example in [*(data.pool[int(i)] for i in sampled), *eval_rows]:  # a row without text fails before the model
         render_input(template, example)
     return UnitRows(task, template, [int(i) for i in demo_rows], training_rows, data.pool, eval_rows, data.revision)
@@ -366,6 +368,16 @@ class Reference:
     zs: Capture
     icl: Capture
     kendall_rows: torch.Tensor  # rows of the batch among the first kendall_examples
+    kendall_demo_logits: torch.Tensor | None  # ICL's demo scores of those rows, [len(kendall_rows), L, N]
+
+
+def kept(capture: Capture, full: bool) -> Capture:
+    """What a unit holds of a pass's capture until it writes its results: everything with ``captures: full``;
+    otherwise neither the queries nor the demo scores, which only full captures store (Kendall takes its rows of
+    them first), so that memory grows with the eval set by what the stored captures hold and no more."""
+    if full:
+        return capture
+    return replace(capture, analysis_query=torch.empty(0), demo_logits=None, all_queries=None)
 
 
 class IclDistributions:
@@ -417,7 +429,10 @@ def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompt
         icl = score_batch(lm, prompts, indices, prefix=prefixes[0], position=cfg.position,
                           demo_logits=cfg.captures == "full" or len(kendall_rows) > 0)
         check_finite_logits(lm, {"ZS": zs.next_token_logprobs, "ICL": icl.next_token_logprobs})
-        state.references.append(Reference(indices, zs.capture, icl.capture, kendall_rows))
+        kendall_demo = icl.capture.demo_logits[kendall_rows].clone() if len(kendall_rows) else None
+        full = cfg.captures == "full"
+        state.references.append(Reference(indices, kept(zs.capture, full), kept(icl.capture, full), kendall_rows,
+                                          kendall_demo))
         for name, scores in (("zs", zs), ("icl", icl)):
             acc.add_masked_keys(name, scores.capture)
             state.outputs.add(name, None, scores)
@@ -456,6 +471,7 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
     acc, name = state.acc, spec.name
     for ref in state.references:
         scores = score_batch(lm, prompts, ref.indices, prefix=None, position=cfg.position)
+        check_finite_logits(lm, {name: scores.next_token_logprobs}, ft_epoch=epoch)
         ft, lengths = scores.capture, ref.zs.test_length
         h_icl, h_zs, m_icl = ref.icl.attention_output, ref.zs.attention_output, ref.icl.presoftmax_logits
         heads = m_icl.shape[2]
@@ -479,20 +495,23 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
             state.presoftmax.setdefault((name, epoch), []).append(ft.presoftmax_logits)
         if final:
             acc.add_masked_keys(name, ft, epoch)
-            state.final_captures.setdefault(name, []).append(ft)
+            if cfg.captures != "none":
+                state.final_captures.setdefault(name, []).append(kept(ft, cfg.captures == "full"))
         if direction is not None:  # the "better random" control: the same change norm, a random direction
             finetuning.swap_in(lm, direction)
             try:
-                h_rand = score_batch(lm, prompts, ref.indices, prefix=None,
-                                     position=cfg.position).capture
+                rand = score_batch(lm, prompts, ref.indices, prefix=None, position=cfg.position)
+                check_finite_logits(lm, {f"{name}'s random direction": rand.next_token_logprobs}, ft_epoch=epoch)
+                h_rand = rand.capture
             finally:
                 finetuning.swap_in(lm, trained)
             acc.add(name, "simaou_norm_random_direction",
                     metrics.simaou_better_random(h_icl, h_zs, h_rand.attention_output, normalised=True), epoch=epoch)
             acc.add(name, "simaou_random_direction",
                     metrics.simaou_better_random(h_icl, h_zs, h_rand.attention_output, normalised=False), epoch=epoch)
-            if final:
-                state.final_captures.setdefault(f"{name}:random_direction", []).append(h_rand)
+            if final and cfg.captures != "none":
+                state.final_captures.setdefault(f"{name}:random_direction", []).append(
+                    kept(h_rand, cfg.captures == "full"))
 
 
 def spread_pass(lm: LoadedModel, prompts: Prompts, spread: metrics.RunningOrderSpread, batch_size: int) -> None:
@@ -554,7 +573,7 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
             state.grad_norms[spec.name] = result.grad_norms[:steps_per_epoch]
             state.update_rounding_error[spec.name] = result.update_rounding_error
             state.train_loss[spec.name] = epoch_losses(result.losses, cfg.epochs)
-            check_loss_fell(spec.name, state.train_loss[spec.name], lr)
+            check_loss_fell(spec.name, state.train_loss[spec.name], lr, lr_source)
             if result.update_rounding_error > ROUNDING_WARNING:
                 warn(f"{cfg.dtype} holds {spec.name}'s trained weights with a relative error of "
                      f"{result.update_rounding_error:.0%} of the update (changes below its resolution round away), "
@@ -578,13 +597,21 @@ def epoch_losses(losses: list[float], epochs: int) -> list[float]:
     return [round(float(np.mean(losses[e * per_epoch:(e + 1) * per_epoch])), 6) for e in range(epochs)]
 
 
-def check_loss_fell(name: str, per_epoch: list[float], lr: float) -> None:
+def lower_lr(name: str, lr_source: str) -> str:
+    """How to give ``name`` a lower learning rate, where its lr came from."""
+    if lr_source == "the method's own":
+        return f"give {name} a lower learning rate of its own ({name.split('@')[0]}@<lr>)"
+    return "give a lower learning rate (--lr)"
+
+
+def check_loss_fell(name: str, per_epoch: list[float], lr: float, lr_source: str) -> None:
     """Warn where training made its own loss worse over the epochs: the FT scores then measure a model the training
-    damaged, not one that learned the demos."""
+    damaged, not one that learned the demos. Each step's loss is taken before its update, so one epoch has nothing
+    to compare."""
     if len(per_epoch) > 1 and per_epoch[-1] > per_epoch[0]:
         warn(f"{name}'s training loss rose from {per_epoch[0]:.4g} (epoch 1) to {per_epoch[-1]:.4g} (epoch "
-             f"{len(per_epoch)}) at lr {lr:g}: FT damaged the model rather than fitting the demos; give a lower "
-             "learning rate (--lr). The losses are in record.json: train_loss_per_epoch")
+             f"{len(per_epoch)}) at lr {lr:g}: FT damaged the model rather than fitting the demos; "
+             f"{lower_lr(name, lr_source)}. The losses are in record.json: train_loss_per_epoch")
 
 
 def check_finite(spec: FTMethod, lm: LoadedModel, lr: float, epoch: int, lr_source: str) -> None:
@@ -592,21 +619,28 @@ def check_finite(spec: FTMethod, lm: LoadedModel, lr: float, epoch: int, lr_sour
     NaN, and its predictions none."""
     if not all(bool(torch.isfinite(s.parameter).all()) for s in spec.slices(lm)):
         source = "given: --lr or the config" if lr_source == "config" else lr_source
-        fix = ("give a lower learning rate (--lr), or load the model in bfloat16 or float32 (--dtype): float16 "
-               "overflows in some models' activations (Gemma's)" if lm.dtype == torch.float16
-               else "give a lower learning rate (--lr)")
+        fix = lower_lr(spec.name, lr_source)
+        if lm.dtype == torch.float16:
+            fix += (", or load the model in bfloat16 or float32 (--dtype): float16 overflows in some models' "
+                    "activations (Gemma's)")
         raise UserError(f"{spec.name} diverged at lr {lr:g} ({source}): after epoch {epoch} its trained weights "
                         f"hold inf or NaN, so every FT score would be NaN; {fix}")
 
 
-def check_finite_logits(lm: LoadedModel, logprobs: dict[str, torch.Tensor]) -> None:
-    """The untrained-by-FT passes must give finite scores: NaN here is the model or its dtype, not the learning
-    rate (Gemma-3's activations overflow float16), and every score of the unit would be NaN."""
+def check_finite_logits(lm: LoadedModel, logprobs: dict[str, torch.Tensor], ft_epoch: int | None = None) -> None:
+    """Every pass must give finite scores, or every score of the unit would be NaN. In the ZS and ICL passes
+    (``ft_epoch`` None) NaN is the model or its dtype, not the learning rate (Gemma-3's activations overflow
+    float16); in an FT pass it is the training, whose weights can stay finite while the activations overflow."""
     for name, values in logprobs.items():
-        if not bool(torch.isfinite(values).any(dim=-1).all()):
-            fix = ("its activations overflow float16: load it in bfloat16 or float32 (--dtype)"
-                   if lm.dtype == torch.float16 else "the checkpoint or its conversion is broken: use another one")
-            raise UserError(f"model {lm.name!r} gives NaN next-token scores in its {name} pass at {lm.dtype}: {fix}")
+        if bool(torch.isfinite(values).any(dim=-1).all()):
+            continue
+        if ft_epoch is not None:
+            raise UserError(f"{name} diverged: after epoch {ft_epoch} its pass gives NaN next-token scores (the "
+                            "trained weights are finite, but too large for the activations), so every FT score "
+                            "would be NaN; give a lower learning rate (--lr, or the method's own @<lr>)")
+        fix = ("its activations overflow float16: load it in bfloat16 or float32 (--dtype)"
+               if lm.dtype == torch.float16 else "the checkpoint or its conversion is broken: use another one")
+        raise UserError(f"model {lm.name!r} gives NaN next-token scores in its {name} pass at {lm.dtype}: {fix}")
 
 
 def kendall(cfg: CompareConfig, state: UnitState, name: str, prompts: Prompts, result: finetuning.FinetuneResult,
@@ -619,7 +653,7 @@ def kendall(cfg: CompareConfig, state: UnitState, name: str, prompts: Prompts, r
         for ref in state.references:
             if not len(ref.kendall_rows):
                 continue
-            m_icl_demo = ref.icl.demo_logits[ref.kendall_rows]
+            m_icl_demo = ref.kendall_demo_logits
             m_ft_demo = metrics.ft_demo_logits(next(queries), result.train_queries)
             u_demo = metrics.uniform_per_example(cfg.seed, [ref.indices[int(r)] for r in ref.kendall_rows],
                                                  m_icl_demo.shape[1:], "kendall_random")

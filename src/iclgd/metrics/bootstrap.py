@@ -77,7 +77,8 @@ def cluster_bootstrap_ci(groups: Sequence[Tensor], seed: int, stream: str, *, re
     each resample draws groups with replacement, then the values within each drawn group. The interval of an
     effect measured on several runs (pretraining seeds, the groups) and many examples within each: it carries the
     spread between runs, which pooling the examples of all runs would hide."""
-    groups = [g.double().flatten() for g in groups]
+    _check_settings(level, resamples)
+    groups = [torch.as_tensor(g).double().flatten() for g in groups]
     if not groups or any(g.numel() == 0 for g in groups):
         return math.nan, math.nan, math.nan
     generator = torch.Generator().manual_seed(example_seed(seed, len(groups), f"cluster/{stream}"))

@@ -234,7 +234,8 @@ def _text(value) -> str | None:
 
 def _check_templates(task: Task, fields: tuple[str, ...]) -> None:
     for i, template in enumerate(task.templates):
-        validate_template(template, fields, where=f"task {task.name!r}, template {i}", label_field=task.label_field)
+        validate_template(template, fields, where=f"task {task.name!r}, template {i}",
+                          label_fields=(task.label_field, task.label_name_field))
 
 
 def _task_data(task: Task, splits: dict[str, tuple[Columns, ClassNames]], revision: str, where: str) -> TaskData:

@@ -47,11 +47,12 @@ def template_fields(template: str, *, where: str = "template", example_field: st
 
 
 def validate_template(template: str, available: Iterable[str], *, where: str = "template",
-                      label_field: str | None = None) -> None:
-    """UserError naming the template and the first field it uses that the rows do not have (or their label)."""
+                      label_fields: Iterable[str] = ()) -> None:
+    """UserError naming the template and the first field it uses that the rows do not have, or that holds their
+    label (``label_fields``: the label and label-name columns)."""
     available = tuple(available)
     for field in template_fields(template, where=where, example_field=available[0] if available else None):
-        if field == label_field:
+        if field in tuple(label_fields):
             raise UserError(f"{where}: template {template!r} fills the label field {{{field}}}, which would show "
                             "each query its answer: a template is the input only, and the label word follows it from "
                             f"the task's label words; drop {{{field}}}")
