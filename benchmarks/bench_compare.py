@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # the 2-core machine's figures, on any machine
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model, source = real_or_random(tmp / "gpt2-small", args.random)
+        model, source = real_or_random(tmp / "smollm2-shape", args.random)
         task = make_task(tmp / "task", n_eval=args.eval)
         figures = {"model": source, "load_average_before": [round(x, 2) for x in os.getloadavg()],
                    "scoring": bench_scoring(model, task, tmp / "out", args.eval, args.reencode),

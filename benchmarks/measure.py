@@ -23,9 +23,14 @@ def _status_mib(field: str) -> float:
     raise RuntimeError(f"{field} not in {_STATUS}")
 
 
+_highest_before_resets = 0.0
+
+
 def reset_peak() -> bool:
     """Reset this process's peak RSS to its current RSS; False where the kernel refuses (the peak then keeps
-    what came before)."""
+    what came before). The peak reset away still counts in :func:`process_peak_mib`."""
+    global _highest_before_resets
+    _highest_before_resets = max(_highest_before_resets, peak_mib())
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -38,6 +43,11 @@ def peak_mib() -> float:
     return round(_status_mib("VmHWM"), 1)
 
 
+def process_peak_mib() -> float:
+    """This process's peak RSS since it started, across resets (MiB); its subprocesses not included."""
+    return max(_highest_before_resets, peak_mib())
+
+
 def rss_mib() -> float:
     """This process's RSS now (MiB)."""
     return round(_status_mib("VmRSS"), 1)
@@ -48,9 +58,10 @@ def run_child(command: list[str], env: dict | None = None, *,
     """Run ``command`` to its end: (wall seconds, its peak RSS in MiB, its completed process, whose output is
     captured unless ``capture`` is False: then it goes to this process's).
 
-    The peak is that of this child's process tree: ``os.wait4`` gives the child's own resource use, in which Linux
-    counts the largest of the descendants it reaped (a benchmark's own subprocesses), where ``RUSAGE_CHILDREN``
-    would give the largest of every child this process ever had."""
+    The peak is ``os.wait4``'s for this child, where ``RUSAGE_CHILDREN`` would give the largest of every child this
+    process ever had. It is an upper bound: Linux counts in it the largest of the descendants the child reaped, and
+    carries the high-water mark across ``exec``, so it is at least this process's RSS when it spawned the child.
+    Spawn from a small process (a benchmark's children have their own peaks, that of a model load and more)."""
     start = time.perf_counter()
     pipe = subprocess.PIPE if capture else None
     proc = subprocess.Popen(command, stdout=pipe, stderr=pipe, text=True, env=env)

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.measure import run_child
+from benchmarks.measure import process_peak_mib, run_child
 
 BENCHMARKS = ("bench_compare", "bench_linreg", "bench_finetune", "bench_lr_search", "bench_unembedding",
               "bench_lm_eval")
@@ -62,7 +62,9 @@ def _version(package: str) -> str:
 def one(name: str, argv: list[str], json_out: Path) -> None:
     """In the child: run benchmark ``name`` and write what its main returns to ``json_out``."""
     module = importlib.import_module(f"benchmarks.{name}")
-    json_out.write_text(json.dumps(module.main(argv), indent=1, default=str) + "\n")
+    figures = module.main(argv)
+    figures["process_peak_mib"] = process_peak_mib()  # its own: wait4's would include run_all's RSS at the spawn
+    json_out.write_text(json.dumps(figures, indent=1, default=str) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             json_out = Path(tmp) / "figures.json"
             command = [sys.executable, "-m", "benchmarks.run_all", "--one", name, str(json_out),
                        *arguments(name, args)]
-            seconds, peak, done = run_child(command, capture=False)
+            seconds, _, done = run_child(command, capture=False)
             result = json.loads(json_out.read_text()) if done.returncode == 0 else {"error": done.returncode}
-        result.update(process_s=round(seconds, 1), process_peak_mib=peak)
+        result.update(process_s=round(seconds, 1))
         figures[name] = result
         if done.returncode != 0:
             failed.append(name)

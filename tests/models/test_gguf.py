@@ -204,6 +204,16 @@ def test_second_load_does_not_convert(tiny_gguf, cache, monkeypatch):
     assert _files_under(cache) == saved
 
 
+
+def test_a_damaged_converted_copy_names_the_cache_folder_to_delete(tiny_gguf, cache):
+    """Downloading the GGUF again cannot help (the copy is keyed by its sha256): the message names the folder."""
+    load_model(str(tiny_gguf))
+    (weights,) = cache.rglob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(UserError, match=rf"iclgd's copy in {weights.parent} is damaged; delete that folder and rerun, "
+                                        "which converts it again"):
+        load_model(str(tiny_gguf))
+
 def test_failed_conversion_leaves_nothing_and_stale_partials_are_removed(tiny_gguf, cache, monkeypatch):
     from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 

@@ -18,7 +18,8 @@ SIZES = dict(seeds=(0, 1), steps=12, lengths=(8, 16), ks=(0, 2), demo_seeds=2, e
 
 
 def test_eta_zero_momentum_trains_and_scores_exactly_as_vanilla(tmp_path):
-    rows = compare_momentum(tmp_path, variants=(Variant("vanilla"), Variant("momentum", 0.0)), **SIZES)
+    variants = (Variant("vanilla"), Variant("momentum", 0.0), Variant("momentum", 0.00))  # a repeat counts once
+    rows = compare_momentum(tmp_path, variants=variants, **SIZES)
     measured = {(r["variant"], r["seed"], r["demo_seed"], r["measure"], r["at"]): r["value"] for r in rows}
     vanilla = {key[1:]: value for key, value in measured.items() if key[0] == "vanilla"}
     momentum = {key[1:]: value for key, value in measured.items() if key[0] == "momentum-eta0"}
@@ -30,7 +31,7 @@ def test_eta_zero_momentum_trains_and_scores_exactly_as_vanilla(tmp_path):
                                                               ("log_perplexity_difference", 16),
                                                               ("icl_accuracy_difference", 0),
                                                               ("icl_accuracy_difference", 2)}
-    assert all(r["value"] == r["ci_low"] == r["ci_high"] == 0.0 for r in differences)
+    assert len(differences) == 4 and all(r["value"] == r["ci_low"] == r["ci_high"] == 0.0 for r in differences)
     assert {r["count"] for r in differences if r["measure"] == "log_perplexity_difference"} == {2 * 16}
     stored = pq.read_table(tmp_path / "momentum.parquet")
     assert stored.num_rows == len(rows) and b"iclgd" in stored.schema.metadata
@@ -72,4 +73,7 @@ def test_bad_settings_fail_before_training(tmp_path):
         compare_momentum(tmp_path / "a", **{**SIZES, "lengths": (8, 64)})
     with pytest.raises(UserError, match="unknown task"):
         compare_momentum(tmp_path / "b", task="no-such-task", **SIZES)
-    assert not (tmp_path / "a" / "runs").exists() and not (tmp_path / "b" / "runs").exists()
+    with pytest.raises(UserError, match="task 'icc-heldout' does not fit corpus 'ginc': label word ' L1' maps to "
+                                        "the unknown token"):
+        compare_momentum(tmp_path / "c", corpus="ginc", task="icc-heldout", **SIZES)
+    assert not any((tmp_path / name / "runs").exists() for name in "abc")

@@ -124,6 +124,21 @@ def _interval(values: torch.Tensor, seed: int, stream: str) -> tuple[float, floa
     return float(values.double().mean()), float(low), float(high)
 
 
+def check_task_words(recipe: Any, task: Any) -> None:
+    """UserError where the runs' tokenizer (the corpus's words) cannot encode the task's label words."""
+    from iclgd.prompts.sequences import PieceTokenizer, check_label_ids
+    from iclgd.synthetic.pretrain.corpora import make_corpus
+    from iclgd.synthetic.pretrain.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(make_corpus(recipe.corpus, recipe.corpus_options).words)
+    words, pieces = list(task.label_words.values()), PieceTokenizer(tokenizer)
+    try:
+        check_label_ids(tokenizer, words, [pieces(word) for word in words], single_token=False)
+    except UserError as error:
+        raise UserError(f"task {task.name!r} does not fit corpus {recipe.corpus!r}: {error}; use the corpus's own "
+                        "task (the default)") from None
+
+
 def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[int] = (0, 1, 2),
                      steps: int | None = None, variants: Sequence[Variant] = (Variant("vanilla"),
                                                                              Variant("momentum", 0.9)),
@@ -140,6 +155,8 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     from iclgd.synthetic.pretrain.train import onset_step, pretrain
 
     out = check_output_dir(out)
+    variants = list({v.label: v for v in variants}.values())  # one of each, in order (0.9 and 0.90 are one)
+    seeds, lengths, ks = list(dict.fromkeys(seeds)), list(dict.fromkeys(lengths)), list(dict.fromkeys(ks))
     if not seeds or not variants or not lengths or not ks:
         raise UserError("give at least one seed, variant, context length and k")
     configs = run_configs(corpus, seeds, steps, variants, out, overrides)  # every setting checked before training
@@ -153,6 +170,7 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     if min(ks) < 0 or demo_seeds < 1:
         raise UserError(f"k values {list(ks)} must be >= 0 (0 is zero-shot), with at least one demo seed")
     labels = [example.label for example in load_splits(load_task(task)).pool]  # an unknown task fails here
+    check_task_words(recipe, load_task(task))  # a task the corpus's vocabulary cannot say: before any training
     sample_demo_indices(labels, max(max(ks), 1), 0)  # more demos than the pool holds: before any training
     for config, run_dir in configs.values():
         pretrain(config, run_dir, progress=progress)
