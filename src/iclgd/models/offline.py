@@ -107,6 +107,8 @@ SHIPPED_MODELS: dict[str, Path] = {name: ASSETS / name for name in SHIPPED_DESCR
 
 
 def named_model(name: str) -> NamedModel:
+    if name in SHIPPED_MODELS:
+        raise UserError(f"{name!r} ships with iclgd: there is nothing to fetch; use --model {name}")
     if name not in NAMED_MODELS:
         raise UserError(f"unknown named model {name!r}: iclgd can fetch {', '.join(NAMED_MODELS)} "
                         "(see `iclgd models`)")
