@@ -97,3 +97,23 @@ def test_a_child_passes_its_flags_to_the_benchmark_untouched(tmp_path, monkeypat
     assert run_all.main(["--one", "bench_compare", str(out), "--random", "--reencode", "10"]) == 0
     figures = json.loads(out.read_text())
     assert seen["argv"] == ["--random", "--reencode", "10"] and figures["ok"] and figures["process_peak_mib"] > 0
+
+
+def test_the_readme_table_shows_each_ratio_beside_its_target(capsys, tmp_path):
+    from benchmarks import table
+
+    figures = {
+        "bench_lr_search": {"tasks": {"vader-movie": {
+            "halving": {"search_s": 80.0, "given_s": 42.0, "search_over_given": 1.9, "chosen_lr": 0.003},
+            "grid": {"search_s": 200.0, "given_s": 42.0, "search_over_given": 4.76, "chosen_lr": 0.02}}}},
+        "bench_lm_eval": {"task": "vader-movie", "docs": 200, "lm_eval": "0.4.13", "shots": {"16": {
+            "lm_eval_s": 300.0, "iclgd_s": 20.0, "speedup": 15.0, "lm_eval_peak_mib": 2000.0, "iclgd_peak_mib": 900.0}},
+            "targets": [target("ICL scoring, lm-eval / iclgd, 16 shots", 15.0, at_least=15)], "process_peak_mib": 90.0},
+    }
+    (tmp_path / "b.json").write_text(json.dumps(figures))
+    table.main([str(tmp_path / "b.json")])
+    text = capsys.readouterr().out
+    assert "| 80.0 s vs 42.0 s: **1.90x** (lr 0.003) | <= 2: met |" in text
+    assert "**4.76x** (lr 0.02) | <= 2: **missed** |" in text
+    assert "300.0 s vs 20.0 s: **15.0x**; peak 2 000 MiB vs 900 MiB | >= 15: met |" in text
+    assert "bench_lm_eval 90 MiB" in text
