@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {what} | {measured} | {goal} |")
     peaks = {name: f["process_peak_mib"] for name, f in figures.items()
              if isinstance(f, dict) and "process_peak_mib" in f}
-    print("\nPeak memory of each benchmark's own process: "
+    print("\nPeak memory of each benchmark's own process (the cases it runs in processes of their own have their "
+          "peaks in its rows): "
           + ", ".join(f"{name} {_mib(peak)}" for name, peak in peaks.items()))
 
 
