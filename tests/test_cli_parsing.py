@@ -8,3 +8,25 @@ def test_separator_escapes_mean_what_they_do_in_a_task_files_double_quotes():
     assert unescape(r"\n") == "\n" and unescape(r"\n\n") == "\n\n" and unescape(r"\t|") == "\t|"
     assert unescape(r"a\\nb") == "a\\nb"  # an escaped backslash stays one backslash, then n
     assert unescape("\n") == "\n" and unescape(r"\x") == r"\x" and unescape(None) is None
+
+
+def test_compare_takes_no_progress_and_passes_it_on(monkeypatch):
+    import sys
+
+    import pytest
+
+    import iclgd.experiments.run as run
+    from iclgd.cli import main
+
+    seen = {}
+
+    def fake_run_and_store(cfg, *, show_progress=True):
+        seen["show_progress"] = show_progress
+        raise SystemExit(0)
+
+    monkeypatch.setattr(run, "run_and_store", fake_run_and_store)
+    monkeypatch.setattr(sys, "argv", ["iclgd", "compare", "--model", "m", "--task", "sst2", "--lr", "0.01",
+                                      "--no-progress"])
+    with pytest.raises(SystemExit):
+        main()
+    assert seen == {"show_progress": False}

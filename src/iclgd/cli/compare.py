@@ -63,6 +63,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="captures kept per example: compact | full | none")
         ] = None,
         out: Annotated[str | None, typer.Option(help="results folder")] = None,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show progress bars")] = True,
     ) -> None:
         """Compare ICL and GD finetuning inside a causal LM on one task (one unit)."""
         from iclgd.experiments.run import run_and_store
@@ -81,7 +82,7 @@ def register(app: typer.Typer) -> None:
         from iclgd.experiments.config import load_config  # here, not at the top: `iclgd --help` needs no torch
 
         cfg = load_config(config, overrides)
-        unit_dir = run_and_store(cfg)
+        unit_dir = run_and_store(cfg, show_progress=progress)
         print_unit_summary(unit_dir)
 
     @app.command()
