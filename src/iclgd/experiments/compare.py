@@ -187,9 +187,8 @@ def select_rows(cfg: CompareConfig) -> UnitRows:
         raise UserError(f"task {task.name} has no eval rows: check its eval split")
     if cfg.eval_size and cfg.eval_size > len(eval_rows):
         _warn_eval_size(cfg.eval_size, len(eval_rows), task.name)
-    shared = [f for f in data.pool[0].text_fields if f in eval_rows[0].text_fields]  # fields both splits have
-    validate_template(template, shared, where=f"task {task.name!r}", label_fields=(task.label_field,
-                                                                                  task.label_name_field))
+    validate_template(template, data.fields, where=f"task {task.name!r}", label_fields=(task.label_field,
+                                                                                       task.label_name_field))
     for example in [*(data.pool[int(i)] for i in sampled), *eval_rows]:  # a row without text fails before the model
         render_input(template, example)
     return UnitRows(task, template, [int(i) for i in demo_rows], training_rows, data.pool, eval_rows, data.revision)
@@ -495,8 +494,7 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
             state.presoftmax.setdefault((name, epoch), []).append(ft.presoftmax_logits)
         if final:
             acc.add_masked_keys(name, ft, epoch)
-            if cfg.captures != "none":
-                state.final_captures.setdefault(name, []).append(kept(ft, cfg.captures == "full"))
+            keep_final(cfg, state, name, ft)
         if direction is not None:  # the "better random" control: the same change norm, a random direction
             finetuning.swap_in(lm, direction)
             try:
@@ -509,9 +507,14 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
                     metrics.simaou_better_random(h_icl, h_zs, h_rand.attention_output, normalised=True), epoch=epoch)
             acc.add(name, "simaou_random_direction",
                     metrics.simaou_better_random(h_icl, h_zs, h_rand.attention_output, normalised=False), epoch=epoch)
-            if final and cfg.captures != "none":
-                state.final_captures.setdefault(f"{name}:random_direction", []).append(
-                    kept(h_rand, cfg.captures == "full"))
+            if final:
+                keep_final(cfg, state, f"{name}:random_direction", h_rand)
+
+
+def keep_final(cfg: CompareConfig, state: UnitState, name: str, capture: Capture) -> None:
+    """Keep a pass's last-epoch capture for the unit's stored captures (none with ``captures: none``)."""
+    if cfg.captures != "none":
+        state.final_captures.setdefault(name, []).append(kept(capture, cfg.captures == "full"))
 
 
 def spread_pass(lm: LoadedModel, prompts: Prompts, spread: metrics.RunningOrderSpread, batch_size: int) -> None:

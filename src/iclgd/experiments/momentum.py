@@ -169,8 +169,9 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     task = task or heldout_task(corpus, recipe.corpus_options)
     if min(ks) < 0 or demo_seeds < 1:
         raise UserError(f"k values {list(ks)} must be >= 0 (0 is zero-shot), with at least one demo seed")
-    labels = [example.label for example in load_splits(load_task(task)).pool]  # an unknown task fails here
-    check_task_words(recipe, load_task(task))  # a task the corpus's vocabulary cannot say: before any training
+    task_file = load_task(task)  # an unknown task fails here
+    labels = [example.label for example in load_splits(task_file).pool]
+    check_task_words(recipe, task_file)  # a task the corpus's vocabulary cannot say: before any training
     sample_demo_indices(labels, max(max(ks), 1), 0)  # more demos than the pool holds: before any training
     for config, run_dir in configs.values():
         pretrain(config, run_dir, progress=progress)

@@ -29,7 +29,8 @@ def _same_shape(p1: Tensor, p2: Tensor) -> None:
     if p1.shape != p2.shape or p1.dim() == 0:
         raise ValueError(f"p1 {list(p1.shape)} and p2 {list(p2.shape)} must be distributions of one shape [..., vocab]")
     for name, p in (("p1", p1), ("p2", p2)):
-        if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or bool((p.sum(-1) <= 0).any()):
+        mass = p.sum(-1, dtype=torch.float64)  # finite where every entry is (float64 holds any float32 row's sum)
+        if not (bool((p >= 0).all()) and bool(torch.isfinite(mass).all()) and bool((mass > 0).all())):
             raise ValueError(f"{name} is not a probability distribution over its last dimension (NaN, inf, a "
                              "negative value, or a row without mass): pass probabilities, e.g. logits.softmax(-1)")
 

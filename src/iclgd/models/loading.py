@@ -125,13 +125,6 @@ def _offline() -> bool:
         return True
 
 
-def gguf_file_of(name_or_path: str) -> Path | None:
-    """The GGUF file ``name_or_path`` names (a file, or a folder holding one), else None."""
-    from iclgd.models import gguf
-
-    return gguf.find_gguf(Path(name_or_path).expanduser())
-
-
 def _resolve(name_or_path: str) -> tuple[str, bool]:
     """(what to pass to from_pretrained, local_files_only). Raises UserError for what cannot be a model."""
     from iclgd.models import gguf, offline
@@ -259,10 +252,10 @@ def load_model(name_or_path: str, *, dtype: str = "float32", untrained: str | No
         if isinstance(error, RuntimeError) and not any(s in str(error) for s in ("state_dict", "StreamReader")):
             raise
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        from iclgd.models.gguf import cache_root
+        from iclgd.models.gguf import cache_root, find_gguf
 
         if Path(source).resolve().is_relative_to(cache_root().resolve()):  # iclgd's converted or fetched copy
-            again = ("rerun, which converts it again" if gguf_file_of(name_or_path)
+            again = ("rerun, which converts it again" if find_gguf(Path(name_or_path))
                      else f"fetch it again (iclgd models fetch {name_or_path})")
             raise UserError(f"cannot read the weights of {name_or_path!r} ({first_line}): iclgd's copy in {source} "
                             f"is damaged; delete that folder and {again}") from error
