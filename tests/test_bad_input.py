@@ -198,7 +198,7 @@ CASES = [
     (["--bogus"], "No such option: --bogus"),
     (["compare", "--shots", "abc"], "Invalid value for '--shots'"),
     (["compare", "--bogus"], "No such option: --bogus"),
-    (["compare", "--lr"], "requires an argument"),
+    (["compare", "--lr"], "requires an argument. (see iclgd compare --help)"),
     (["sql"], "Missing argument 'out'"),
     (["icl-curve", "--task", "icc-heldout"], "Missing option '--model'"),
     (["linreg", "nosuch"], "No such command 'nosuch'"),
@@ -369,7 +369,7 @@ CASES = [
     (["pretrain", "--config", "{assets}/tiny-pretrain.yaml", "--out", "{assets}/pretrain-run", "--threads", "2",
       "--no-progress"], "resume with --threads 1"),
     (["pretrain", "--config", "{assets}/tiny-pretrain.yaml", "--steps", "5", "--out", "{assets}/pretrain-run",
-      "--no-progress"], "another config"),
+      "--no-progress"], "another config (steps 4 there, 5 now)"),
     # --- linreg --------------------------------------------------------------------------------------------
     (["linreg", "train", "--steps", "0", "--out", "l"], "'steps'"),
     (["linreg", "train", "--lr", "inf", "--out", "l"], "finite number"),

@@ -30,3 +30,22 @@ def test_compare_takes_no_progress_and_passes_it_on(monkeypatch):
     with pytest.raises(SystemExit):
         main()
     assert seen == {"show_progress": False}
+
+
+def test_an_option_missing_its_value_points_at_its_own_commands_help(monkeypatch, capsys):
+    """click raises this error without the command's context: the command is read from the arguments."""
+    import sys
+
+    import pytest
+
+    from iclgd.cli import main
+
+    for argv, command in ((["momentum", "--momentum"], "iclgd momentum"),
+                          (["models", "fetch", "--wheels"], "iclgd models fetch"),
+                          (["--out"], "iclgd")):
+        monkeypatch.setattr(sys, "argv", ["iclgd", *argv])
+        with pytest.raises(SystemExit) as stop:
+            main()
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1
+        assert err.endswith(f"(see {command} --help)\n"), err

@@ -204,6 +204,15 @@ def test_second_load_does_not_convert(tiny_gguf, cache, monkeypatch):
     assert _files_under(cache) == saved
 
 
+def test_the_conversion_line_stays_one_line_in_a_log(tiny_gguf, tmp_path, monkeypatch, capsys):
+    """Not a terminal (a log, a pipe): the line naming the converted folder is not wrapped at 80 columns."""
+    cache = tmp_path / ("a-long-cache-folder-name-" * 4) / "cache"
+    monkeypatch.setenv(gguf_files.CACHE_ENV, str(cache))
+    load_model(str(tiny_gguf))
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "converted" in line]
+    (folder,) = (cache / "gguf").iterdir()
+    assert line.startswith(f"converted {tiny_gguf.name} in ") and line.endswith(f" s -> {folder}")
+
 
 def test_a_damaged_converted_copy_names_the_cache_folder_to_delete(tiny_gguf, cache):
     """Downloading the GGUF again cannot help (the copy is keyed by its sha256): the message names the folder."""

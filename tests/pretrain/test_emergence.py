@@ -61,6 +61,9 @@ def test_emergence_measures_every_checkpoint_beside_its_untrained_variant(run, t
     with pytest.raises(UserError, match=r"holds emergence units of another setting \(shots 4 there, 2 now\)"):
         run_emergence(run, "icc-heldout", tmp_path / "out", fields={**FIELDS, "shots": 2}, untrained=(),
                       progress=False)  # refused before any unit: the folder stays readable
+    with pytest.raises(UserError, match=r"another setting \(lr 0.01 there, None now\)"):  # not the search's rows
+        run_emergence(run, "icc-heldout", tmp_path / "out", fields={**FIELDS, "lr": None, "lr_search_rows": 20},
+                      untrained=(), progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == units
     assert emergence_values(open_results(tmp_path / "out")).keys() == values.keys()
 
@@ -93,3 +96,19 @@ def test_the_emergence_and_momentum_commands(run, tmp_path):
                          env={"COLUMNS": "250"})
     assert done.exit_code == 0, done.output
     assert "momentum-learned0.5 − vanilla" in done.output and (tmp_path / "m" / "momentum.png").is_file()
+
+
+def test_one_checkpoint_and_one_logged_step_still_draw_their_points(monkeypatch, tmp_path):
+    """A run shorter than its log_every logs the circuit once and may keep one checkpoint: each line is one point,
+    which matplotlib draws only with a marker."""
+    import iclgd.report.emergence as report
+
+    drawn = []
+    monkeypatch.setattr(report, "save_figure", lambda figure, stem: drawn.append(figure) or [])
+    values = {("trained", "icl", "accuracy"): {100: (0.5, 0.4, 0.6)},
+              ("untrained:all", "icl", "accuracy"): {100: (0.3, None, None)},
+              ("trained", "gd", "simaou_norm"): {100: (0.2, 0.1, 0.3)},
+              ("untrained:all", "gd", "simaou_norm"): {100: (0.25, None, None)}}
+    report.plot_emergence(values, tmp_path / "fig", circuit={"induction_score": {100: 0.4}})
+    lines = [line for axis in drawn[0].axes for line in axis.get_lines() if len(line.get_xdata()) == 1]
+    assert len(lines) >= 5 and all(line.get_marker() not in (None, "None", "") for line in lines)

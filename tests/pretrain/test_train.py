@@ -237,7 +237,7 @@ def test_bad_input(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     run = tmp_path / "run"
     pretrain(load_config(None, **{**TINY, "steps": 2}), run, progress=False)
-    with pytest.raises(UserError, match="another config"):
+    with pytest.raises(UserError, match=r"another config \(lr [0-9.e-]+ there, 0.0001 now\); give a new folder"):
         pretrain(load_config(None, **{**TINY, "steps": 2, "lr": 1e-4}), run, progress=False)
 
 

@@ -41,10 +41,23 @@ def _register() -> None:
     _registered = True
 
 
-def _usage_line(err: typer.TyperException) -> str:
-    """typer's usage error (its own copy of click's) as one line that points at the command's help."""
+def _command_path(args: list[str]) -> str:
+    """The command that ``args`` name (``iclgd models fetch``): the subcommand words before the first other one."""
+    words, group = ["iclgd"], typer.main.get_command(app)
+    for arg in args:
+        command = getattr(group, "commands", {}).get(arg)
+        if command is None:
+            break
+        words.append(arg)
+        group = command
+    return " ".join(words)
+
+
+def _usage_line(err: typer.TyperException, args: list[str]) -> str:
+    """typer's usage error (its own copy of click's) as one line that points at the command's help. Some errors
+    (an option missing its value) come without the command's context: the command is then read from ``args``."""
     ctx = getattr(err, "ctx", None)
-    command = ctx.command_path if ctx is not None else "iclgd"
+    command = ctx.command_path if ctx is not None else _command_path(args)
     return f"error: {' '.join(err.format_message().split())} (see {command} --help)"
 
 
@@ -59,7 +72,7 @@ def main() -> None:
     except typer.TyperException as err:  # typer 0.29 raises its own copy of click's UsageError, BadParameter...
         if type(err).__name__ == "NoArgsIsHelpError":
             sys.exit(0)  # `iclgd` or `iclgd linreg` alone: the help is printed, as asked for
-        print(_usage_line(err), file=sys.stderr)
+        print(_usage_line(err, sys.argv[1:]), file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         print("aborted", file=sys.stderr)

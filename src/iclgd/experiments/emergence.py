@@ -58,9 +58,12 @@ def check_one_setting(out: Path, trained: list[CompareConfig]) -> None:
         cfg = ours.get(stored.get("model"))
         if cfg is None or stored.get("untrained") is not None or unit_dir.name == cfg.unit_id():
             continue
-        asked, there = cfg.unit_fields(), CompareConfig(**stored).unit_fields()
+        stored_cfg = CompareConfig(**stored)
+        asked, there = cfg.unit_fields(), stored_cfg.unit_fields()
+        searched = {"lr_search", "lr_search_rows"}  # where either side gives an lr, its lr is what differs
+        quiet = searched if cfg.lr is not None or stored_cfg.lr is not None else set()
         differ = [f"{name} {there[name]!r} there, {asked[name]!r} now" for name in asked
-                  if name in there and there[name] != asked[name]]
+                  if name in there and there[name] != asked[name] and name not in quiet]
         raise UserError(f"{out} holds emergence units of another setting ({'; '.join(differ) or 'another unit id'}): "
                         "an emergence folder holds one setting per checkpoint; give this one its own --out")
 

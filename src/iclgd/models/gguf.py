@@ -255,11 +255,12 @@ def converted_folder(path: Path, *, check: Callable | None = None) -> Path:
     known = named_model_by_sha(sha)  # the same bytes as a named model: the same tokenizer choices
     from rich.console import Console
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a log's line stays one line, however long the path
     with console.status(f"converting {path.name} to safetensors, once (cache: {target})"):
         folder = convert_gguf(path, target, sha256=sha, check=check,
                               bos_token=known.bos_token if known else None,
                               bos_reason=known.bos_reason if known else None,
                               extra={"named_model": known.name} if known else None)
-    console.print(f"converted {path.name} in {read_provenance(folder)['conversion']['seconds']} s -> {folder}")
+    console.print(f"converted {path.name} in {read_provenance(folder)['conversion']['seconds']} s -> {folder}",
+                  markup=False, highlight=False)
     return folder

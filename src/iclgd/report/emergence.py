@@ -114,7 +114,9 @@ def plot_emergence(values: dict[tuple[str, str, str], dict[int, tuple]], stem: s
     if circuit:
         axis = axes[panels - 1]
         for name, logged in circuit.items():
-            axis.plot(sorted(logged), [logged[step] for step in sorted(logged)], label=CIRCUIT_TITLES.get(name, name))
+            # markers: a run shorter than its log_every logs the circuit once, and a one-point line draws nothing
+            axis.plot(sorted(logged), [logged[step] for step in sorted(logged)], marker=".",
+                      label=CIRCUIT_TITLES.get(name, name))
         if onset is not None:
             axis.axvline(onset, color="black", linewidth=0.8, alpha=0.5)
         axis.set(title="induction circuit (pretraining log)", xlabel="pretraining step", ylabel="attention share",
@@ -143,12 +145,12 @@ def _panel(axis, values, series_list: Sequence[Series], variants: list[str], tit
             if other:
                 name = f"{series.title} {variant}" if series.metric == "accuracy" else variant
                 axis.plot(sorted(other), [other[s][0] * series.scale for s in sorted(other)], linestyle="--",
-                          color=line.get_color(), alpha=0.7, label=name)
+                          marker=".", color=line.get_color(), alpha=0.7, label=name)
         if series.floor is not None:
             floor = values.get(("trained", *series.floor), {})
             if floor:
                 axis.plot(sorted(floor), [floor[s][0] * series.scale for s in sorted(floor)], linestyle=":",
-                          color="gray", label="within-unit floor")
+                          marker=".", color="gray", label="within-unit floor")
     if onset is not None:
         axis.axvline(onset, color="black", linewidth=0.8, alpha=0.5)
     axis.set(title=title, xlabel="pretraining step")

@@ -307,12 +307,15 @@ def check_out(out: Path, config: PretrainConfig) -> bool:
     if not isinstance(recorded, dict):
         raise UserError(f"{marker} is not a pretrain config; give a new or empty output folder")
     try:
-        same = PretrainConfig(**recorded).identity() == config.identity()
+        there = PretrainConfig(**recorded).identity()
     except Exception:  # a config of another version: not this run
-        same = False
-    if not same:
-        raise UserError(f"output folder {out} holds a pretrain run with another config ({marker}); give a new folder "
-                        "or the same config to resume it")
+        there = None
+    if there != config.identity():
+        asked = config.identity()
+        differ = [f"{name} {there[name]!r} there, {asked[name]!r} now" for name in asked
+                  if there is not None and there.get(name) != asked[name]]
+        raise UserError(f"output folder {out} holds a pretrain run with another config "
+                        f"({'; '.join(differ) or marker}); give a new folder or the same config to resume it")
     return True
 
 
