@@ -117,3 +117,26 @@ def test_the_readme_table_shows_each_ratio_beside_its_target(capsys, tmp_path):
     assert "**4.76x** (lr 0.02) | <= 2: **missed** |" in text
     assert "300.0 s vs 20.0 s: **15.0x**; peak 2 000 MiB vs 900 MiB | >= 15: met |" in text
     assert "bench_lm_eval 90 MiB" in text
+
+
+def test_the_gpu_benchmark_runs_every_shape_end_to_end(tmp_path):
+    """bench_gpu waits for a session lent a GPU: its smoke run (each shape cut to 2 layers, on the CPU) keeps every
+    path it takes working, so that session's one device call measures rather than debugs."""
+    from benchmarks import bench_gpu
+
+    figures = bench_gpu.main(["--device", "cpu", "--tiny", "--eval", "2", "--shots", "4", "--repeats", "1",
+                              "--skip-finetune", "--json", str(tmp_path / "gpu.json")])
+    assert sorted(figures["shapes"]) == sorted(bench_gpu.MODELS)
+    for name, shape in figures["shapes"].items():
+        assert shape["prefix_tokens"] > 4 * 50 and shape["compare_phases_s"]["lr_s"] >= 0, name
+        assert all(shape[key] > 0 for key in ("icl_scoring_float32_s", "icl_scoring_bfloat16_s", "compare_float32_s",
+                                              "finetune_gd_one_lr_s", "trajectories_36_lrs_s")), name
+    assert json.loads((tmp_path / "gpu.json").read_text())["shapes"].keys() == figures["shapes"].keys()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU machine runs it")
+def test_the_gpu_benchmark_without_a_gpu_says_so():
+    from benchmarks import bench_gpu
+
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        bench_gpu.main(["--device", "cuda"])
