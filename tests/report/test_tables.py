@@ -116,6 +116,29 @@ def test_paper_tables_show_the_spread_over_units_or_a_lone_units_interval(con, t
     assert "75.0 [60.0, 87.5]" in text and "mean ± std (ddof=1) over a task's units" in text
 
 
+def test_paper_tables_keep_units_of_other_settings_on_lines_of_their_own(tmp_path):
+    """Two sst2 units at k = 4, lr 0.01 and k = 32, lr 0.5 are two lines, not one mean ± std; an lr set per task
+    (Dai's published ones) stays one line."""
+    def unit(name, task, k, lr, value):
+        keys = dict(model="tiny", variant="trained", task=task, template=0, seed=1, order=0, k=k, true_k=k)
+        write_unit(tmp_path, name, {"task": task, "shots": k, "lr": lr, "seed": 1}, UnitResult(
+            metrics=[metric_row("simaou_norm", value, 10, method="gd", ci=(value - 0.05, value + 0.05), **keys)],
+            predictions=[]))
+
+    unit("a", "sst2", 4, 0.01, 0.1)
+    unit("b", "sst2", 32, 0.5, 0.9)
+    lines = [x for x in paper_lines(open_results(tmp_path), "dai2023") if x.source == "ours"]
+    assert sorted((x.model, x.values["SST2"]) for x in lines) == [("tiny (lr=0.01, shots=4)", pytest.approx(0.1)),
+                                                                  ("tiny (lr=0.5, shots=32)", pytest.approx(0.9))]
+    other = tmp_path / "per-task"
+    for name, task, lr, value in (("a", "sst2", 0.01, 0.1), ("b", "cb", 0.5, 0.3)):
+        keys = dict(model="tiny", variant="trained", task=task, template=0, seed=1, order=0, k=4, true_k=4)
+        write_unit(other, name, {"task": task, "shots": 4, "lr": lr, "seed": 1}, UnitResult(
+            metrics=[metric_row("simaou_norm", value, 10, method="gd", **keys)], predictions=[]))
+    (line,) = [x for x in paper_lines(open_results(other), "dai2023") if x.source == "ours"]
+    assert line.model == "tiny" and line.values == pytest.approx({"SST2": 0.1, "CB": 0.3})
+
+
 def test_published_rows_have_a_computed_row_and_six_tasks():
     for paper in PAPERS.values():
         labels = {row.published_label for block in paper.blocks for row in block}

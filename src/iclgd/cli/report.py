@@ -73,7 +73,8 @@ def register(app: typer.Typer) -> None:
                                                        "into <out>/_plots/shen2024_*)")] = None,
         method: Annotated[str, typer.Option(help="FT method compared with ICL (gd, lcgd)")] = "gd",
         over: Annotated[str, typer.Option(help="average over these columns, e.g. seed or seed,order (mean ± std); "
-                                                "--paper tables always show mean ± std over each task's units")] = "",
+                                                "--paper tables always show mean ± std over each task's units "
+                                                "(a line per k and setting)")] = "",
         where: Annotated[str | None, typer.Option(help="SQL filter on metrics, e.g. \"k = 32\"")] = None,
         plot: Annotated[str | None, typer.Option(help="also draw: per-layer | accuracy")] = None,
         metrics: Annotated[str, typer.Option(help="metrics of the per-layer plot")] = "simaou,simam_delta",

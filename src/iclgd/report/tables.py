@@ -369,10 +369,25 @@ class PaperLine:
     cells: dict[str, Cell] = field(default_factory=dict)
 
 
+def line_labels(con: duckdb.DuckDBPyConnection, where: str | None) -> dict[str, str]:
+    """unit -> the label of its line in a paper table: the model, with the setting (``model (lr=0.01, shots=4)``)
+    where the model's units of one variant differ in k or in another config field beyond what the task, seed, order
+    and template decide (:func:`split_by_setting`): two settings are two lines, never one mean."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for unit in _unit_values(con, where).values():
+        unit = {**unit, "config": {**unit["config"], "shots": json.dumps(unit["k"])}}
+        groups.setdefault((unit["model"], unit["variant"]), []).append(unit)
+    labels = {}
+    for (model, _), units in groups.items():
+        for setting, part in split_by_setting(units, ("task", "seed", "order", "template")):
+            labels.update({unit["unit"]: f"{model} ({setting})" if setting else model for unit in part})
+    return labels
+
+
 def _ours(con: duckdb.DuckDBPyConnection, row: Row, paper: Paper, where: str | None,
-          paired: PairedScores) -> dict[str, dict[str, Cell]]:
-    """model -> {task column -> Cell over its units (seeds, orders, templates)}; our tasks not in the paper keep
-    their own name."""
+          paired: PairedScores, labels: dict[str, str]) -> dict[str, dict[str, Cell]]:
+    """line label (:func:`line_labels`) -> {task column -> Cell over its units (seeds, orders, templates)}; our tasks
+    not in the paper keep their own name."""
     methods = (row.method, "icl") if row.metric in FT_INDEPENDENT else (row.method,)
     marks = ", ".join("?" for _ in methods)
     _, rows = query(
@@ -389,7 +404,8 @@ def _ours(con: duckdb.DuckDBPyConnection, row: Row, paper: Paper, where: str | N
     by_key = {task_key(task): task for task in paper.tasks}
     values: dict[str, dict[str, list[tuple[str, float, tuple]]]] = {}
     for unit, (_, model, task, value, ci) in chosen.items():
-        values.setdefault(model, {}).setdefault(by_key.get(task_key(task), task), []).append((unit, value, ci))
+        values.setdefault(labels.get(unit, model), {}).setdefault(by_key.get(task_key(task), task), []).append(
+            (unit, value, ci))
     tested = row.metric in COMPARED and row.variant == "trained"
     cells = {}
     for model, tasks in values.items():
@@ -407,10 +423,11 @@ def paper_lines(con: duckdb.DuckDBPyConnection, paper: str, where: str | None = 
         raise UserError(f"unknown paper {paper!r}: choose one of {', '.join(PAPERS)}")
     spec = PAPERS[paper]
     paired = PairedScores(con, where)  # read once: every row's marks come from it
+    labels = line_labels(con, where)
     lines = []
     for block, rows in enumerate(spec.blocks):
         for row in rows:
-            for model, cells in sorted(_ours(con, row, spec, where, paired).items()):
+            for model, cells in sorted(_ours(con, row, spec, where, paired, labels).items()):
                 values = {task: row.scale * c.mean for task, c in cells.items()}
                 in_paper = [value for task, value in values.items() if task in spec.tasks]
                 avg = statistics.fmean(in_paper or values.values())
