@@ -15,6 +15,7 @@ from iclgd.finetune.lr_search import (
     HALF_DECADE_GRID,
     halving_search,
     no_signal,
+    no_signal,
     published_lr,
     published_seed,
     race_grid,
@@ -265,6 +266,20 @@ def test_halving_search_stops_at_the_rows_it_has():
     result = halving_search(lambda lrs: [{} for _ in lrs], lambda t, rows: len(rows), n_rows=3,
                             grid=(1e-3, 1e-2, 1e-1), first_rows=25)
     assert result.lr == 1e-3 and result.rows == {1e-3: 3, 1e-2: 3, 1e-1: 3}  # all tie on the 3 rows: smallest
+    assert no_signal(result)
+
+
+def test_halving_search_has_signal_where_an_lr_ruled_out_ends_at_the_winners_fraction():
+    """C and D lose on rows 0-24 (15 right against 20); A and B then score 10 of rows 25-49: every fraction ends at
+    0.6, but C and D were beaten, so the choice is measured, not the tie rule's."""
+    right = {1: 20, 2: 20, 3: 15, 4: 15}
+
+    def correct(tensors, rows):
+        return right[tensors["lr"]] if rows.start == 0 else 10
+
+    result = halving_search(lambda lrs: [{"lr": lr} for lr in lrs], correct, n_rows=50, grid=(1, 2, 3, 4),
+                            first_rows=25)
+    assert set(result.scores.values()) == {0.6} and result.lr == 1 and not no_signal(result)
 
 
 def test_batched_trajectories_in_chunks_equal_one_batch():

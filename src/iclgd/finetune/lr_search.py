@@ -208,14 +208,20 @@ def halving_search(
     trained = dict(zip(lrs, train(lrs), strict=True))
     hits = dict.fromkeys(lrs, 0)
     seen = dict.fromkeys(lrs, 0)
+    so_far: dict[float, dict[int, int]] = {lr: {} for lr in lrs}  # rows scored -> right rows among them
     alive, upto = lrs, min(first_rows, n_rows)
     while True:
         for lr in alive:
             hits[lr] += int(correct(trained[lr], range(seen[lr], upto)))
             seen[lr] = upto
+            so_far[lr][upto] = hits[lr]
         ranked = sorted(alive, key=lambda lr: (-hits[lr], lr))
         alive = sorted(ranked[: (len(alive) + 1) // 2])
         if len(alive) == 1 or upto == n_rows:
             break
         upto = min(2 * upto, n_rows)
-    return LrSearch(ranked[0], {lr: hits[lr] / seen[lr] for lr in lrs}, dict(seen))
+    best = ranked[0]
+    # Flat: every lr labelled as many rows right as the winner did on the rows it was scored on (its scores alone,
+    # fractions over different rows, cannot say so: an lr ruled out early can end at the winner's fraction).
+    flat = len(lrs) > 1 and all(hits[lr] == so_far[best][seen[lr]] for lr in lrs)
+    return LrSearch(best, {lr: hits[lr] / seen[lr] for lr in lrs}, dict(seen), flat)
