@@ -88,17 +88,22 @@ def test_output_metrics_equal_a_direct_computation(unit, llama_dir):
     prompts = prepare_unit(cfg, lm, select_rows(cfg)).prompts
     indices = list(range(len(prompts.queries)))
     prefix = encode_prefix(lm, torch.tensor(prompts.prefix_ids))
-    p_icl = score_batch(lm, prompts, indices, prefix=prefix, capture=False).next_token_logprobs.double().exp()
-    p_ft = {}
+    lp_icl = score_batch(lm, prompts, indices, prefix=prefix, capture=False).next_token_logprobs.double()
+    lp_ft = {}
 
     def on_epoch(epoch):
-        p_ft[epoch] = score_batch(lm, prompts, indices, prefix=None, capture=False).next_token_logprobs.double().exp()
+        lp_ft[epoch] = score_batch(lm, prompts, indices, prefix=None, capture=False).next_token_logprobs.double()
 
     finetuning.finetune(lm, prompts.training_sequences(), cfg.lr, method="whole-gd-label", epochs=3,
                         label_lengths=prompts.training_label_lengths(), on_epoch=on_epoch)
-    for name, metric in metrics.OUTPUT_METRICS.items():
-        expected = float(metric(p_icl, p_ft[3]).mean())
+    for name, metric in metrics.OUTPUT_METRICS.items():  # the unit's metrics take log-probabilities
+        expected = float(metric(lp_icl, lp_ft[3]).mean())
         assert values[("whole-gd-label", name, None, 3)] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    p_icl, p_ft = lp_icl.exp(), {3: lp_ft[3].exp()}  # and on probabilities, the metrics' plain forms agree
+    assert values[("whole-gd-label", "kl", None, 3)] == pytest.approx(
+        float(metrics.kl_divergence(p_icl, p_ft[3]).mean()), rel=1e-6)
+    assert values[("whole-gd-label", "js", None, 3)] == pytest.approx(
+        float(metrics.js_divergence(p_icl, p_ft[3]).mean()), rel=1e-6)
     # sanity: by hand on the first example, TO@10 is the shared fraction of the two top-10 sets
     top_icl, top_ft = set(p_icl[0].topk(10).indices.tolist()), set(p_ft[3][0].topk(10).indices.tolist())
     assert float(metrics.token_overlap(p_icl[:1], p_ft[3][:1])) == len(top_icl & top_ft) / 10

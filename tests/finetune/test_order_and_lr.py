@@ -15,7 +15,6 @@ from iclgd.finetune.lr_search import (
     HALF_DECADE_GRID,
     halving_search,
     no_signal,
-    no_signal,
     published_lr,
     published_seed,
     race_grid,

@@ -7,7 +7,9 @@ from iclgd.metrics.output_distribution import (
     OUTPUT_METRICS,
     RunningOrderSpread,
     js_divergence,
+    js_divergence_logprobs,
     kl_divergence,
+    kl_divergence_logprobs,
     order_pair_reference,
     order_pair_reference_per_example,
     order_sensitivity,
@@ -99,8 +101,32 @@ def test_per_example_pair_reference_and_the_unit_metrics():
     kl12, kl21 = float(kl_divergence(P1, P2)), float(kl_divergence(P2, P1))
     assert per_example.tolist() == pytest.approx([(kl12 + kl21) / 2, 0.0])
     assert set(OUTPUT_METRICS) == {"to@10", "ocs@10", "kl", "js"}
-    q = torch.softmax(torch.arange(20.0), -1)[None]
+    q = torch.log_softmax(torch.arange(20.0), -1)[None]  # the unit's metrics take log-probabilities
     assert float(OUTPUT_METRICS["to@10"](q, q)) == 1.0 and float(OUTPUT_METRICS["ocs@10"](q, q)) == pytest.approx(1.0)
+    assert float(OUTPUT_METRICS["kl"](q, q)) == 0.0 and float(OUTPUT_METRICS["js"](q, q)) == 0.0
+
+
+def test_kl_and_js_from_log_probabilities_equal_the_probability_forms_and_survive_underflow():
+    """By hand: KL(P1 ‖ P2) from logs equals the probability form; a token at log-prob −900 under FT and −700 under
+    ICL adds p1·200 ≈ 1e-302 (exp(−900) is 0 in float64, where the probability form gives inf)."""
+    lp1, lp2 = P1.double().log(), P2.double().log()
+    assert float(kl_divergence_logprobs(lp1, lp2)) == pytest.approx(float(kl_divergence(P1, P2)), rel=1e-12)
+    assert float(js_divergence_logprobs(lp1, lp2)) == pytest.approx(float(js_divergence(P1, P2)), rel=1e-12)
+    icl = torch.tensor([0.0, -700.0], dtype=torch.float64)  # [~1, e^-700]: not normalised beyond double precision
+    ft = torch.tensor([0.0, -900.0], dtype=torch.float64)
+    assert math.isinf(float(kl_divergence(icl.exp(), ft.exp())))
+    kl = float(kl_divergence_logprobs(icl, ft))
+    assert kl == pytest.approx(math.exp(-700) * 200, rel=1e-9) and kl > 0
+    assert 0 <= float(js_divergence_logprobs(icl, ft)) < 1e-300
+    zero = torch.tensor([0.0, float("-inf")])  # p1(v) = 0 adds nothing, whatever p2(v) is
+    assert float(kl_divergence_logprobs(zero, torch.tensor([-0.1, -2.4]))) == pytest.approx(0.1)
+    assert float(kl_divergence_logprobs(torch.tensor([-0.1, -2.4]), zero)) == math.inf  # p2(v) = 0 < p1(v): inf
+    for bad in (torch.tensor([0.0, float("nan")]), torch.tensor([float("inf"), 0.0]),
+                torch.tensor([float("-inf"), float("-inf")])):
+        with pytest.raises(ValueError, match="not a log-probability distribution"):
+            kl_divergence_logprobs(bad, zero)
+    with pytest.raises(ValueError, match="one shape"):
+        js_divergence_logprobs(lp1, lp2[:3])
 
 
 def test_one_ordering_has_no_order_sensitivity_and_js_names_its_arguments():

@@ -390,8 +390,8 @@ class IclDistributions:
     def put(self, indices: list[int], logprobs: torch.Tensor) -> None:
         self.array[indices[0]:indices[-1] + 1] = logprobs.float().cpu().numpy()
 
-    def probabilities(self, indices: list[int]) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.array[indices[0]:indices[-1] + 1])).double().exp()
+    def logprobs(self, indices: list[int]) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.array[indices[0]:indices[-1] + 1])).double()
 
 
 @dataclass
@@ -445,12 +445,13 @@ def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompt
         if len(orderings) > 1:
             others = [score_batch(lm, p, indices, prefix=prefix, capture=False).next_token_logprobs
                       for p, prefix in zip(orderings[1:], prefixes[1:], strict=True)]
-            p = torch.stack([icl.next_token_logprobs, *others]).cpu().double().exp()  # [orderings, B, V]
+            logprobs = torch.stack([icl.next_token_logprobs, *others]).cpu().double()  # [orderings, B, V]
             if cfg.orderings > 1:
-                acc.add_scalar("icl", "order_sensitivity", metrics.order_sensitivity_per_example(p[:cfg.orderings]))
+                acc.add_scalar("icl", "order_sensitivity",
+                               metrics.order_sensitivity_per_example(logprobs[:cfg.orderings].exp()))
             if cfg.output_metrics:
                 for name, metric in metrics.OUTPUT_METRICS.items():
-                    acc.add_scalar("icl_vs_icl", name, metrics.order_pair_reference_per_example(metric, p))
+                    acc.add_scalar("icl_vs_icl", name, metrics.order_pair_reference_per_example(metric, logprobs))
         if icl_store is not None:
             icl_store.put(indices, icl.next_token_logprobs)
         progress.advance(bar, len(indices))
@@ -480,14 +481,12 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
         acc.add(name, "simam_delta", metrics.simam_delta(m_icl, ref.zs.presoftmax_logits, ft.presoftmax_logits,
                                                          lengths), heads, epoch=epoch)
         state.outputs.add(name, epoch, scores)
-        if icl_store is not None or spread is not None:
-            p_ft = scores.next_token_logprobs.cpu().double().exp()
         if icl_store is not None:
-            p_icl = icl_store.probabilities(ref.indices)
+            lp_icl, lp_ft = icl_store.logprobs(ref.indices), scores.next_token_logprobs.cpu().double()
             for metric_name, metric in metrics.OUTPUT_METRICS.items():
-                acc.add_scalar(name, metric_name, metric(p_icl, p_ft), epoch=epoch)
+                acc.add_scalar(name, metric_name, metric(lp_icl, lp_ft), epoch=epoch)
         if spread is not None:
-            spread.add(torch.tensor(ref.indices), p_ft)
+            spread.add(torch.tensor(ref.indices), scores.next_token_logprobs.cpu().double().exp())
         if keep_kendall_queries and len(ref.kendall_rows):
             state.kendall_queries.setdefault((name, epoch), []).append(ft.analysis_query[ref.kendall_rows])
         if alpha:

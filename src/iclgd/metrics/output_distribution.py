@@ -1,12 +1,14 @@
 """Output-distribution metrics (Shen et al. 2024) on full next-token distributions p [..., V].
 
-Inputs are probabilities (softmax of the logits at the answer position); metrics are per row, over the
-last dimension, computed in float64. Logs are natural.
+Inputs are probabilities (softmax of the logits at the answer position), or log-probabilities for the ``_logprobs``
+forms of KL and JS and for :data:`OUTPUT_METRICS`; metrics are per row, over the last dimension, computed in float64.
+Logs are natural.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 
 import torch
@@ -71,6 +73,36 @@ def js_divergence(p1: Tensor, p2: Tensor) -> Tensor:
     p1, p2 = p1.double(), p2.double()
     m = 0.5 * (p1 + p2)
     return 0.5 * kl_divergence(p1, m) + 0.5 * kl_divergence(p2, m)
+
+
+def _same_shape_log(lp1: Tensor, lp2: Tensor) -> None:
+    """lp1 and lp2 must be log-distributions of one shape: no NaN, no +inf, a finite entry in every row."""
+    if lp1.shape != lp2.shape or lp1.dim() == 0:
+        raise ValueError(f"lp1 {list(lp1.shape)} and lp2 {list(lp2.shape)} must be log-distributions of one shape "
+                         "[..., vocab]")
+    for name, lp in (("lp1", lp1), ("lp2", lp2)):
+        if bool(lp.isnan().any()) or bool((lp == float("inf")).any()) or not bool(lp.isfinite().any(-1).all()):
+            raise ValueError(f"{name} is not a log-probability distribution over its last dimension (NaN, +inf, or "
+                             "a row without a finite entry): pass log-probabilities, e.g. logits.log_softmax(-1)")
+
+
+def kl_divergence_logprobs(lp1: Tensor, lp2: Tensor) -> Tensor:
+    """KL(p1 ‖ p2) from log-probabilities: Σ_v p1(v) (log p1(v) − log p2(v)), 0 where p1(v) = 0 (log p1 = −inf).
+
+    The same value as :func:`kl_divergence` on ``lp.exp()``, except where a probability underflows: a token at
+    log-prob −900 under p2 and −700 under p1 adds ~1e-304 here, and inf there (exp(−900) is 0 in float64)."""
+    _same_shape_log(lp1, lp2)
+    lp1, lp2 = lp1.double(), lp2.double()
+    terms = lp1.exp() * (lp1 - lp2)
+    return running_sum(torch.where(lp1 == float("-inf"), torch.zeros((), dtype=terms.dtype), terms))
+
+
+def js_divergence_logprobs(lp1: Tensor, lp2: Tensor) -> Tensor:
+    """JS(p1, p2) from log-probabilities, m = ½ (p1 + p2) taken in log space (no underflow); in [0, log 2]."""
+    _same_shape_log(lp1, lp2)
+    lp1, lp2 = lp1.double(), lp2.double()
+    log_m = torch.logaddexp(lp1, lp2) - math.log(2.0)
+    return 0.5 * kl_divergence_logprobs(lp1, log_m) + 0.5 * kl_divergence_logprobs(lp2, log_m)
 
 
 def order_sensitivity_per_example(p: Tensor) -> Tensor:
@@ -138,10 +170,11 @@ def order_pair_reference(metric: Callable[[Tensor, Tensor], Tensor], p: Tensor) 
     return float(order_pair_reference_per_example(metric, p).mean())
 
 
-# The output-distribution metrics a unit reports, name -> metric(p_icl, p_other) per row (spec: K = 10).
+# The output-distribution metrics a unit reports, name -> metric(log p_icl, log p_other) per row (spec: K = 10):
+# they take log-probabilities, so KL and JS stay in log space where a probability would underflow to 0.
 OUTPUT_METRICS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "to@10": lambda p1, p2: token_overlap(p1, p2, 10),
-    "ocs@10": lambda p1, p2: overlap_cosine(p1, p2, 10),
-    "kl": kl_divergence,
-    "js": js_divergence,
+    "to@10": lambda lp1, lp2: token_overlap(lp1.double().exp(), lp2.double().exp(), 10),
+    "ocs@10": lambda lp1, lp2: overlap_cosine(lp1.double().exp(), lp2.double().exp(), 10),
+    "kl": kl_divergence_logprobs,
+    "js": js_divergence_logprobs,
 }
