@@ -105,3 +105,12 @@ def test_untrained_rows_baseline_columns_and_other_configs_are_not_paired(result
     _write(other, 3, "trained", TRAINED, SHIFT[3])
     _write(other, 3, "untrained:all", {("gd", "simaou_norm"): [1.0, 1.0, 1.0]}, config={"methods": ["lcgd"]})
     assert PairedScores(open_results(other)).variant_tests() == []
+
+
+def test_a_variant_run_on_another_device_batch_size_or_captures_is_still_paired(tmp_path):
+    """Where and how fast a unit ran does not change its eval examples: the variant is still the trained unit's."""
+    _write(tmp_path, 3, "trained", TRAINED, SHIFT[3], config={"batch_size": 16, "device": "cpu"})
+    _write(tmp_path, 3, "untrained:all", {("gd", "simaou_norm"): [0.0, 0.0, 0.0]},
+           config={"batch_size": 4, "device": "cuda", "captures": "none"})
+    (test,) = PairedScores(open_results(tmp_path)).variant_tests()
+    assert test.variant == "untrained:all" and test.difference == pytest.approx(0.5)

@@ -37,7 +37,10 @@ from iclgd.runs import atomic_file, write_parquet_table
 COMPARED = ("simaou_norm", "simaou", "simam", "simam_delta", "kendall", "to@10", "ocs@10")
 GROUP_KEYS = ("model", "task", "template", "k", "seed", "order")  # what a trained unit and its variants share
 TESTS_FILE = "_tables/untrained_tests.parquet"  # in a results folder: the tests against the untrained variants
-PAIRING_IGNORES = ("untrained", "lr", "out")  # config fields in which a trained unit and its variants may differ
+NOT_SETTINGS = ("out", "device", "batch_size", "captures")  # where and how fast a unit ran, not what it computed
+# Config fields in which a trained unit and its variants may differ: the variant, the lr (inherited), and NOT_SETTINGS
+# (the eval examples are the same whatever the device or batch size).
+PAIRING_IGNORES = ("untrained", "lr", *NOT_SETTINGS)
 
 
 @dataclass
@@ -63,7 +66,7 @@ class VariantTest:
 
 def pairing_key(config: dict[str, Any]) -> str:
     """What a trained unit and its untrained variants share: the whole config but the variant, the lr (an untrained
-    unit inherits its trained unit's) and the results folder."""
+    unit inherits its trained unit's), the results folder, the device, the batch size and the captures kept."""
     return json.dumps({k: v for k, v in config.items() if k not in PAIRING_IGNORES}, sort_keys=True, default=str)
 
 

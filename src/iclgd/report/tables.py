@@ -21,7 +21,7 @@ import duckdb
 from rich.table import Table
 
 from iclgd.errors import UserError
-from iclgd.report.paired import COMPARED, PairedScores
+from iclgd.report.paired import COMPARED, NOT_SETTINGS, PairedScores
 from iclgd.report.published import PAPERS, Paper, Row
 from iclgd.runner.results import query
 
@@ -79,7 +79,6 @@ GROUPABLE = ("seed", "order", "template", "k", "task", "model", "variant")
 # in which pooled units differ beyond what the pooled-over columns decide (split_by_setting): never averaged across.
 KEY_FIELDS = {"model": "model", "variant": "untrained", "task": "task", "template": "template", "k": "shots",
               "seed": "seed", "order": "order"}
-NOT_SETTINGS = {"out", "device", "batch_size", "captures"}  # where and how fast, not what is computed
 
 
 def where_clause(where: str | None) -> str:
@@ -150,7 +149,7 @@ def _unit_values(con: duckdb.DuckDBPyConnection, where: str | None) -> dict[str,
     for name, unit in units.items():
         config = configs.get(name, {})
         unit["config"] = {name: json.dumps(value, sort_keys=True) for name, value in config.items()
-                          if name not in NOT_SETTINGS | set(KEY_FIELDS.values())}
+                          if name not in {*NOT_SETTINGS, *KEY_FIELDS.values()}}
     return units
 
 
