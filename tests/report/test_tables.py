@@ -275,3 +275,15 @@ def test_a_setting_decided_by_the_pooled_columns_is_pooled_with_them(tmp_path):
     assert len(rows) == 1 and rows[0]["n"] == 2 and rows[0]["setting"] == ""
     assert "setting" not in render(summary_table(open_results(tmp_path), over=("seed",)))
 
+
+
+def test_a_trained_model_is_never_averaged_with_its_untrained_variants(con):
+    """--over variant is refused, the every-row-is-one-unit hint never suggests it, and a side-by-side table by
+    task keeps the variants in columns of their own."""
+    with pytest.raises(UserError, match=r"cannot average over \['variant'\] \(a trained model and its untrained"):
+        summary_rows(con, over=("seed", "variant"))
+    text = render(summary_table(con, over=("seed",), where="task = 'sst2' AND seed = 1"))
+    assert "averages over them" not in text  # the units differ only in the variant: no column to add to --over
+    side = render(side_by_side_table(con, by="task", where="task = 'sst2' AND seed = 1"))
+    header = next(line for line in side.splitlines() if "metric" in line)
+    assert "untrained:all" in header and "untrained:trained_embeddings" in header

@@ -74,7 +74,8 @@ SUMMARY_COLUMNS = (
 )
 
 UNIT_KEYS = ("model", "variant", "task", "template", "k", "seed", "order", "setting", "unit")
-GROUPABLE = ("seed", "order", "template", "k", "task", "model", "variant")
+# What --over may average over: never the variant (a trained model and its untrained variants are what is compared).
+GROUPABLE = ("seed", "order", "template", "k", "task", "model")
 # The config field behind each key column; "setting" names the other config fields (lr, epochs, ft_shots, methods, ...)
 # in which pooled units differ beyond what the pooled-over columns decide (split_by_setting): never averaged across.
 KEY_FIELDS = {"model": "model", "variant": "untrained", "task": "task", "template": "template", "k": "shots",
@@ -204,7 +205,8 @@ def summary_rows(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: Se
     the key columns, ``n`` (units), ``true_k`` (a set) and one Cell (or None) per SUMMARY_COLUMNS header."""
     bad = [name for name in over if name not in GROUPABLE]
     if bad:
-        raise UserError(f"cannot average over {bad}: choose among {', '.join(GROUPABLE)}")
+        why = " (a trained model and its untrained variants are compared, never averaged)" if "variant" in bad else ""
+        raise UserError(f"cannot average over {bad}{why}: choose among {', '.join(GROUPABLE)}")
     keys = [key for key in UNIT_KEYS if key not in over and key != "setting" and not (over and key == "unit")]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for unit in _unit_values(con, where).values():
@@ -299,12 +301,14 @@ def side_by_side_table(con: duckdb.DuckDBPyConnection, by: str = "variant", ft_m
 
     Reads best for one unit (``by="unit"``, its FT methods side by side) and for Deutch et al.'s argument
     (``by="variant"``: the trained model beside its untrained variants)."""
-    if by not in GROUPABLE + ("unit",):
-        raise UserError(f"cannot put {by!r} side by side: choose among {', '.join(GROUPABLE + ('unit',))}")
+    if by not in (*GROUPABLE, "variant", "unit"):
+        raise UserError(f"cannot put {by!r} side by side: choose among {', '.join((*GROUPABLE, 'variant', 'unit'))}")
     groups = {}
     for method in ft_methods:
         for row in summary_rows(con, method, () if by == "unit" else tuple(k for k in GROUPABLE if k != by), where):
-            value = str(row.get(by, "")) + (f" ({row['setting']})" if row.get("setting") else "")
+            # an untrained variant's column says so (variants are never averaged with the trained model)
+            variant = f" {row['variant']}" if by not in ("variant", "unit") and row.get("variant") != "trained" else ""
+            value = str(row.get(by, "")) + variant + (f" ({row['setting']})" if row.get("setting") else "")
             groups[(value, method)] = row
     if not groups:
         raise UserError(f"no metrics match{f' --where {where!r}' if where else ''}: nothing to report")
