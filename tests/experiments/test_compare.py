@@ -523,6 +523,29 @@ def test_a_finished_unit_of_a_changed_task_file_is_not_reused(gpt2_dir, tmp_path
         check_units([cfg, other])
 
 
+def test_a_rerun_asking_for_more_captures_says_the_finished_unit_keeps_its_own(tmp_path, capsys):
+    """Captures are no part of the unit id: a rerun with captures full finds the unit done; it says that the unit
+    keeps what it stored and how to get more (a compare, and a sweep naming all such units in one line)."""
+    from iclgd.experiments.captures import load_captures
+
+    model = save_tiny_model("gpt2", tmp_path / "model")
+    cfg = _cfg(model, tmp_path, methods=["gd"], kendall_examples=0, captures="none")
+    unit_dir = run_and_store(cfg, show_progress=False)
+    capsys.readouterr()
+    assert run_and_store(cfg.model_copy(update={"captures": "compact"}), show_progress=False) == unit_dir
+    err = capsys.readouterr().err
+    assert f"unit {unit_dir.name} is done with captures none" in err and f"delete {unit_dir} and rerun" in err
+    run_and_store(cfg, show_progress=False)  # as many as it stored: nothing to say
+    assert "is done with captures" not in capsys.readouterr().err
+    with pytest.raises(UserError, match="delete the folder and rerun the unit to make them"):
+        load_captures(unit_dir, "zs")
+    other = cfg.model_copy(update={"seed": 2})
+    run_and_store(other, show_progress=False)
+    check_units([c.model_copy(update={"captures": "full"}) for c in (cfg, other)])
+    err = capsys.readouterr().err
+    assert err.count("is done with captures none") == 1 and "(and 1 more finished unit(s) of this run)" in err
+
+
 def test_a_finished_unit_of_a_changed_model_folder_is_not_reused(tmp_path, capsys):
     """The unit id names a local model by its path; the record keeps its files' sizes and times, and a rerun after
     the weights were replaced is refused (one line, naming the file) instead of answering with the old results."""

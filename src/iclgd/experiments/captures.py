@@ -89,7 +89,8 @@ def load_captures(unit_dir: str | Path, pass_name: str) -> PassCaptures:
     unit_dir = _unit_folder(unit_dir)
     parts = sorted((unit_dir / "captures").glob("part-*.safetensors"))
     if not parts:
-        raise UserError(f"{unit_dir} holds no captures: is it a compare unit folder? (rerun the unit to make them)")
+        raise UserError(f"{unit_dir} holds no captures: is it a compare unit folder run with captures none? (captures "
+                        "are no part of the unit id: delete the folder and rerun the unit to make them)")
     prefix = pass_name.replace(":", ".")
     fields: dict[str, list[torch.Tensor]] = {k: [] for k in ("example", "out", "scores", "length", "q", "demo")}
     for path in parts:
@@ -128,4 +129,5 @@ def load_train_queries(unit_dir: str | Path, method: str = "gd") -> torch.Tensor
             return torch.stack([part[f"{method}.blocks.{layer}.train_q"] for layer in layers]).float()
     raise UserError(f"{unit_dir} holds no training queries of {method!r}: they are kept for Dai's FT only (gd or "
                     "kv-sgd: K/V, every demo token, SGD, batch 1) over one epoch on ICL's own demos, with captures: "
-                    "full and kendall_examples > 0; rerun the unit so")
+                    "full and kendall_examples > 0; delete the folder and rerun the unit so (a plain rerun finds "
+                    "it done)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from iclgd.checks import check_device, check_output_dir
-from iclgd.errors import UserError
+from iclgd.errors import UserError, warn
 from iclgd.experiments.compare import capped_eval_sizes, run_compare
 from iclgd.experiments.config import CompareConfig
 from iclgd.models.loading import model_files, model_sha256
@@ -72,6 +72,28 @@ def check_model_unchanged(cfg: CompareConfig, unit_dir: Path, record: dict | Non
                     f"{unit_dir} to recompute it, or write to another --out")
 
 
+CAPTURE_LEVELS = ("none", "compact", "full")
+
+
+def fewer_captures(cfg: CompareConfig, unit_dir: Path) -> str | None:
+    """The captures level a finished unit stored, where it is below the one ``cfg`` asks for (else None): captures are
+    no part of the unit id (they change nothing computed), so a rerun finds the unit done and stores nothing more."""
+    stored = read_record(unit_dir).get("config", {}).get("captures", "compact")
+    if stored in CAPTURE_LEVELS and CAPTURE_LEVELS.index(stored) < CAPTURE_LEVELS.index(cfg.captures):
+        return stored
+    return None
+
+
+def warn_fewer_captures(units: list[tuple[Path, str]], asked: str) -> None:
+    """One warning for the finished units (folder, stored level) that keep fewer captures than ``asked``."""
+    if units:
+        folder, stored = units[0]
+        more = f" (and {len(units) - 1} more finished unit(s) of this run)" if len(units) > 1 else ""
+        warn(f"unit {folder.name} is done with captures {stored}{more}, and captures are no part of the unit id: it "
+             f"keeps what it stored; to store captures {asked}, delete {folder}{' and the others' if more else ''} "
+             "and rerun, or write to another --out")
+
+
 def run_and_store(cfg: CompareConfig, *, show_progress: bool = True) -> Path:
     """The unit's results folder: ``<out>/<unit_id>/``, written atomically only when the unit succeeds.
 
@@ -83,8 +105,11 @@ def run_and_store(cfg: CompareConfig, *, show_progress: bool = True) -> Path:
     unit = cfg.unit_id()
     if is_done(out, unit):
         check_unchanged(cfg, out / unit)
+        stored = fewer_captures(cfg, out / unit)
+        warn_fewer_captures([(out / unit, stored)] if stored else [], cfg.captures)
         shell = Console(stderr=True, soft_wrap=True)
-        shell.print(f"[dim]{unit}: already done in {out} (delete the folder to rerun)[/dim]")
+        shell.print(f"{unit}: already done in {out} (delete the folder to rerun)", style="dim", markup=False,
+                    highlight=False)
         return out / unit
     remove_stale(out)  # temporary folders of a compare or sweep killed while writing
     result = run_compare(cfg, show_progress=show_progress)

@@ -20,7 +20,7 @@ from iclgd.config_files import read_yaml_mapping, unknown_key_text
 from iclgd.errors import UserError
 from iclgd.experiments.compare import capped_eval_sizes, check_ft_shots, check_orderings, run_compare
 from iclgd.experiments.config import CompareConfig, load_config
-from iclgd.experiments.run import check_unchanged
+from iclgd.experiments.run import check_unchanged, fewer_captures, warn_fewer_captures
 from iclgd.models.loading import check_source
 from iclgd.runner.store import is_done
 from iclgd.runner.sweep import SweepReport, run_sweep
@@ -101,11 +101,14 @@ def check_finished(configs: list[CompareConfig], data: dict[tuple, Any] | None =
     (:func:`check_unchanged`), named in one line rather than one per rerun. ``data``: (task, rows) by (task,
     data_dir), where the caller has read them; else read once per task, and only for tasks with finished units."""
     data = {} if data is None else data
-    changed = []
+    changed, short = [], []
     for cfg in configs:
         unit_dir = Path(cfg.out) / cfg.unit_id()
         if not is_done(unit_dir.parent, unit_dir.name):
             continue
+        stored = fewer_captures(cfg, unit_dir)
+        if stored is not None:
+            short.append((unit_dir, stored, cfg.captures))
         key = cfg.task, cfg.data_dir
         if key not in data:
             try:
@@ -117,6 +120,8 @@ def check_finished(configs: list[CompareConfig], data: dict[tuple, Any] | None =
             check_unchanged(cfg, unit_dir, data[key], model=model)
         except UserError as err:
             changed.append((unit_dir.name, err))
+    for asked in dict.fromkeys(level for _, _, level in short):
+        warn_fewer_captures([(folder, stored) for folder, stored, level in short if level == asked], asked)
     if changed:
         others = [name for name, _ in changed[1:]]
         more = (f"; {len(others)} more finished unit(s) changed too: {', '.join(others[:5])}"
