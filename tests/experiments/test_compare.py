@@ -280,7 +280,7 @@ def test_cli_eval_size_above_the_split_is_said_and_recorded_and_stale_tmp_is_cle
     stale.mkdir(parents=True)
     (stale / "metrics.parquet").write_bytes(b"partial")
     proc = subprocess.run([sys.executable, "-m", "iclgd", "compare", "--model", str(shipped), "--task", "icc-heldout",
-                           "--shots", "4", "--lr", "0.01", "--method", "gd", "--kendall-examples", "0",
+                           "--shots", "4", "--lr", "0.01", "--method", "gd", "--kendall-examples", "8",
                            "--batch-size", "100", "--eval-size", "100000", "--out", str(out)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -588,17 +588,22 @@ def test_a_tokenizer_larger_than_the_model_vocabulary_is_a_user_error(tmp_path):
 
 
 def test_a_noise_floor_whose_orderings_end_alike_is_warned(tmp_path, capsys, monkeypatch):
-    """Two orderings that keep the last demo in place measure recency, not order: the floor can be near 0. Said once
-    per process (a sweep's units would repeat it)."""
+    """Two orderings that keep the last demo in place measure recency, not order: the floor compares near-identical
+    readings. The ordering added for the floor alone ends with another demo; two asked for (orders 0 and 1 of seed
+    1 end alike) are warned of, once per process (a sweep's units would repeat it)."""
     from iclgd.experiments import compare
     from iclgd.experiments.compare import demo_orders
 
     monkeypatch.setattr(compare, "_WARNED_FLOOR", [])
     cfg = _cfg("m", tmp_path, output_metrics=True, seed=1)
-    orders = demo_orders(cfg, 4)
+    added = demo_orders(cfg, 4)  # orderings 1: the floor's second ordering is added
+    assert len(added) == 2 and added[0][-1] != added[1][-1] and "same demo" not in capsys.readouterr().err
+    asked = cfg.model_copy(update={"orderings": 2})
+    orders = demo_orders(asked, 4)
     assert len(orders) == 2 and orders[0][-1] == orders[1][-1]
-    assert "all end with the same demo" in capsys.readouterr().err
-    demo_orders(cfg, 4)
+    err = capsys.readouterr().err
+    assert "all end with the same demo" in err and "KL and JS near 0, TO@10 and OCS@10 near 1" in err
+    demo_orders(asked, 4)
     assert "same demo" not in capsys.readouterr().err  # once
     monkeypatch.setattr(compare, "_WARNED_FLOOR", [])
     assert len({int(o[-1]) for o in demo_orders(cfg.model_copy(update={"orderings": 3}), 4)}) > 1
@@ -617,3 +622,10 @@ def test_scores_that_overflow_float16_name_the_dtype_not_the_learning_rate(tmp_p
     with pytest.raises(UserError, match=r"NaN next-token scores in its ZS pass at torch.float16: its activations "
                                         r"overflow float16: load it in bfloat16 or float32 \(--dtype\)"):
         run_compare(_cfg(model, tmp_path, dtype="float16", methods=["gd"]), show_progress=False)
+
+
+def test_a_unit_without_kendall_examples_says_it_has_no_kendall(tmp_path, capsys):
+    model = save_tiny_model("gpt2", tmp_path / "model")
+    result = run_compare(_cfg(model, tmp_path, methods=["gd"], kendall_examples=0), show_progress=False)
+    assert "no Kendall τ in this unit: kendall_examples is 0" in capsys.readouterr().err
+    assert not [row for row in result.metrics if row["metric"].startswith("kendall")]

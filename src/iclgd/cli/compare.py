@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         record_epoch: Annotated[list[int] | None, typer.Option("--record-epoch", help=(
             "epoch at which the methods are measured (repeat; default 1, 2, 5, 10, ... up to --epochs)"))] = None,
         output_metrics: Annotated[bool | None, typer.Option("--output-metrics/--no-output-metrics", help=(
-            "TO@10, OCS@10, KL, JS of ICL vs each method, with the ICL-vs-ICL noise floor"))] = None,
+            "TO@10, OCS@10, KL, JS of ICL vs each method, with the ICL-vs-ICL noise floor (KL and JS in "
+            "metrics.parquet only)"))] = None,
         orderings: Annotated[int | None, typer.Option(help="orderings of the demos (2+: order sensitivity)")] = None,
         ft_shots: Annotated[int | None, typer.Option(help="demos FT trains on (default: ICL's)")] = None,
         lr: Annotated[float | None, typer.Option(help="learning rate (default: published or searched)")] = None,

@@ -681,27 +681,30 @@ _WARNED_FLOOR: list[bool] = []
 
 def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
     """The unit's demo order, then distinct others (orders order+1, order+2, ... with repeats skipped): ``orderings``
-    in all, and at least two when the output metrics need their ICL-vs-ICL noise floor. Each is a permutation of
-    the sampled order."""
-    count = cfg.orderings
+    in all, and at least two when the output metrics need their ICL-vs-ICL noise floor. The second ordering added
+    for that floor alone is the first of those that ends with another demo (an LM reads its last demo most: two
+    orderings ending alike would make a floor of near-identical readings). Each is a permutation of the sampled
+    order."""
+    count, floor_only = cfg.orderings, False
     if cfg.output_metrics and count < 2:
         if true_k >= 2:
-            count = 2
+            count, floor_only = 2, True
         else:
             warn("one demonstration has one order: the output metrics' ICL-vs-ICL noise floor is not computed")
     check_orderings(count, true_k)
     orders, seen, order = [], set(), cfg.order
     while len(orders) < count:
         permutation = order_permutation(cfg.seed, order, true_k)
-        if tuple(permutation) not in seen:
+        other_end = not (floor_only and orders) or int(permutation[-1]) != int(orders[0][-1]) or order > cfg.order + 99
+        if tuple(permutation) not in seen and other_end:
             seen.add(tuple(permutation))
             orders.append(permutation)
         order += 1
     if cfg.output_metrics and len(orders) >= 2 and len({int(o[-1]) for o in orders}) == 1 and not _WARNED_FLOOR:
         _WARNED_FLOOR.append(True)  # once per process: a sweep's units would repeat it
         warn(f"the {len(orders)} demo orderings of the output metrics' ICL-vs-ICL noise floor all end with the same "
-             "demo: an LM reads its last demo most, so the floor may be near 0 and flag every FT method; use "
-             "--orderings 3 or more")
+             "demo: an LM reads its last demo most, so the floor compares near-identical readings (KL and JS near "
+             "0, TO@10 and OCS@10 near 1) and may flag every FT method; use --orderings 3 or more")
     return orders
 
 
@@ -738,6 +741,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     methods = {name: finetuning.parse_method(name) for name in cfg.methods}
     if not record_kendall(cfg, methods):
         warn("no Kendall τ in this unit: it is measured for Dai's gd over one epoch on ICL's own demos")
+    elif cfg.kendall_examples == 0 and any(spec.is_dai for spec in methods.values()):
+        warn("no Kendall τ in this unit: kendall_examples is 0 (give it the eval rows to measure it on, e.g. 100)")
     specs = list(methods.values())
     for index, spec in enumerate(specs):  # a layer out of range fails before any pass; two on one layer are said
         spec.check_layers(specs[index + 1:], len(blocks(lm.model, lm.family)))
