@@ -256,9 +256,9 @@ def test_csv_with_a_byte_order_mark_and_number_names_for_integer_labels(tmp_path
     assert [e.label for e in load_splits(as_json).pool] == ["2", "1"]  # integers are indices
 
 
-@pytest.mark.parametrize("value", [None, float("nan"), ["a list"], "<absent>"])
+@pytest.mark.parametrize("value", [None, float("nan"), ["a list"], "<absent>", "", "  "])
 def test_a_row_without_text_in_a_filled_field_is_a_user_error(tmp_path, value):
-    """Missing, null, NaN (Python's JSON writes it) or a list: never rendered as "" or "['a list']"."""
+    """Missing, null, NaN (Python's JSON writes it), a list, empty or blank: never rendered as "" or "['a list']"."""
     rows = [{"text": "fine", "label": "pos"}, {"text": value, "label": "neg"}, {"text": "ok", "label": "neg"}]
     if value == "<absent>":
         del rows[1]["text"]
@@ -275,6 +275,24 @@ def test_a_row_without_text_in_a_filled_field_is_a_user_error(tmp_path, value):
     data = load_splits(task)
     assert render_input(task.template(), data.pool[2]) == "Review: ok Sentiment:"
     with pytest.raises(UserError, match=r"row 1 has no text in field \{text\}.*fill or drop that row"):
+        render_input(task.template(), data.pool[1])
+
+
+def test_an_empty_csv_cell_in_a_filled_field_is_no_text(tmp_path):
+    """A CSV holds a missing value as an empty cell: the prompt "Item:  Kind:" is refused, as an empty label is."""
+    (tmp_path / "tasks").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "tasks" / "a.csv").write_text("text,label\ngood,1\n,0\nbad,0\n", encoding="utf-8")
+    (tmp_path / "tasks" / "b.csv").write_text("text,label\nfine,1\n", encoding="utf-8")
+    task = _local_task(tmp_path, """\
+        task: csv-gaps
+        data_files: {train: a.csv, test: b.csv}
+        training_split: train
+        test_split: test
+        doc_to_text: "Item: {text} Kind:"
+        doc_to_choice: {"0": " no", "1": " yes"}
+        """)
+    data = load_splits(task)
+    with pytest.raises(UserError, match=r"row 1 has no text in field \{text\} \(missing, empty"):
         render_input(task.template(), data.pool[1])
 
 

@@ -223,10 +223,11 @@ def to_examples(task: Task, columns: Columns, class_names: ClassNames, split: st
 
 
 def _text(value) -> str | None:
-    """A field's raw text (never stripped or normalised); None where the row holds none (missing, null, NaN, a list
-    or an object), which a template that fills the field refuses (:func:`iclgd.tasks.template.render_input`)."""
+    """A field's raw text (never stripped or normalised); None where the row holds none (missing, null, NaN, empty or
+    blank, a list or an object), which a template that fills the field refuses
+    (:func:`iclgd.tasks.template.render_input`): a CSV's empty cell is no text, as an empty label cell is no label."""
     if isinstance(value, str):
-        return value
+        return value if value.strip() else None
     if value is None or isinstance(value, (list, dict)) or isinstance(value, float) and math.isnan(value):
         return None
     return str(value)

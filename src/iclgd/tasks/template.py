@@ -67,8 +67,9 @@ def render_input(template: str, example: Example) -> str:
     validate_template(template, example.text_fields)
     for field in template_fields(template):
         if example.text_fields[field] is None:
-            raise UserError(f"row {example.row} has no text in field {{{field}}} (missing, null, NaN, or a list or "
-                            f"object in the data file), which template {template!r} fills: fill or drop that row")
+            raise UserError(f"row {example.row} has no text in field {{{field}}} (missing, empty, null, NaN, or a "
+                            f"list or object in the data file), which template {template!r} fills: fill or drop "
+                            "that row")
     return template.format_map(example.text_fields)
 
 
