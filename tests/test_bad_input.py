@@ -113,6 +113,7 @@ def assets(tmp_path_factory):
     (root / "list.yaml").write_text("- 1\n- 2\n")
     (root / "extra.yaml").write_text("model: x\ntask: y\nwings: 2\n")
     (root / "typo.yaml").write_text("model: x\ntask: y\neval_sise: 10\n")
+    (root / "typo-no-field.yaml").write_text("task: y\neval_sise: 10\n")  # the typo explains the missing key
     (root / "pretrain-typo.yaml").write_text("corpus: icc\nstpes: 10\n")
     (root / "lr-inf.yaml").write_text("lr: .inf\n")
     (root / "exemplars-float.yaml").write_text("corpus: icc-exemplars\ncorpus_options: {exemplars_per_input: 2.5}\n")
@@ -301,6 +302,11 @@ CASES = [
     (["compare", "--config", "{assets}/list.yaml"], "must hold a mapping"),
     (["compare", "--config", "{assets}/extra.yaml"], "unknown key 'wings' (the keys are model, task,"),
     (["compare", "--config", "{assets}/typo.yaml"], "unknown key 'eval_sise' (did you mean 'eval_size'?): fix the key"),
+    (["compare", "--config", "{assets}/typo-no-field.yaml", "--model", "m"], "unknown key 'eval_sise' (did you mean"),
+    (["compare", "--config", "{assets}"], "is a folder: pass a YAML file"),
+    (["compare", "--config", "{assets}/sweep-ok.yaml"], "is a sweep file (base, grid), not one unit's config: run it "
+                                                         "with iclgd sweep"),
+    (["compare", *UNIT, "--template", "-1"], "template -1 does not exist"),
     (["pretrain", "--config", "{assets}/pretrain-typo.yaml", "--out", "{work}/p"],
      "unknown key 'stpes' (did you mean 'steps'?)"),
     (["compare", "--task", "icc-heldout"], "'model'"),

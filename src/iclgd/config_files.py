@@ -17,6 +17,8 @@ Model = TypeVar("Model", bound=BaseModel)
 def read_yaml_mapping(path: str | Path, example: str) -> dict[str, Any]:
     """The mapping in a YAML file; ``example`` names a file of the right kind for the error message."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {path} is a folder: pass a YAML file such as {example}")
     if not path.is_file():
         raise UserError(f"config file {path} does not exist: pass a YAML file such as {example}")
     try:
@@ -62,6 +64,10 @@ def build_config(cls: type[Model], path: str | Path | None, overrides: dict[str,
         return cls.model_validate(data)
     except ValidationError as err:
         source = source or (f"config file {path}" if path is not None else "the command line")
+        extra = [e for e in err.errors() if e["type"] == "extra_forbidden" and len(e["loc"]) == 1]
+        if extra:  # an unknown key first: it often explains a missing one ('eval_sise' and no 'eval_size')
+            raise UserError(f"bad setting in {source}: {unknown_key_text(str(extra[0]['loc'][0]), cls)}: fix the key "
+                            "and run again") from None
         unknown = unknown_key_message(err, cls)
         if unknown is not None:
             raise UserError(f"bad setting in {source}: {unknown}: fix the key and run again") from None

@@ -11,9 +11,11 @@ import typer
 
 
 def _template(value: str | None) -> int | str | None:
+    """An index (a whole number, negative ones included, which the task then refuses as out of range) or a
+    template string of one's own."""
     if value is None:
         return None
-    return int(value) if value.isdigit() else value
+    return int(value) if re.fullmatch(r"[+-]?\d+", value.strip()) else value
 
 
 def register(app: typer.Typer) -> None:

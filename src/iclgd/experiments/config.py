@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from iclgd.checks import DeviceName
-from iclgd.config_files import build_config
+from iclgd.config_files import build_config, read_yaml_mapping
 from iclgd.errors import UserError
 from iclgd.finetune.methods import BUILT_IN, parse_method
 from iclgd.models.loading import Untrained
@@ -148,4 +148,9 @@ class CompareConfig(BaseModel):
 def load_config(path: str | Path | None, overrides: dict[str, Any], source: str | None = None) -> CompareConfig:
     """The config from a YAML file (optional) with CLI overrides (None values are ignored); ``source`` names where
     the settings came from in an error."""
+    if path is not None:
+        sweep_keys = sorted({"base", "grid", "runs"} & set(read_yaml_mapping(path, "configs/dai2023/sst2.yaml")))
+        if sweep_keys:
+            raise UserError(f"config file {path} is a sweep file ({', '.join(sweep_keys)}), not one unit's config: run "
+                            f"it with iclgd sweep {path}")
     return build_config(CompareConfig, path, overrides, example="configs/dai2023/sst2.yaml", source=source)
