@@ -72,23 +72,38 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     return spec
 
 
+def unit_label(cfg: CompareConfig) -> str:
+    """A unit as a sweep's reader finds it: its task, k and seed, and its other fields that are not defaults."""
+    shown = {"task": cfg.task, "shots": cfg.shots, "seed": cfg.seed}
+    defaults = CompareConfig.model_fields
+    others = {name: value for name, value in cfg.model_dump(exclude={"model", "out", *shown}).items()
+              if value != defaults[name].default and name in ("template", "order", "ft_shots", "orderings",
+                                                               "untrained", "data_dir", "device")}
+    return ", ".join(f"{name} {value}" for name, value in {**shown, **others}.items())
+
+
 def check_units(configs: list[CompareConfig], *, local: bool = True) -> None:
     """Bad input in any unit (task, template, k, device) fails the sweep before the first unit runs and before
     anything is written; a typo in the fifth grid point does not surface after four units of model work. A finished
     unit whose task or local model changed since is refused too (:func:`check_unchanged`)."""
     data = {}
-    for cfg in configs:
-        if (cfg.task, cfg.data_dir) not in data:
-            task = load_task(cfg.task)
-            data[cfg.task, cfg.data_dir] = task, load_splits(task, data_dir=cfg.data_dir)
-        task, splits = data[cfg.task, cfg.data_dir]
-        task.template(cfg.template)
-        check_ft_shots(cfg, task.name, len(splits.pool))
-        sample_demo_indices([ex.label for ex in splits.pool], max(cfg.shots, cfg.ft_shots or 0), cfg.seed,
-                            balanced=cfg.balanced)
-        check_orderings(cfg.orderings, cfg.shots)
-        if local:  # on Ray or SLURM the device is the worker's
-            check_device(cfg.device)
+    for number, cfg in enumerate(configs, 1):
+        try:
+            if (cfg.task, cfg.data_dir) not in data:
+                task = load_task(cfg.task)
+                data[cfg.task, cfg.data_dir] = task, load_splits(task, data_dir=cfg.data_dir)
+            task, splits = data[cfg.task, cfg.data_dir]
+            task.template(cfg.template)
+            check_ft_shots(cfg, task.name, len(splits.pool))
+            sample_demo_indices([ex.label for ex in splits.pool], max(cfg.shots, cfg.ft_shots or 0), cfg.seed,
+                                balanced=cfg.balanced)
+            check_orderings(cfg.orderings, cfg.shots)
+            if local:  # on Ray or SLURM the device is the worker's
+                check_device(cfg.device)
+        except UserError as err:
+            if len(configs) == 1:
+                raise
+            raise UserError(f"unit {number} of {len(configs)} ({unit_label(cfg)}): {err}") from None
     check_finished(configs, data, model=local)  # on Ray or SLURM the model's path is the worker's
     if local:
         for model in sorted({cfg.model for cfg in configs}):
