@@ -80,6 +80,17 @@ def test_progress_bar_shows_units_done(tmp_path, capsys):
     assert "2/2" in capsys.readouterr().out
 
 
+def test_a_sweep_logged_to_a_file_says_each_unit_as_it_finishes(tmp_path, capsys):
+    """Not a terminal (a log, a batch job's output): the bar cannot redraw, so each finished unit is a line."""
+    run_sweep(CONFIGS[:2], Counter(), tmp_path, progress=True)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    units = [unit_id(c) for c in CONFIGS[:2]]
+    assert [line.split("] ", 1)[1] for line in lines] == [f"{u}: done" for u in units]
+    assert lines[0].startswith("[1/2, ") and lines[1].startswith("[2/2, ")
+    run_sweep(CONFIGS[:2], Counter(), tmp_path / "quiet", progress=False)  # --no-progress: quiet
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+
+
 @pytest.mark.parametrize("backend,module", [("ray", "ray"), ("slurm", "submitit")])
 def test_missing_cluster_package_names_the_extra(tmp_path, monkeypatch, backend, module):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
