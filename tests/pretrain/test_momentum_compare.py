@@ -77,3 +77,14 @@ def test_bad_settings_fail_before_training(tmp_path):
                                         "the unknown token"):
         compare_momentum(tmp_path / "c", corpus="ginc", task="icc-heldout", **SIZES)
     assert not any((tmp_path / name / "runs").exists() for name in "abc")
+
+
+def test_a_run_folder_of_another_config_is_refused_before_any_training(tmp_path):
+    """Seed 1's run exists with 2 steps; asked for 12, momentum names what differs before seed 0 trains."""
+    from iclgd.synthetic.pretrain.config import load_config
+    from iclgd.synthetic.pretrain.train import pretrain
+
+    pretrain(load_config(None, corpus="icc", seed=1, steps=2, **TOY), tmp_path / "runs" / "vanilla-s1", progress=False)
+    with pytest.raises(UserError, match=r"another config \(steps 2 there, 12 now\)"):
+        compare_momentum(tmp_path, **{**SIZES, "variants": (Variant("vanilla"),)})
+    assert not (tmp_path / "runs" / "vanilla-s0").exists()

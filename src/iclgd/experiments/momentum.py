@@ -152,7 +152,7 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     from iclgd.runner.store import library_versions
     from iclgd.runs import write_parquet
     from iclgd.synthetic.pretrain.corpora import heldout_task
-    from iclgd.synthetic.pretrain.train import onset_step, pretrain
+    from iclgd.synthetic.pretrain.train import check_out, onset_step, pretrain
 
     out = check_output_dir(out)
     variants = list({v.label: v for v in variants}.values())  # one of each, in order (0.9 and 0.90 are one)
@@ -173,6 +173,8 @@ def compare_momentum(out: str | Path, *, corpus: str = "icc", seeds: Sequence[in
     labels = [example.label for example in load_splits(task_file).pool]
     check_task_words(recipe, task_file)  # a task the corpus's vocabulary cannot say: before any training
     sample_demo_indices(labels, max(max(ks), 1), 0)  # more demos than the pool holds: before any training
+    for config, run_dir in configs.values():  # a run folder of another config is refused before any training
+        check_out(run_dir, config)
     for config, run_dir in configs.values():
         pretrain(config, run_dir, progress=progress)
 
