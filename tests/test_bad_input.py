@@ -327,7 +327,7 @@ CASES = [
     (["sweep", "{assets}/sweep-ok.yaml", "--out", ""], "--out is empty"),
     (["compare", *UNIT, "--out", " "], "--out is empty"),
     (["sweep", "{assets}/sweep-grid-not-list.yaml"], "lists of values"),
-    (["sweep", "{assets}/sweep-bad-task-late.yaml"], "unit 3 of 3 (task no-such-task, shots 4, seed "),
+    (["sweep", "{assets}/sweep-bad-task-late.yaml"], "icc-gpt2, task no-such-task, shots 4, seed 1): unknown task"),
     (["sweep", "{assets}/sweep-two-outs.yaml"], "one results folder"),
     (["sweep", "{assets}/sweep-run-typo.yaml"], "sweep-run-typo.yaml, `runs` entry 2: unknown key 'mehtods' (did "
                                                 "you mean 'methods'?)"),

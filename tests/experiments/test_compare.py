@@ -624,8 +624,24 @@ def test_scores_that_overflow_float16_name_the_dtype_not_the_learning_rate(tmp_p
         run_compare(_cfg(model, tmp_path, dtype="float16", methods=["gd"]), show_progress=False)
 
 
-def test_a_unit_without_kendall_examples_says_it_has_no_kendall(tmp_path, capsys):
+def test_a_unit_without_kendall_examples_says_it_has_no_kendall(tmp_path, capsys, monkeypatch):
+    from iclgd.experiments import compare
+
+    monkeypatch.setattr(compare, "_WARNED_KENDALL", [])
     model = save_tiny_model("gpt2", tmp_path / "model")
     result = run_compare(_cfg(model, tmp_path, methods=["gd"], kendall_examples=0), show_progress=False)
     assert "no Kendall τ in this unit: kendall_examples is 0" in capsys.readouterr().err
+    run_compare(_cfg(model, tmp_path, methods=["gd"], kendall_examples=0, seed=2), show_progress=False)
+    assert "no Kendall" not in capsys.readouterr().err  # once per process: a sweep's units would repeat it
     assert not [row for row in result.metrics if row["metric"].startswith("kendall")]
+
+
+def test_the_floor_ordering_rule_is_part_of_the_id_of_the_units_it_applies_to(tmp_path):
+    """Units whose output-metrics floor takes the added ordering carry its rule in their id (those stored before it,
+    whose floor was order + 1, are computed anew, never pooled with them); no other unit's id changes."""
+    from iclgd.experiments.config import FLOOR_ORDERING_RULE
+
+    cfg = _cfg("m", tmp_path, output_metrics=True)
+    assert cfg.unit_fields()["floor_ordering"] == FLOOR_ORDERING_RULE
+    for other in (cfg.model_copy(update={"orderings": 3}), cfg.model_copy(update={"output_metrics": False})):
+        assert "floor_ordering" not in other.unit_fields()

@@ -118,6 +118,8 @@ def test_kl_and_js_from_log_probabilities_equal_the_probability_forms_and_surviv
     kl = float(kl_divergence_logprobs(icl, ft))
     assert kl == pytest.approx(math.exp(-700) * 200, rel=1e-9) and kl > 0
     assert 0 <= float(js_divergence_logprobs(icl, ft)) < 1e-300
+    below = torch.tensor([0.0, -800.0], dtype=torch.float64)  # p1(v) = exp(-800) is 0 in float64: no 0·inf NaN
+    assert float(kl_divergence_logprobs(below, torch.tensor([0.0, float("-inf")], dtype=torch.float64))) == 0.0
     zero = torch.tensor([0.0, float("-inf")])  # p1(v) = 0 adds nothing, whatever p2(v) is
     assert float(kl_divergence_logprobs(zero, torch.tensor([-0.1, -2.4]))) == pytest.approx(0.1)
     assert float(kl_divergence_logprobs(torch.tensor([-0.1, -2.4]), zero)) == math.inf  # p2(v) = 0 < p1(v): inf

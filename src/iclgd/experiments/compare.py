@@ -677,6 +677,7 @@ def alpha_rows(state: UnitState, recorded: list[int]) -> None:
 
 
 _WARNED_FLOOR: list[bool] = []
+_WARNED_KENDALL: list[bool] = []  # kendall_examples 0, said once per process
 
 
 def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
@@ -741,7 +742,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     methods = {name: finetuning.parse_method(name) for name in cfg.methods}
     if not record_kendall(cfg, methods):
         warn("no Kendall τ in this unit: it is measured for Dai's gd over one epoch on ICL's own demos")
-    elif cfg.kendall_examples == 0 and any(spec.is_dai for spec in methods.values()):
+    elif cfg.kendall_examples == 0 and any(spec.is_dai for spec in methods.values()) and not _WARNED_KENDALL:
+        _WARNED_KENDALL.append(True)  # once per process: a sweep's units would repeat it
         warn("no Kendall τ in this unit: kendall_examples is 0 (give it the eval rows to measure it on, e.g. 100)")
     specs = list(methods.values())
     for index, spec in enumerate(specs):  # a layer out of range fails before any pass; two on one layer are said

@@ -6,7 +6,7 @@ A YAML file (``--config``) and CLI flags fill the same model; flags given on the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,7 +20,13 @@ from iclgd.runner.units import unit_id
 # Epochs at which a multi-epoch method is measured by default (those up to the unit's epochs, and the last one).
 CURVE_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
 Position = Literal["label_token", "prompt_end"]
-Captures = Literal["compact", "full", "none"]
+Captures = Literal["none", "compact", "full"]  # in this order: each keeps what the one before it keeps, and more
+CAPTURE_LEVELS: tuple[str, ...] = get_args(Captures)
+# Config fields that say where and how fast a unit ran, not what it computed: no part of its id or its setting.
+NOT_SETTINGS = ("out", "device", "batch_size", "captures")
+# The ordering added for the output metrics' ICL-vs-ICL floor where one ordering is asked for: since this rule, one
+# that ends with another demo (units stored before it have ids without this key, and are computed anew).
+FLOOR_ORDERING_RULE = "first seeded permutation ending with another demo"
 
 
 class CompareConfig(BaseModel):
@@ -132,7 +138,9 @@ class CompareConfig(BaseModel):
 
     def unit_fields(self) -> dict[str, Any]:
         """The fields that define what is computed (not where it is written)."""
-        fields = self.model_dump(exclude={"out", "device", "batch_size", "captures"})
+        fields = self.model_dump(exclude=set(NOT_SETTINGS))
+        if self.output_metrics and self.orderings < 2:
+            fields["floor_ordering"] = FLOOR_ORDERING_RULE
         if self.lr is not None or self.lr_search == "grid":  # no search, or the one every older unit ran: the ids of
             del fields["lr_search"]                            # units stored before the field existed stay valid
         if self.lr is not None:  # no search: its rows change nothing (the default kept, so stored ids stay valid)

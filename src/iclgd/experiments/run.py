@@ -10,7 +10,7 @@ from rich.console import Console
 from iclgd.checks import check_device, check_output_dir
 from iclgd.errors import UserError, warn
 from iclgd.experiments.compare import capped_eval_sizes, run_compare
-from iclgd.experiments.config import CompareConfig
+from iclgd.experiments.config import CAPTURE_LEVELS, CompareConfig
 from iclgd.models.loading import model_files, model_sha256
 from iclgd.runner.results import read_record
 from iclgd.runner.store import is_done, write_unit
@@ -70,9 +70,6 @@ def check_model_unchanged(cfg: CompareConfig, unit_dir: Path, record: dict | Non
     raise UserError(f"model {cfg.model} changed since unit {unit_dir.name} was computed from it "
                     f"({', '.join(sorted(changed))} differ{' in content' if hashes else ' in size or time'}): delete "
                     f"{unit_dir} to recompute it, or write to another --out")
-
-
-CAPTURE_LEVELS = ("none", "compact", "full")
 
 
 def fewer_captures(cfg: CompareConfig, unit_dir: Path) -> str | None:

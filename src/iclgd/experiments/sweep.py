@@ -73,10 +73,10 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
 
 
 def unit_label(cfg: CompareConfig) -> str:
-    """A unit as a sweep's reader finds it: its task, k and seed, and its other fields that are not defaults."""
-    shown = {"task": cfg.task, "shots": cfg.shots, "seed": cfg.seed}
+    """A unit as a sweep's reader finds it: its model, task, k and seed, and the fields of a grid that are set."""
+    shown = {"model": cfg.model, "task": cfg.task, "shots": cfg.shots, "seed": cfg.seed}
     defaults = CompareConfig.model_fields
-    others = {name: value for name, value in cfg.model_dump(exclude={"model", "out", *shown}).items()
+    others = {name: value for name, value in cfg.model_dump(exclude={"out", *shown}).items()
               if value != defaults[name].default and name in ("template", "order", "ft_shots", "orderings",
                                                                "untrained", "data_dir", "device")}
     return ", ".join(f"{name} {value}" for name, value in {**shown, **others}.items())

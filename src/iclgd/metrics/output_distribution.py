@@ -87,14 +87,16 @@ def _same_shape_log(lp1: Tensor, lp2: Tensor) -> None:
 
 
 def kl_divergence_logprobs(lp1: Tensor, lp2: Tensor) -> Tensor:
-    """KL(p1 ‖ p2) from log-probabilities: Σ_v p1(v) (log p1(v) − log p2(v)), 0 where p1(v) = 0 (log p1 = −inf).
+    """KL(p1 ‖ p2) from log-probabilities: Σ_v p1(v) (log p1(v) − log p2(v)), 0 where p1(v) is 0 in float64 (log p1
+    = −inf, or below −745), as the probability form counts it.
 
-    The same value as :func:`kl_divergence` on ``lp.exp()``, except where a probability underflows: a token at
+    The same value as :func:`kl_divergence` on ``lp.exp()``, except where p2's probability underflows: a token at
     log-prob −900 under p2 and −700 under p1 adds ~1e-304 here, and inf there (exp(−900) is 0 in float64)."""
     _same_shape_log(lp1, lp2)
     lp1, lp2 = lp1.double(), lp2.double()
-    terms = lp1.exp() * (lp1 - lp2)
-    return running_sum(torch.where(lp1 == float("-inf"), torch.zeros((), dtype=terms.dtype), terms))
+    p1 = lp1.exp()
+    terms = torch.where(p1 == 0, torch.zeros((), dtype=p1.dtype), p1 * (lp1 - lp2))  # 0·inf would be NaN
+    return running_sum(terms)
 
 
 def js_divergence_logprobs(lp1: Tensor, lp2: Tensor) -> Tensor:

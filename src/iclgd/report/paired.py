@@ -30,6 +30,7 @@ from rich.table import Table
 
 from iclgd import metrics
 from iclgd.experiments.accumulate import BASELINES, stream_name
+from iclgd.experiments.config import NOT_SETTINGS
 from iclgd.runner.results import query
 from iclgd.runs import atomic_file, write_parquet_table
 
@@ -37,7 +38,6 @@ from iclgd.runs import atomic_file, write_parquet_table
 COMPARED = ("simaou_norm", "simaou", "simam", "simam_delta", "kendall", "to@10", "ocs@10")
 GROUP_KEYS = ("model", "task", "template", "k", "seed", "order")  # what a trained unit and its variants share
 TESTS_FILE = "_tables/untrained_tests.parquet"  # in a results folder: the tests against the untrained variants
-NOT_SETTINGS = ("out", "device", "batch_size", "captures")  # where and how fast a unit ran, not what it computed
 # Config fields in which a trained unit and its variants may differ: the variant, the lr (inherited), and NOT_SETTINGS
 # (the eval examples are the same whatever the device or batch size).
 PAIRING_IGNORES = ("untrained", "lr", *NOT_SETTINGS)

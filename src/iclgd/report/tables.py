@@ -21,7 +21,8 @@ import duckdb
 from rich.table import Table
 
 from iclgd.errors import UserError
-from iclgd.report.paired import COMPARED, NOT_SETTINGS, PairedScores
+from iclgd.experiments.config import NOT_SETTINGS
+from iclgd.report.paired import COMPARED, PairedScores
 from iclgd.report.published import PAPERS, Paper, Row
 from iclgd.runner.results import query
 
