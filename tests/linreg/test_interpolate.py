@@ -44,3 +44,15 @@ def test_interpolation_is_the_average_of_the_products():
     assert torch.allclose(pv[:5, :5], (projected_value[:5, :5] + built_pv) / 2)
     assert torch.allclose(kq[5:], key_query[5:] / 2)  # the positional rows: half the trained ones
     assert interpolate(LSA(4, 1, 6, softmax=True, dtype=torch.float64), built) is None
+
+
+def test_a_recurrent_run_is_interpolated_with_gd_whose_one_layer_it_shares(tasks64):
+    """A recurrent trained model equal to K steps of GD interpolates to GD itself: it is averaged with GD's one
+    shared layer, not with GD++'s K different layers (which left a model worse than both ends)."""
+    from iclgd.synthetic.linreg.baselines import line_search_eta
+    from iclgd.synthetic.linreg.compare import reference_models
+
+    eta, _ = line_search_eta(tasks64, 2)
+    trained = hand_built_gd(4, 1, 6, eta=eta, steps=2)  # recurrent, as a --recurrent run is: GD's own weights
+    models, _ = reference_models(trained, tasks64, fit_iterations=20)
+    assert torch.allclose(_predict(models["interpolated"], tasks64), _predict(trained, tasks64), atol=1e-9)

@@ -37,7 +37,9 @@ def reference_models(trained: LSA, tasks: Tasks, fit_iterations: int = 100) -> t
     """({'trained', 'gd', 'gd++'[, 'interpolated']}: float64 LSAs, rows of the step sizes used).
 
     GD: K steps with one η, line-searched on `tasks`. GD++: (η_l, γ_l) fitted on `tasks` (at K = 1 it is GD).
-    The interpolated model (trained and GD++ weights averaged) exists for one layer and recurrent models.
+    The interpolated model exists for one layer (trained and GD++ weights averaged) and for a recurrent model
+    (trained and GD's weights averaged: one shared layer with one shared layer; GD++'s layers differ, and averaging
+    the shared trained layer with each of them gives a model between neither).
     """
     d, m, n_context, steps = trained.d, trained.m, trained.n_context, trained.layers
     eta, _ = line_search_eta(tasks, steps)
@@ -47,7 +49,7 @@ def reference_models(trained: LSA, tasks: Tasks, fit_iterations: int = 100) -> t
         etas, gammas, _ = fit_gd_plus_plus(tasks, steps, eta, fit_iterations)
     gd_plus_plus = hand_built_gd_plus_plus(d, m, n_context, etas, gammas)
     models = {"trained": trained, "gd": hand_built_gd(d, m, n_context, eta, steps=steps), "gd++": gd_plus_plus}
-    interpolated = interpolate(trained, gd_plus_plus)
+    interpolated = interpolate(trained, models["gd"] if trained.recurrent else gd_plus_plus)
     if interpolated is not None:
         models["interpolated"] = interpolated
     rows = [{"model": "gd", "reference": "", "metric": "eta_line_search", "value": eta},
