@@ -379,6 +379,8 @@ CASES = [
     # --- linreg --------------------------------------------------------------------------------------------
     (["linreg", "train", "--steps", "0", "--out", "l"], "'steps'"),
     (["linreg", "train", "--lr", "inf", "--out", "l"], "finite number"),
+    (["linreg", "train", "--layers", "1", "--steps", "10", "--lr", "1e6", "--out", "l", "--quiet"],
+     "linreg training diverged at step 2 (training loss inf) at lr 1e+06: lower --lr or set --grad-clip; nothing was"),
     (["linreg", "train", "--lr", "nan", "--out", "l"], "finite number"),
     (["linreg", "train", "--input-range", "inf", "--out", "l"], "finite number"),
     (["linreg", "train", "--seed", "-1", "--out", "l"], "'seed'"),

@@ -15,6 +15,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from iclgd.checks import check_output_dir
+from iclgd.errors import UserError
 from iclgd.synthetic.linreg.config import TrainConfig
 from iclgd.synthetic.linreg.data import generator, sample_tasks, squared_loss, stream_seeds, torch_generator
 from iclgd.synthetic.linreg.lsa import LSA, variance_scaling_init_
@@ -80,10 +81,19 @@ def _train(config: TrainConfig, progress: bool, description: str) -> TrainResult
             curve["step"].append(step)
             curve["train_loss"].append(loss.item())
             curve["eval_loss"].append(eval_loss() if at_eval else math.nan)
+            check_finite_loss(step, curve["train_loss"][-1], curve["eval_loss"][-1] if at_eval else 0.0, config)
             if at_eval:
                 bar.update(task, completed=step, info=f"eval loss {curve['eval_loss'][-1]:.4f}")
     seconds = time.perf_counter() - start
     return TrainResult(model, curve, curve["eval_loss"][-1], seconds)
+
+
+def check_finite_loss(step: int, train_loss: float, eval_loss: float, config: TrainConfig) -> None:
+    """A diverged run fails where it diverges, and no run folder is written: a NaN model is no result to compare."""
+    if not (math.isfinite(train_loss) and math.isfinite(eval_loss)):
+        bad = f"training loss {train_loss}" if not math.isfinite(train_loss) else f"eval loss {eval_loss}"
+        raise UserError(f"linreg training diverged at step {step} ({bad}) at lr {config.lr:g}: lower --lr"
+                        f"{'' if config.grad_clip else ' or set --grad-clip'}; nothing was written")
 
 
 def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
