@@ -97,7 +97,8 @@ def test_run_folder_round_trip(tmp_path):
     assert curve.num_rows == 4 and curve.column("step").to_pylist() == [0, 1, 2, 3]
     again = train(config, tmp_path / "run", progress=False)  # the same run again: nothing to do
     assert again.already_done and torch.equal(again.model.W_Q[0], result.model.W_Q[0])
-    with pytest.raises(UserError, match="--overwrite"):
+    with pytest.raises(UserError, match=rf"another config \(seed {config.seed} there, {config.seed + 1} now\): pass "
+                                        "--overwrite"):
         train(config.model_copy(update={"seed": config.seed + 1}), tmp_path / "run", progress=False)
     train(config, tmp_path / "run", overwrite=True, progress=False)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
