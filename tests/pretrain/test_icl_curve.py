@@ -158,3 +158,10 @@ def test_cli_icl_curve_bad_task_is_one_line(monkeypatch, capsys):
         main()
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_k_the_context_cuts_is_said_and_a_repeated_k_is_one_point(capsys):
+    """icc-gpt2's 64 positions hold 19 demos: k = 60 is computed at true k 19, and said so; k = 2 twice is one."""
+    points = icl_curve(str(SHIPPED), "icc-heldout", ks=(2, 2, 60), seeds=(0, 0), eval_size=4)
+    assert [(p.k, p.true_k, p.seed) for p in points] == [(2, 2, 0), (60, 19, 0)]
+    assert "fewer demonstrations than asked (k = 60: 19)" in capsys.readouterr().err

@@ -43,6 +43,7 @@ def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: S
     from iclgd.models.loading import UNTRAINED_VARIANTS, load_model
     from iclgd.tasks import load_splits, load_task
 
+    ks, seeds = list(dict.fromkeys(ks)), list(dict.fromkeys(seeds))  # a repeated k or seed is one point
     if not ks or min(ks) < 0:
         raise UserError(f"k values {list(ks)} must be >= 0 (0 is zero-shot); give at least one")
     if not seeds:
@@ -76,7 +77,21 @@ def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: S
                 points.append(CurvePoint(variant, k, true_k, seed, accuracy, len(unit.prompts.queries)))
                 if progress is not None:
                     progress()
+    _warn_truncated(points)
     return points
+
+
+def _warn_truncated(points: Sequence[CurvePoint]) -> None:
+    """One warning naming each asked k that the context cut to fewer demos (its points keep both k and true_k)."""
+    cut: dict[int, set[int]] = {}
+    for point in points:
+        if point.true_k < point.k:
+            cut.setdefault(point.k, set()).add(point.true_k)
+    if cut:
+        said = ", ".join(f"k = {k}: {min(t)}" + (f"–{max(t)}" if max(t) > min(t) else "")
+                         for k, t in sorted(cut.items()))
+        warn(f"the context holds fewer demonstrations than asked ({said}): those points are at their true k, "
+             "which curve.parquet keeps as true_k beside k")
 
 
 def write_points(points: Sequence[CurvePoint], path: str | Path, record: dict) -> Path:
