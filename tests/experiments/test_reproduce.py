@@ -59,6 +59,18 @@ def test_reproduce_runs_the_units_and_a_rerun_reuses_them(reproduced):
     assert again.ran == [] and [c.unit_id() for c in again.configs] == [c.unit_id() for c in info.configs]
 
 
+def test_a_folder_holding_another_settings_units_is_refused_before_any_unit(reproduced):
+    """The report reads the whole folder: another setting's run into it (here another eval size) is refused, naming
+    a unit that is not its own, rather than reported beside them."""
+    out, _, (model, overrides) = reproduced
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(UserError, match=r"holds unit .*, which is not one of this reproduction's .*give this run its "
+                                        r"own --out"):
+        run_reproduce("deutch2024", model, out, tasks=["sst2"], quick=True, overrides={**overrides, "eval_size": 5},
+                      progress=False)
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 def test_report_markdown_has_the_papers_shape(reproduced):
     out, info, _ = reproduced
     md, page = build_report(out, info)
