@@ -41,7 +41,8 @@ def sparsity(
     target = out if out is not None else _default_out("sparsity", model)
     rows, record, paths = run_sparsity(model, target, thresholds=tuple(threshold) if threshold else THRESHOLDS)
     printer = console()
-    caption = f"% of |w| < δ, mean over layers; construction at d = {record['hidden_size']}"
+    caption = (f"% of |w| < δ, mean over layers; construction at d = {record['hidden_size']} (the model's width, "
+               f"as Shen et al. compare: tokens (x, y) of width 2d = {2 * record['hidden_size']})")
     printer.print(sparsity_table(rows, title=f"Sparsity of {model} ({record['n_layers']} layers)", caption=caption))
     printer.print("wrote " + ", ".join(str(p) for p in paths))
 
