@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.measure import target
+from benchmarks.measure import target, write_figures
 
 MODELS = ("smollm2-135m", "gemma3-270m")
 SHAPES = Path(__file__).parent / "shapes"  # each model's config.json, for random weights where it is not fetched
@@ -171,8 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     figures["targets"] = [target(f"finetuning epoch, iclgd / bare loop: {case}", c["iclgd_over_bare"], at_most=1.5)
                           for case, c in figures["cases"].items() if "error" not in c]
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+        write_figures(args.json, figures)
     return figures
 
 

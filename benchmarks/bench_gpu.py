@@ -19,7 +19,6 @@ CPU smoke run (what the tests run): python -m benchmarks.bench_gpu --device cpu 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_compare import WORDS, make_task
+from benchmarks.measure import write_figures
 
 SHAPES = Path(__file__).parent / "shapes"
 MODELS = ("smollm2-135m", "gemma3-270m", "fairseq-dense-1.3b")
@@ -160,8 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         figures["finetune"] = {"returncode": done.returncode, "output": done.stdout[-4000:],
                                "error": done.stderr[-2000:] if done.returncode else None}
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+        write_figures(args.json, figures)
     return figures
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.measure import write_figures
+
 
 def unit_values(model_dir: Path, device: str, out: Path) -> dict[tuple, float]:
     from iclgd.experiments.compare import run_compare
@@ -50,8 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
                "worst": [[*map(str, key), differences[key]] for key in worst],
                "gpu": torch.cuda.get_device_name()}
     print(json.dumps(figures, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=1) + "\n")
+    write_figures(args.out, figures)
     return figures
 
 

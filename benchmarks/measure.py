@@ -7,6 +7,7 @@ is refused, :func:`reset_peak` says so and the peak read after it is the process
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -86,6 +87,12 @@ def _drain(proc: subprocess.Popen) -> tuple[str, str]:
     for t in threads:
         t.join()
     return out["out"], out["err"]
+
+
+def write_figures(path: Path, figures: dict) -> None:
+    """A benchmark's figures as indented JSON at ``path`` (its folder made where missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=1) + "\n")
 
 
 def target(what: str, value: float, *, at_most: float | None = None, at_least: float | None = None) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +53,13 @@ def unknown_key_text(key: str, cls: type[BaseModel]) -> str:
     close = difflib.get_close_matches(key, list(cls.model_fields), n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(cls.model_fields)}"
     return f"unknown key '{key}' ({hint})"
+
+
+def differences(there: Mapping[str, Any], now: Mapping[str, Any], skip: Collection[str] = ()) -> str:
+    """What a stored config and the asked one differ in, for a refusal: "steps 4 there, 5 now; seed 1 there, 2 now"
+    over the fields of ``now`` but ``skip`` (a field ``there`` lacks reads as None); "" where none differ."""
+    return "; ".join(f"{name} {there.get(name)!r} there, {value!r} now" for name, value in now.items()
+                     if name not in skip and there.get(name) != value)
 
 
 def build_config(cls: type[Model], path: str | Path | None, overrides: dict[str, Any] | None, example: str,

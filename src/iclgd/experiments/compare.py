@@ -481,12 +481,14 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
         acc.add(name, "simam_delta", metrics.simam_delta(m_icl, ref.zs.presoftmax_logits, ft.presoftmax_logits,
                                                          lengths), heads, epoch=epoch)
         state.outputs.add(name, epoch, scores)
+        if icl_store is not None or spread is not None:
+            lp_ft = scores.next_token_logprobs.cpu().double()
         if icl_store is not None:
-            lp_icl, lp_ft = icl_store.logprobs(ref.indices), scores.next_token_logprobs.cpu().double()
+            lp_icl = icl_store.logprobs(ref.indices)
             for metric_name, metric in metrics.OUTPUT_METRICS.items():
                 acc.add_scalar(name, metric_name, metric(lp_icl, lp_ft), epoch=epoch)
         if spread is not None:
-            spread.add(torch.tensor(ref.indices), scores.next_token_logprobs.cpu().double().exp())
+            spread.add(torch.tensor(ref.indices), lp_ft.exp())
         if keep_kendall_queries and len(ref.kendall_rows):
             state.kendall_queries.setdefault((name, epoch), []).append(ft.analysis_query[ref.kendall_rows])
         if alpha:
@@ -696,6 +698,7 @@ def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
     orders, seen, order = [], set(), cfg.order
     while len(orders) < count:
         permutation = order_permutation(cfg.seed, order, true_k)
+        # the floor's own ordering ends with another demo (with 2+ demos one does long before the 100th try)
         other_end = not (floor_only and orders) or int(permutation[-1]) != int(orders[0][-1]) or order > cfg.order + 99
         if tuple(permutation) not in seen and other_end:
             seen.add(tuple(permutation))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iclgd.checks import check_output_dir
+from iclgd.config_files import differences
 from iclgd.errors import UserError
 from iclgd.experiments.config import CompareConfig, load_config
 
@@ -63,10 +64,9 @@ def check_one_setting(out: Path, trained: list[CompareConfig]) -> None:
         asked, there = cfg.unit_fields(), stored_cfg.unit_fields()
         searched = {"lr_search", "lr_search_rows"}  # where either side gives an lr, its lr is what differs
         quiet = searched if cfg.lr is not None or stored_cfg.lr is not None else set()
-        differ = [f"{name} {there[name]!r} there, {asked[name]!r} now" for name in asked
-                  if name in there and there[name] != asked[name] and name not in quiet]
-        raise UserError(f"{out} holds emergence units of another setting ({'; '.join(differ) or 'another unit id'}): "
-                        "an emergence folder holds one setting per checkpoint; give this one its own --out")
+        differ = differences(there, asked, skip=quiet | (asked.keys() - there.keys()))
+        raise UserError(f"{out} holds emergence units of another setting ({differ or 'another unit id'}): an "
+                        "emergence folder holds one setting per checkpoint; give this one its own --out")
 
 
 def run_emergence(run: str | Path, task: str | None, out: str | Path, *, untrained: tuple[str, ...] = ("all",),

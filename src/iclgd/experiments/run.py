@@ -19,14 +19,14 @@ from iclgd.tasks import Task, TaskData, load_splits, load_task
 
 
 def check_unchanged(cfg: CompareConfig, unit_dir: Path, data: tuple[Task, TaskData] | None = None, *,
-                    model: bool = True) -> None:
+                    model: bool = True, record: dict | None = None) -> None:
     """A finished unit is reused only while what it was computed from is unchanged: its local model's files
     (:func:`check_model_unchanged`) and its task's template, label words and local data. The unit id names a model
     or task file by its path, and an edited task file or data file would otherwise answer with old results.
     ``data``: the task and its rows, where the caller has them; else they are read (and, where the data is not
     here, the task is not checked: the old results are shown as they are). ``model=False``: the model is not
-    checked (on Ray or SLURM its path is the worker's)."""
-    record = read_record(unit_dir)
+    checked (on Ray or SLURM its path is the worker's). ``record``: the unit's record, where the caller has read it."""
+    record = read_record(unit_dir) if record is None else record
     if model:
         check_model_unchanged(cfg, unit_dir, record)
     if data is None:
@@ -72,10 +72,11 @@ def check_model_unchanged(cfg: CompareConfig, unit_dir: Path, record: dict | Non
                     f"{unit_dir} to recompute it, or write to another --out")
 
 
-def fewer_captures(cfg: CompareConfig, unit_dir: Path) -> str | None:
-    """The captures level a finished unit stored, where it is below the one ``cfg`` asks for (else None): captures are
-    no part of the unit id (they change nothing computed), so a rerun finds the unit done and stores nothing more."""
-    stored = read_record(unit_dir).get("config", {}).get("captures", "compact")
+def fewer_captures(cfg: CompareConfig, record: dict) -> str | None:
+    """The captures level a finished unit (its ``record``) stored, where it is below the one ``cfg`` asks for (else
+    None): captures are no part of the unit id (they change nothing computed), so a rerun finds the unit done and
+    stores nothing more."""
+    stored = record.get("config", {}).get("captures", "compact")
     if stored in CAPTURE_LEVELS and CAPTURE_LEVELS.index(stored) < CAPTURE_LEVELS.index(cfg.captures):
         return stored
     return None
@@ -101,8 +102,9 @@ def run_and_store(cfg: CompareConfig, *, show_progress: bool = True) -> Path:
     [cfg] = capped_eval_sizes([cfg])  # an eval_size past the split is the whole split: one unit, one id
     unit = cfg.unit_id()
     if is_done(out, unit):
-        check_unchanged(cfg, out / unit)
-        stored = fewer_captures(cfg, out / unit)
+        record = read_record(out / unit)
+        check_unchanged(cfg, out / unit, record=record)
+        stored = fewer_captures(cfg, record)
         warn_fewer_captures([(out / unit, stored)] if stored else [], cfg.captures)
         shell = Console(stderr=True, soft_wrap=True)
         shell.print(f"{unit}: already done in {out} (delete the folder to rerun)", style="dim", markup=False,

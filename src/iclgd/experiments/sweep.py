@@ -22,6 +22,7 @@ from iclgd.experiments.compare import capped_eval_sizes, check_ft_shots, check_o
 from iclgd.experiments.config import CompareConfig, load_config
 from iclgd.experiments.run import check_unchanged, fewer_captures, warn_fewer_captures
 from iclgd.models.loading import check_source
+from iclgd.runner.results import read_record
 from iclgd.runner.store import is_done
 from iclgd.runner.sweep import SweepReport, run_sweep
 from iclgd.tasks import load_splits, load_task, sample_demo_indices
@@ -121,7 +122,8 @@ def check_finished(configs: list[CompareConfig], data: dict[tuple, Any] | None =
         unit_dir = Path(cfg.out) / cfg.unit_id()
         if not is_done(unit_dir.parent, unit_dir.name):
             continue
-        stored = fewer_captures(cfg, unit_dir)
+        record = read_record(unit_dir)
+        stored = fewer_captures(cfg, record)
         if stored is not None:
             short.append((unit_dir, stored, cfg.captures))
         key = cfg.task, cfg.data_dir
@@ -132,7 +134,7 @@ def check_finished(configs: list[CompareConfig], data: dict[tuple, Any] | None =
             except UserError:  # the data is not here: check_unchanged leaves the task unchecked
                 data[key] = None
         try:
-            check_unchanged(cfg, unit_dir, data[key], model=model)
+            check_unchanged(cfg, unit_dir, data[key], model=model, record=record)
         except UserError as err:
             changed.append((unit_dir.name, err))
     for asked in dict.fromkeys(level for _, _, level in short):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from iclgd import runs
+from iclgd.config_files import differences
 from iclgd.errors import UserError
 from iclgd.runner.store import library_versions
 from iclgd.runs import atomic_file, atomic_folder, write_parquet_table
@@ -108,10 +109,8 @@ def check_out(out: Path, config: TrainConfig, overwrite: bool = False,
         asked = config.model_dump(mode="json")
         if {k: v for k, v in saved.items() if k != "out"} == {k: v for k, v in asked.items() if k != "out"}:
             return True  # the same run (reached by any path to its folder)
-        differ = [f"{k} {saved.get(k)!r} there, {v!r} now" for k, v in asked.items()
-                  if k != "out" and saved.get(k) != v]  # threads too: float sums, hence weights, depend on them
-        raise UserError(f"{out} holds a linreg run with another config ({'; '.join(differ) or 'another version'}): "
-                        f"{hint}")
+        differ = differences(saved, asked, skip={"out"})  # threads too: float sums, hence weights, depend on them
+        raise UserError(f"{out} holds a linreg run with another config ({differ or 'another version'}): {hint}")
     if not is_run:
         raise UserError(f"{out} exists and is not an empty folder or a linreg run: choose another --out")
     return False

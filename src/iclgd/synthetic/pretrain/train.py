@@ -39,6 +39,7 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from iclgd.checks import check_device, check_output_dir
+from iclgd.config_files import differences
 from iclgd.errors import UserError, warn
 from iclgd.runs import atomic_file, atomic_folder, plain_modes
 from iclgd.synthetic.pretrain.config import PretrainConfig
@@ -311,11 +312,9 @@ def check_out(out: Path, config: PretrainConfig) -> bool:
     except Exception:  # a config of another version: not this run
         there = None
     if there != config.identity():
-        asked = config.identity()
-        differ = [f"{name} {there[name]!r} there, {asked[name]!r} now" for name in asked
-                  if there is not None and there.get(name) != asked[name]]
-        raise UserError(f"output folder {out} holds a pretrain run with another config "
-                        f"({'; '.join(differ) or marker}); give a new folder or the same config to resume it")
+        differ = differences(there, config.identity()) if there is not None else ""
+        raise UserError(f"output folder {out} holds a pretrain run with another config ({differ or marker}); give a "
+                        "new folder or the same config to resume it")
     return True
 
 
