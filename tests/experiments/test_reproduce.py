@@ -59,6 +59,18 @@ def test_reproduce_runs_the_units_and_a_rerun_reuses_them(reproduced):
     assert again.ran == [] and [c.unit_id() for c in again.configs] == [c.unit_id() for c in info.configs]
 
 
+def test_a_rerun_asking_for_more_captures_warns_once(reproduced, capsys):
+    """The untrained units are checked before the trained ones run and again once their lr is known; where their
+    ids did not change (an lr given), the second check must not repeat the first's warning."""
+    out, info, (model, overrides) = reproduced
+    capsys.readouterr()
+    again = run_reproduce("deutch2024", model, out, tasks=["sst2"], quick=True,
+                          overrides={**overrides, "captures": "full"}, progress=False)
+    err = capsys.readouterr().err
+    assert again.ran == []
+    assert err.count("is done with captures compact") == 1, err
+    assert f"(and {len(info.configs) - 1} more finished unit(s) of this run)" in err
+
 def test_a_folder_holding_another_settings_units_is_refused_before_any_unit(reproduced):
     """The report reads the whole folder: another setting's run into it (here another eval size) is refused, naming
     a unit that is not its own, rather than reported beside them."""

@@ -86,11 +86,13 @@ def run_emergence(run: str | Path, task: str | None, out: str | Path, *, untrain
     trained, variants, steps = emergence_configs(run, task, out, untrained=untrained, fields=fields)
     check_one_setting(out, trained)
     check_units(trained + variants)
+    checked = {cfg.unit_id() for cfg in variants}
     key = lambda cfg: cfg.unit_id()  # noqa: E731
     run_sweep(trained, run_unit, out, key=key, progress=progress)
     lrs = {cfg.unit_id(): read_record(out / cfg.unit_id())["lr"] for cfg in trained}
     trained, variants, steps = emergence_configs(run, task, out, untrained=untrained, fields=fields, lrs=lrs)
     if variants:
-        check_finished(variants)  # their ids hold the trained lr only now: a changed finished one is refused
+        # their ids hold the trained lr only now: a changed finished one is refused (once: not those checked above)
+        check_finished([cfg for cfg in variants if cfg.unit_id() not in checked])
         run_sweep(variants, run_unit, out, key=key, progress=progress)
     return trained + variants, steps

@@ -125,7 +125,8 @@ def unit_configs(paper: str, model: str, tasks: list[str] | None, quick: bool, o
                  lrs: dict[str, float] | None = None,
                  overrides: dict[str, Any] | None = None) -> tuple[list[CompareConfig], list[CompareConfig]]:
     """The protocol's trained units and its untrained ones (each with its trained unit's lr from ``lrs``, keyed by the
-    trained unit's id; None where not known yet). ``overrides``: unit fields set on every unit (e.g. data_dir)."""
+    trained unit's id; where not known yet, the lr the trained unit is given, or None when it searches one).
+    ``overrides``: unit fields set on every unit (e.g. data_dir)."""
     protocol = protocol_of(paper)
     if isinstance(protocol, LinregProtocol):
         raise UserError(f"{paper} trains its own linear models: it has no compare units")
@@ -135,7 +136,8 @@ def unit_configs(paper: str, model: str, tasks: list[str] | None, quick: bool, o
              for task in tasks for fields in protocol.units(task, quick)]
     # capped: the ids every run and report agree on (each task's split read once)
     trained = capped_eval_sizes([load_config(None, fields) for fields in units])
-    untrained = capped_eval_sizes([load_config(None, {**fields, "untrained": v, "lr": (lrs or {}).get(cfg.unit_id())})
+    lrs = lrs or {}
+    untrained = capped_eval_sizes([load_config(None, {**fields, "untrained": v, "lr": lrs.get(cfg.unit_id(), cfg.lr)})
                                    for fields, cfg in zip(units, trained, strict=True) for v in variants if v])
     return trained, untrained
 
@@ -198,6 +200,7 @@ def run_reproduce(paper: str, model: str | None, out: str | Path, *, tasks: list
     trained, untrained = unit_configs(paper, model, tasks, quick, out, overrides=overrides)
     check_one_protocol(out, trained)
     check_units(trained + untrained)  # tasks, templates, demos, device, the model's source
+    checked = {cfg.unit_id() for cfg in untrained}
     started = time.time()
     ensure_model(model)
     key = lambda cfg: cfg.unit_id()  # noqa: E731
@@ -205,6 +208,7 @@ def run_reproduce(paper: str, model: str | None, out: str | Path, *, tasks: list
     lrs = {cfg.unit_id(): json.loads((out / cfg.unit_id() / "record.json").read_text())["lr"] for cfg in trained}
     trained, untrained = unit_configs(paper, model, tasks, quick, out, lrs, overrides)
     if untrained:
-        check_finished(untrained)  # their ids hold the trained lr only now: a changed finished one is refused
+        # their ids hold the trained lr only now: a changed finished one is refused (once: not those checked above)
+        check_finished([cfg for cfg in untrained if cfg.unit_id() not in checked])
         ran += run_sweep(untrained, run_unit, out, key=key, progress=progress).ran
     return Reproduction(paper, protocol, model, quick, trained + untrained, lrs, ran, time.time() - started)
