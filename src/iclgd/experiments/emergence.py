@@ -48,14 +48,10 @@ def check_one_setting(out: Path, trained: list[CompareConfig]) -> None:
     """An emergence folder holds one setting per checkpoint: a finished trained unit of one of ``trained``'s
     checkpoints under another id (another eval size, k, seed, lr, ...) is refused before any unit runs, naming what
     differs, rather than after this setting's units were written beside it."""
-    from iclgd.runner.results import read_record
-    from iclgd.runner.store import is_done
+    from iclgd.runner.results import finished_configs
 
     ours = {cfg.model: cfg for cfg in trained}
-    for unit_dir in sorted(p for p in Path(out).iterdir() if p.is_dir()) if Path(out).is_dir() else []:
-        if not is_done(out, unit_dir.name):
-            continue
-        stored = read_record(unit_dir).get("config", {})
+    for unit_dir, stored in finished_configs(out):
         cfg = ours.get(stored.get("model"))
         if cfg is None or stored.get("untrained") is not None or unit_dir.name == cfg.unit_id():
             continue

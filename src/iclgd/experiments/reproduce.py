@@ -167,13 +167,11 @@ def check_one_protocol(out: Path, trained: list) -> None:
     """The report reads the whole folder: a finished unit that is none of this run's trained units nor an untrained
     variant of one (another protocol, --quick or not, other tasks or fields) is refused before any unit runs."""
     from iclgd.report.paired import pairing_key
-    from iclgd.runner.results import read_record
-    from iclgd.runner.store import is_done
+    from iclgd.runner.results import finished_configs
 
     ours = {pairing_key(cfg.model_dump()) for cfg in trained}
-    folders = Path(out).iterdir() if Path(out).is_dir() else []
-    for unit_dir in sorted(p for p in folders if p.is_dir() and not p.name.startswith(("_", "."))):
-        if is_done(out, unit_dir.name) and pairing_key(read_record(unit_dir).get("config", {})) not in ours:
+    for unit_dir, stored in finished_configs(out):
+        if pairing_key(stored) not in ours:
             raise UserError(f"{out} holds unit {unit_dir.name}, which is not one of this reproduction's (another "
                             "protocol, --quick or not, or other tasks or settings): its report reads the whole "
                             "folder; give this run its own --out")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from iclgd.runner.store import (
     PREDICTIONS_SCHEMA,
     RESULTS_FORMAT,
     UNIT_FILES,
+    is_done,
 )
 
 # Every unit of this results format was written with all of them (check_unit_dir refuses other formats).
@@ -84,6 +86,16 @@ def check_unit_dir(unit_dir: Path) -> dict[str, Any]:
         if lacking:
             raise _damaged(unit_dir, f"{name} lacks the columns {lacking}")
     return record
+
+
+def finished_configs(out: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(folder, stored config) of each finished unit in ``out``, sorted; none where ``out`` is not a folder yet.
+    What a run checks its folder against before it writes there (the report reads the whole folder)."""
+    out = Path(out)
+    folders = out.iterdir() if out.is_dir() else []
+    for unit_dir in sorted(p for p in folders if p.is_dir() and not p.name.startswith((".", "_"))):
+        if is_done(out, unit_dir.name):
+            yield unit_dir, read_record(unit_dir).get("config", {})
 
 
 def unit_dirs(out: Path) -> dict[Path, dict[str, Any]]:
