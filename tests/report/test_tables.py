@@ -19,6 +19,10 @@ def _row(rows, **match):
     return found[0]
 
 
+def _ours_of(lines, label):
+    return [x for x in lines if x.row.label == label and x.source == "ours"]
+
+
 def test_summary_per_unit_reads_the_layer_means(con):
     rows = summary_rows(con)
     assert len(rows) == 11
@@ -127,9 +131,11 @@ def test_paper_tables_keep_units_of_other_settings_on_lines_of_their_own(tmp_pat
 
     unit("a", "sst2", 4, 0.01, 0.1)
     unit("b", "sst2", 32, 0.5, 0.9)
+    unit("c", "sst2", 4, 0.02, 0.3)
     lines = [x for x in paper_lines(open_results(tmp_path), "dai2023") if x.source == "ours"]
     assert sorted((x.model, x.values["SST2"]) for x in lines) == [("tiny (lr=0.01, shots=4)", pytest.approx(0.1)),
-                                                                  ("tiny (lr=0.5, shots=32)", pytest.approx(0.9))]
+                                                                  ("tiny (lr=0.02, shots=4)", pytest.approx(0.3)),
+                                                                  ("tiny (shots=32)", pytest.approx(0.9))]
     other = tmp_path / "per-task"
     for name, task, lr, value in (("a", "sst2", 0.01, 0.1), ("b", "cb", 0.5, 0.3)):
         keys = dict(model="tiny", variant="trained", task=task, template=0, seed=1, order=0, k=4, true_k=4)
@@ -137,6 +143,26 @@ def test_paper_tables_keep_units_of_other_settings_on_lines_of_their_own(tmp_pat
             metrics=[metric_row("simaou_norm", value, 10, method="gd", **keys)], predictions=[]))
     (line,) = [x for x in paper_lines(open_results(other), "dai2023") if x.source == "ours"]
     assert line.model == "tiny" and line.values == pytest.approx({"SST2": 0.1, "CB": 0.3})
+
+
+def test_untrained_variants_over_several_k_keep_one_line_per_k(tmp_path):
+    """An untrained variant inherits each trained unit's lr, one per (task, k, seed): within a k it is pooled like
+    the seed, so two tasks x two k x two seeds give two lines per row, the trained and the untrained alike."""
+    for task in ("sst2", "cb"):
+        for k in (4, 8):
+            for seed in (1, 2):
+                lr = 0.001 * (k + seed + len(task))  # searched: a different lr for every trained unit
+                for variant, untrained in (("trained", None), ("untrained:all", "all")):
+                    keys = dict(model="tiny", variant=variant, task=task, template=0, seed=seed, order=0, k=k,
+                                true_k=k)
+                    config = {"task": task, "shots": k, "seed": seed, "lr": lr, "untrained": untrained}
+                    write_unit(tmp_path, f"{task}-{k}-{seed}-{untrained}", config, UnitResult(
+                        metrics=[metric_row("simaou", 0.1 * seed + k, 10, method="gd", **keys)], predictions=[]))
+    lines = paper_lines(open_results(tmp_path), "deutch2024")
+    for label in ("SimAOU GD", "SimAOU no training (all random)"):
+        ours = sorted((x.model, x.values["SST2"], x.values["CB"]) for x in _ours_of(lines, label))
+        assert ours == [("tiny (shots=4)", pytest.approx(4.15), pytest.approx(4.15)),
+                        ("tiny (shots=8)", pytest.approx(8.15), pytest.approx(8.15))]
 
 
 def test_published_rows_have_a_computed_row_and_six_tasks():

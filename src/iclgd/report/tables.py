@@ -376,15 +376,22 @@ class PaperLine:
 def line_labels(con: duckdb.DuckDBPyConnection, where: str | None) -> dict[str, str]:
     """unit -> the label of its line in a paper table: the model, with the setting (``model (lr=0.01, shots=4)``)
     where the model's units of one variant differ in k or in another config field beyond what the task, seed, order
-    and template decide (:func:`split_by_setting`): two settings are two lines, never one mean."""
+    and template decide (:func:`split_by_setting`): two settings are two lines, never one mean.
+
+    k splits first, and the other fields within each k: a field set per (task, k, seed), as an lr searched for each
+    trained unit and inherited by its untrained variants, is pooled within its k, not made a line per unit."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for unit in _unit_values(con, where).values():
-        unit = {**unit, "config": {**unit["config"], "shots": json.dumps(unit["k"])}}
         groups.setdefault((unit["model"], unit["variant"]), []).append(unit)
     labels = {}
     for (model, _), units in groups.items():
-        for setting, part in split_by_setting(units, ("task", "seed", "order", "template")):
-            labels.update({unit["unit"]: f"{model} ({setting})" if setting else model for unit in part})
+        by_k: dict[int, list[dict[str, Any]]] = {}
+        for unit in units:
+            by_k.setdefault(unit["k"], []).append(unit)
+        for k, same_k in by_k.items():
+            for setting, part in split_by_setting(same_k, ("task", "seed", "order", "template")):
+                parts = [text for text in (setting, f"shots={k}" if len(by_k) > 1 else "") if text]
+                labels.update({unit["unit"]: f"{model} ({', '.join(parts)})" if parts else model for unit in part})
     return labels
 
 
