@@ -638,10 +638,12 @@ def test_a_unit_without_kendall_examples_says_it_has_no_kendall(tmp_path, capsys
 
 def test_the_floor_ordering_rule_is_part_of_the_id_of_the_units_it_applies_to(tmp_path):
     """Units whose output-metrics floor takes the added ordering carry its rule in their id (those stored before it,
-    whose floor was order + 1, are computed anew, never pooled with them); no other unit's id changes."""
+    whose floor was order + 1, are computed anew, never pooled with them); no other unit's id changes, nor that of a
+    unit of one demo, which has no second ordering."""
     from iclgd.experiments.config import FLOOR_ORDERING_RULE
 
     cfg = _cfg("m", tmp_path, output_metrics=True)
     assert cfg.unit_fields()["floor_ordering"] == FLOOR_ORDERING_RULE
-    for other in (cfg.model_copy(update={"orderings": 3}), cfg.model_copy(update={"output_metrics": False})):
+    for other in (cfg.model_copy(update={"orderings": 3}), cfg.model_copy(update={"output_metrics": False}),
+                  cfg.model_copy(update={"shots": 1})):
         assert "floor_ordering" not in other.unit_fields()

@@ -83,6 +83,21 @@ def test_a_folder_holding_another_settings_units_is_refused_before_any_unit(repr
     assert sorted(p.name for p in out.iterdir()) == before
 
 
+@pytest.mark.parametrize("variant", ["trained", "untrained"])
+def test_a_unit_of_an_older_id_rule_is_refused(reproduced, tmp_path, variant):
+    """A finished unit whose config is this run's but whose folder is not the id that config has today (a unit of an
+    older id rule, e.g. output metrics before their floor ordering) would be pooled with its recomputed twin in the
+    report: refused, trained or untrained."""
+    out, info, (model, overrides) = reproduced
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    unit = next(c for c in info.configs if (c.untrained is None) == (variant == "trained")).unit_id()
+    run_reproduce("deutch2024", model, copy, tasks=["sst2"], quick=True, overrides=overrides, progress=False)
+    shutil.copytree(copy / unit, copy / (unit[:-12] + "0" * 12))  # the same config under another hash
+    with pytest.raises(UserError, match=rf"holds unit {unit[:-12]}000000000000, which is not one of this "
+                                        r"reproduction's .*an older iclgd's unit id"):
+        run_reproduce("deutch2024", model, copy, tasks=["sst2"], quick=True, overrides=overrides, progress=False)
+
 def test_report_markdown_has_the_papers_shape(reproduced):
     out, info, _ = reproduced
     md, page = build_report(out, info)

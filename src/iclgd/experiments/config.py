@@ -139,7 +139,7 @@ class CompareConfig(BaseModel):
     def unit_fields(self) -> dict[str, Any]:
         """The fields that define what is computed (not where it is written)."""
         fields = self.model_dump(exclude=set(NOT_SETTINGS))
-        if self.output_metrics and self.orderings < 2:
+        if self.output_metrics and self.orderings < 2 and self.shots >= 2:  # one demo has no second ordering
             fields["floor_ordering"] = FLOOR_ORDERING_RULE
         if self.lr is not None or self.lr_search == "grid":  # no search, or the one every older unit ran: the ids of
             del fields["lr_search"]                            # units stored before the field existed stay valid

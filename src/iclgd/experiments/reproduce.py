@@ -169,12 +169,26 @@ def check_one_protocol(out: Path, trained: list) -> None:
     from iclgd.report.paired import pairing_key
     from iclgd.runner.results import finished_configs
 
+    trained_ids = {cfg.unit_id() for cfg in trained}
     ours = {pairing_key(cfg.model_dump()) for cfg in trained}
     for unit_dir, stored in finished_configs(out):
-        if pairing_key(stored) not in ours:
-            raise UserError(f"{out} holds unit {unit_dir.name}, which is not one of this reproduction's (another "
-                            "protocol, --quick or not, or other tasks or settings): its report reads the whole "
-                            "folder; give this run its own --out")
+        # An untrained unit's id holds its trained unit's lr, known only once that has run: it is ours where it
+        # pairs with one of ours and its folder is the id its config has today (not a unit of an older id rule,
+        # such as output metrics before their floor ordering, which the report would pool with the new one).
+        if unit_dir.name in trained_ids or (stored.get("untrained") is not None and pairing_key(stored) in ours
+                                             and _current_id(stored) == unit_dir.name):
+            continue
+        raise UserError(f"{out} holds unit {unit_dir.name}, which is not one of this reproduction's (another "
+                        "protocol, --quick or not, other tasks or settings, or an older iclgd's unit id): its report "
+                        "reads the whole folder; give this run its own --out")
+
+
+def _current_id(stored: dict[str, Any]) -> str | None:
+    """The unit id a stored config has under today's rules (None where it is no valid config today)."""
+    try:
+        return CompareConfig(**stored).unit_id()
+    except (ValueError, TypeError):
+        return None
 
 
 def run_reproduce(paper: str, model: str | None, out: str | Path, *, tasks: list[str] | None = None,
