@@ -63,3 +63,24 @@ def test_orderings_are_seeded_permutations():
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert all(sorted(order.tolist()) == list(range(10)) for order in first)
     assert len({tuple(order.tolist()) for order in first}) == 5
+
+
+def test_a_diverged_order_variant_says_what_to_change(tmp_path):
+    """An order-table variant takes its depth's own lr, not the run's: its divergence names the variant and the
+    config field that leaves it out, not --lr, which critique does not take."""
+    from iclgd.errors import UserError
+    from iclgd.synthetic.linreg.config import CritiqueConfig, TrainConfig
+    from iclgd.synthetic.linreg.critique import order_experiment
+    from iclgd.synthetic.linreg.train import build_model
+
+    run = TrainConfig(steps=5, batch_size=8, lr=1e-6, eval_tasks=10, eval_every=5, d=2, n_context=3,
+                      weight_scale=1e25)  # data this large diverges at the variant's own lr
+    critique = CritiqueConfig(run=str(tmp_path), order_depths=[1], variant_steps=3, orderings=2, order_tasks=4)
+    with pytest.raises(UserError, match=r"diverged at step \d+ .* at lr 0.001: that is the order table's variant "
+                                        r"LSA 1L, which takes its depth's own lr.*leave its depth out of order_depths"):
+        order_experiment(run, build_model(run), 0.1, critique, progress=False)
+
+
+def test_a_predictor_of_zeros_is_order_invariant_not_a_crash(tasks64, orders):
+    row = order_row("zeros", "gd", lambda tasks: torch.zeros_like(tasks.y_query), tasks64, orders)
+    assert (row["sensitivity"], row["relative_sensitivity"], row["observed"]) == (0.0, 0.0, "invariant")

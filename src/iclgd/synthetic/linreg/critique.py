@@ -57,7 +57,8 @@ def order_row(name: str, kind: str, predict: Callable[[Tasks], torch.Tensor], ta
     with torch.no_grad():
         predictions = torch.stack([predict(tasks.permute_context(order)) for order in orders])
     sen = order_sensitivity(predictions)
-    relative = sen / float(predictions.abs().mean())
+    scale = float(predictions.abs().mean())
+    relative = sen / scale if scale > 0 else 0.0  # every prediction 0 (e.g. a zero model): none moves with the order
     expected = expected_invariant(kind, layers, causal_mask, positional_encoding)
     return {"name": name, "kind": kind, "layers": layers, "causal_mask": causal_mask,
             "positional_encoding": positional_encoding, "sensitivity": sen, "relative_sensitivity": relative,
@@ -97,7 +98,10 @@ def order_experiment(train_config: TrainConfig, trained: LSA, eta: float, config
             same = {"steps", "eval_tasks", "eval_every", "out"}
             if variant.model_dump(exclude=same) == train_config.model_dump(exclude=same):
                 continue  # the run itself is already in the table
-            model = train_model(variant, progress, description=f"train {describe(variant)}").model
+            diverged = (f"that is the order table's variant {describe(variant)}, which takes its depth's own lr, "
+                        "init and clipping, not the run's: leave its depth out of order_depths (a --config file); "
+                        "no critique results were written")
+            model = train_model(variant, progress, description=f"train {describe(variant)}", diverged=diverged).model
             rows.append(order_row(describe(variant), "lsa", lsa_predictor(model),
                                   tasks, orders, depth, causal_mask, positional_encoding))
     d, m, n_context = train_config.d, train_config.m, train_config.n_context

@@ -41,18 +41,20 @@ def progress_bar(enabled: bool) -> Progress:
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
 
 
-def train_model(config: TrainConfig, progress: bool = True, description: str = "train LSA") -> TrainResult:
-    """Train the configured LSA; returns the float32 model and its curve (step 0 is the initial model)."""
+def train_model(config: TrainConfig, progress: bool = True, description: str = "train LSA",
+                diverged: str | None = None) -> TrainResult:
+    """Train the configured LSA; returns the float32 model and its curve (step 0 is the initial model).
+    ``diverged``: what a diverged run's error tells the user to do (default: lower --lr, or clip gradients)."""
     previous_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _train(config, progress, description)
+        return _train(config, progress, description, diverged)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(config: TrainConfig, progress: bool, description: str) -> TrainResult:
+def _train(config: TrainConfig, progress: bool, description: str, diverged: str | None) -> TrainResult:
     """The training loop: fresh tasks every step, eval loss on the fixed set every `eval_every` steps."""
     seeds = stream_seeds(config.seed)
     model = variance_scaling_init_(build_model(config), config.init_scale, torch_generator(seeds["init"]))
@@ -81,19 +83,22 @@ def _train(config: TrainConfig, progress: bool, description: str) -> TrainResult
             curve["step"].append(step)
             curve["train_loss"].append(loss.item())
             curve["eval_loss"].append(eval_loss() if at_eval else math.nan)
-            check_finite_loss(step, curve["train_loss"][-1], curve["eval_loss"][-1] if at_eval else 0.0, config)
+            check_finite_loss(step, curve["train_loss"][-1], curve["eval_loss"][-1] if at_eval else 0.0, config,
+                              diverged)
             if at_eval:
                 bar.update(task, completed=step, info=f"eval loss {curve['eval_loss'][-1]:.4f}")
     seconds = time.perf_counter() - start
     return TrainResult(model, curve, curve["eval_loss"][-1], seconds)
 
 
-def check_finite_loss(step: int, train_loss: float, eval_loss: float, config: TrainConfig) -> None:
-    """A diverged run fails where it diverges, and no run folder is written: a NaN model is no result to compare."""
+def check_finite_loss(step: int, train_loss: float, eval_loss: float, config: TrainConfig,
+                      diverged: str | None = None) -> None:
+    """A diverged run fails where it diverges, and no run folder is written: a NaN model is no result to compare.
+    ``diverged``: what to do about it, where the run's lr is not the user's to lower (default: lower --lr)."""
     if not (math.isfinite(train_loss) and math.isfinite(eval_loss)):
         bad = f"training loss {train_loss}" if not math.isfinite(train_loss) else f"eval loss {eval_loss}"
-        raise UserError(f"linreg training diverged at step {step} ({bad}) at lr {config.lr:g}: lower --lr"
-                        f"{'' if config.grad_clip else ' or set --grad-clip'}; nothing was written")
+        fix = diverged or f"lower --lr{'' if config.grad_clip else ' or set --grad-clip'}; nothing was written"
+        raise UserError(f"linreg training diverged at step {step} ({bad}) at lr {config.lr:g}: {fix}")
 
 
 def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
