@@ -14,6 +14,7 @@ twice per recorded epoch of the method being trained (e.g. 0.3 GB for SmolLM2 at
 
 from __future__ import annotations
 
+import ctypes
 import math
 import resource
 import tempfile
@@ -361,13 +362,39 @@ def random_direction(lm: LoadedModel, original: dict, trained: dict, seed: int) 
 
 @dataclass
 class Reference:
-    """One batch of eval examples as the reference passes left it: what every FT pass is compared with."""
+    """One batch of eval examples as the reference passes left it: what every FT pass is compared with (its ZS and
+    ICL captures wait in the unit's :class:`Scratch`, under ``zs-<batch>`` and ``icl-<batch>``)."""
 
+    batch: int
     indices: list[int]
-    zs: Capture
-    icl: Capture
     kendall_rows: torch.Tensor  # rows of the batch among the first kendall_examples
     kendall_demo_logits: torch.Tensor | None  # ICL's demo scores of those rows, [len(kendall_rows), L, N]
+
+
+class Scratch:
+    """What a unit keeps of its passes until it uses them again, one file per batch in its scratch folder, read back
+    a batch at a time: the ZS and ICL captures every FT pass is compared with, the FT captures the unit stores, and
+    FT's attention scores for α. In memory they grew with the eval set (about 0.4 MiB a row on SmolLM2-135M); on
+    disk the unit's memory stays flat in it. torch saves and loads them bit for bit."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key.replace(':', '.')}.pt"
+
+    def put(self, key: str, value: Capture | torch.Tensor) -> None:
+        torch.save(vars(value) if isinstance(value, Capture) else value, self._path(key))
+
+    def tensor(self, key: str) -> torch.Tensor:
+        return torch.load(self._path(key), weights_only=True)
+
+    def capture(self, key: str) -> Capture:
+        return Capture(**torch.load(self._path(key), weights_only=True))
+
+    def reference(self, ref: Reference) -> tuple[Capture, Capture]:
+        """The ZS and ICL captures of one batch."""
+        return self.capture(f"zs-{ref.batch}"), self.capture(f"icl-{ref.batch}")
 
 
 def kept(capture: Capture, full: bool) -> Capture:
@@ -400,15 +427,30 @@ class UnitState:
 
     acc: Accumulator = field(default_factory=Accumulator)
     outputs: PassOutputs = field(default_factory=PassOutputs)
+    scratch: Scratch | None = None  # the unit's scratch folder: the references' captures, and the two below
     references: list[Reference] = field(default_factory=list)
-    final_captures: dict[str, list[Capture]] = field(default_factory=dict)  # FT passes at the last epoch
-    presoftmax: dict[tuple[str, int], list[torch.Tensor]] = field(default_factory=dict)  # for α (GD vs LCGD)
+    final_captures: list[str] = field(default_factory=list)  # the FT passes whose last-epoch captures are stored
     kendall_queries: dict[tuple[str, int], list[torch.Tensor]] = field(default_factory=dict)
     grad_norms: dict[str, torch.Tensor] = field(default_factory=dict)
     train_queries: dict[str, torch.Tensor] = field(default_factory=dict)  # gd's, kept with captures "full"
     timings: dict[str, float] = field(default_factory=dict)
     update_rounding_error: dict[str, float] = field(default_factory=dict)  # per method, at its last epoch
     train_loss: dict[str, list[float]] = field(default_factory=dict)  # per method, mean step loss per epoch
+
+
+def release_freed_memory() -> None:
+    """Hand the memory a pass freed back to the system (glibc's malloc_trim; elsewhere nothing): glibc keeps freed
+    blocks of large tensors, and the next pass's allocations do not always fit them, so without it a unit's peak
+    memory creeps up from pass to pass, and more the more rows a pass has seen. Called after each pass."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+try:
+    _LIBC = ctypes.CDLL(None)
+except OSError:  # no C library to load (not a glibc or musl system)
+    _LIBC = None
 
 
 # Above this relative error the model's dtype holds the trained weights too coarsely to trust FT's scores.
@@ -421,7 +463,7 @@ def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompt
     alone: the random baselines, SimAM before FT, the ICL-vs-ICL noise floor of the output metrics, ICL's Sen."""
     prompts, acc = orderings[0], state.acc
     bar = progress.add_task("ZS / ICL passes", total=len(prompts.queries))
-    for indices in batches(len(prompts.queries), cfg.batch_size):
+    for batch, indices in enumerate(batches(len(prompts.queries), cfg.batch_size)):
         kendall_rows = torch.tensor([i for i, row in enumerate(indices) if row < cfg.kendall_examples],
                                     dtype=torch.long)
         zs = score_batch(lm, prompts, indices, prefix=None, position=cfg.position)
@@ -430,8 +472,9 @@ def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompt
         check_finite_logits(lm, {"ZS": zs.next_token_logprobs, "ICL": icl.next_token_logprobs})
         kendall_demo = icl.capture.demo_logits[kendall_rows].clone() if len(kendall_rows) else None
         full = cfg.captures == "full"
-        state.references.append(Reference(indices, kept(zs.capture, full), kept(icl.capture, full), kendall_rows,
-                                          kendall_demo))
+        state.scratch.put(f"zs-{batch}", kept(zs.capture, full))
+        state.scratch.put(f"icl-{batch}", kept(icl.capture, full))
+        state.references.append(Reference(batch, indices, kendall_rows, kendall_demo))
         for name, scores in (("zs", zs), ("icl", icl)):
             acc.add_masked_keys(name, scores.capture)
             state.outputs.add(name, None, scores)
@@ -472,13 +515,14 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
     for ref in state.references:
         scores = score_batch(lm, prompts, ref.indices, prefix=None, position=cfg.position)
         check_finite_logits(lm, {name: scores.next_token_logprobs}, ft_epoch=epoch)
-        ft, lengths = scores.capture, ref.zs.test_length
-        h_icl, h_zs, m_icl = ref.icl.attention_output, ref.zs.attention_output, ref.icl.presoftmax_logits
+        zs, icl = state.scratch.reference(ref)
+        ft, lengths = scores.capture, zs.test_length
+        h_icl, h_zs, m_icl = icl.attention_output, zs.attention_output, icl.presoftmax_logits
         heads = m_icl.shape[2]
         acc.add(name, "simaou_norm", metrics.simaou_norm(h_icl, h_zs, ft.attention_output), epoch=epoch)
         acc.add(name, "simaou", metrics.simaou(h_icl, h_zs, ft.attention_output), epoch=epoch)
         acc.add(name, "simam", metrics.simam(m_icl, ft.presoftmax_logits, lengths), heads, epoch=epoch)
-        acc.add(name, "simam_delta", metrics.simam_delta(m_icl, ref.zs.presoftmax_logits, ft.presoftmax_logits,
+        acc.add(name, "simam_delta", metrics.simam_delta(m_icl, zs.presoftmax_logits, ft.presoftmax_logits,
                                                          lengths), heads, epoch=epoch)
         state.outputs.add(name, epoch, scores)
         if icl_store is not None or spread is not None:
@@ -492,10 +536,10 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
         if keep_kendall_queries and len(ref.kendall_rows):
             state.kendall_queries.setdefault((name, epoch), []).append(ft.analysis_query[ref.kendall_rows])
         if alpha:
-            state.presoftmax.setdefault((name, epoch), []).append(ft.presoftmax_logits)
+            state.scratch.put(f"presoftmax-{name}-{epoch}-{ref.batch}", ft.presoftmax_logits)
         if final:
             acc.add_masked_keys(name, ft, epoch)
-            keep_final(cfg, state, name, ft)
+            keep_final(cfg, state, name, ref.batch, ft)
         if direction is not None:  # the "better random" control: the same change norm, a random direction
             finetuning.swap_in(lm, direction)
             try:
@@ -509,13 +553,16 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
             acc.add(name, "simaou_random_direction",
                     metrics.simaou_better_random(h_icl, h_zs, h_rand.attention_output, normalised=False), epoch=epoch)
             if final:
-                keep_final(cfg, state, f"{name}:random_direction", h_rand)
+                keep_final(cfg, state, f"{name}:random_direction", ref.batch, h_rand)
+    release_freed_memory()
 
 
-def keep_final(cfg: CompareConfig, state: UnitState, name: str, capture: Capture) -> None:
-    """Keep a pass's last-epoch capture for the unit's stored captures (none with ``captures: none``)."""
+def keep_final(cfg: CompareConfig, state: UnitState, name: str, batch: int, capture: Capture) -> None:
+    """Keep a pass's last-epoch capture of one batch for the unit's stored captures (none with ``captures: none``)."""
     if cfg.captures != "none":
-        state.final_captures.setdefault(name, []).append(kept(capture, cfg.captures == "full"))
+        if name not in state.final_captures:
+            state.final_captures.append(name)
+        state.scratch.put(f"final-{name}-{batch}", kept(capture, cfg.captures == "full"))
 
 
 def spread_pass(lm: LoadedModel, prompts: Prompts, spread: metrics.RunningOrderSpread, batch_size: int) -> None:
@@ -663,15 +710,17 @@ def kendall(cfg: CompareConfig, state: UnitState, name: str, prompts: Prompts, r
                                                  m_icl_demo.shape[1:], "kendall_random")
             state.acc.add(name, "kendall", metrics.kendall(m_icl_demo, m_ft_demo), epoch=epoch)
             state.acc.add(name, "kendall_random", metrics.kendall_random(m_icl_demo, u_demo), epoch=epoch)
+    release_freed_memory()
 
 
 def alpha_rows(state: UnitState, recorded: list[int]) -> None:
     """Deutch et al.'s α between LCGD's and GD's attention maps, at each recorded epoch."""
     for epoch in recorded:
-        lcgd, gd = state.presoftmax.pop(("lcgd", epoch)), state.presoftmax.pop(("gd", epoch))
-        for ref, m_lcgd, m_gd in zip(state.references, lcgd, gd, strict=True):
-            state.acc.add("lcgd_vs_gd", "alpha", metrics.alpha(m_lcgd, m_gd, ref.zs.presoftmax_logits,
-                                                               ref.zs.test_length), m_gd.shape[2], epoch=epoch)
+        for ref in state.references:
+            m_lcgd, m_gd = (state.scratch.tensor(f"presoftmax-{name}-{epoch}-{ref.batch}") for name in ("lcgd", "gd"))
+            zs, _ = state.scratch.reference(ref)
+            state.acc.add("lcgd_vs_gd", "alpha", metrics.alpha(m_lcgd, m_gd, zs.presoftmax_logits, zs.test_length),
+                          m_gd.shape[2], epoch=epoch)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -755,16 +804,17 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     orderings = ordered_prompts(prompts, orders)
     recorded = cfg.epochs_recorded()
     alpha = "gd" in methods and "lcgd" in methods
-    state = UnitState()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         disable=not show_progress, transient=True)
     with progress, tempfile.TemporaryDirectory(prefix="iclgd-unit-") as scratch:
+        state = UnitState(scratch=Scratch(Path(scratch)))
         original = finetuning.snapshot(lm)
         mark = time.time()
         needs_unit_lr = any(spec.lr is None for spec in methods.values())
         lr, lr_source, search = (choose_lr(cfg, lm, unit.task.name, unit, progress) if needs_unit_lr
                                  else (None, "per method", None))
         state.timings["lr_s"] = time.time() - mark
+        release_freed_memory()
 
         mark = time.time()
         prefixes = [encode_prefix(lm, torch.tensor(p.prefix_ids, dtype=torch.long)) for p in orderings]
@@ -772,23 +822,27 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         icl_store = IclDistributions(Path(scratch), len(prompts.queries), vocab) if cfg.output_metrics else None
         reference_passes(cfg, lm, orderings, prefixes, state, icl_store, progress)
         del prefixes
+        release_freed_memory()
         state.timings["reference_passes_s"] = time.time() - mark
         for spec in methods.values():
             run_method(cfg, lm, spec, spec.lr or lr, orderings, unit.training, original, state, icl_store, progress,
                        alpha, "the method's own" if spec.lr else lr_source)
+            release_freed_memory()
         if alpha:
             alpha_rows(state, recorded)
+        captures = []
+        if cfg.captures != "none":
+            for ref in state.references:
+                zs, icl = state.scratch.reference(ref)
+                passes = {"zs": zs, "icl": icl,
+                          **{name: state.scratch.capture(f"final-{name}-{ref.batch}") for name in state.final_captures}}
+                captures.append(compact_captures(ref.indices, passes, full=cfg.captures == "full"))
+            for name, queries in state.train_queries.items():
+                captures.append({f"{name}.blocks.{layer}.train_q": q for layer, q in enumerate(queries)})
 
     keys = unit_keys(cfg, unit.info)
     accuracy_rows, predictions = accuracy_and_predictions(prompts, state.outputs, list(methods), cfg.epochs, keys)
     table = accuracy_rows + state.acc.rows(keys) + grad_norm_rows(state.grad_norms, keys)
-    captures = []
-    if cfg.captures != "none":
-        for b, ref in enumerate(state.references):
-            passes = {"zs": ref.zs, "icl": ref.icl, **{name: c[b] for name, c in state.final_captures.items()}}
-            captures.append(compact_captures(ref.indices, passes, full=cfg.captures == "full"))
-        for name, queries in state.train_queries.items():
-            captures.append({f"{name}.blocks.{layer}.train_q": q for layer, q in enumerate(queries)})
     record = {
         "config": cfg.model_dump(),
         "versions": library_versions(),
