@@ -647,3 +647,28 @@ def test_the_floor_ordering_rule_is_part_of_the_id_of_the_units_it_applies_to(tm
     for other in (cfg.model_copy(update={"orderings": 3}), cfg.model_copy(update={"output_metrics": False}),
                   cfg.model_copy(update={"shots": 1})):
         assert "floor_ordering" not in other.unit_fields()
+
+
+def test_what_waits_in_the_scratch_folder_comes_back_bit_for_bit(tmp_path):
+    """A unit keeps its references, captures and order-sensitivity accumulators in its scratch folder, batch by batch:
+    each comes back exactly, and Sen accumulated per batch there equals one accumulator over all rows in memory."""
+    from iclgd import metrics
+    from iclgd.experiments.compare import OrderSpreads, Scratch
+    from iclgd.models.capture import Capture
+
+    g = torch.Generator().manual_seed(0)
+    scratch = Scratch(tmp_path)
+    capture = Capture(attention_output=torch.randn(3, 2, 4, generator=g), presoftmax_logits=torch.randn(3, 2, 2, 5),
+                      test_length=torch.tensor([5, 4, 2]), masked_keys=torch.zeros(3, 2, dtype=torch.long),
+                      demo_logits=None, analysis_query=torch.empty(0), all_queries=None)
+    scratch.put("icl-0", capture)
+    back = scratch.capture("icl-0")
+    assert back.demo_logits is None and all(torch.equal(getattr(back, name), getattr(capture, name))
+                                            for name in ("attention_output", "presoftmax_logits", "test_length"))
+    orderings = [torch.softmax(torch.randn(10, 7, generator=g, dtype=torch.float64), -1) for _ in range(3)]
+    whole, spilled = metrics.RunningOrderSpread(10, 7), OrderSpreads(scratch, "gd", 7)
+    for p in orderings:
+        whole.add(torch.arange(10), p)
+        for batch, rows in enumerate(([0, 1, 2, 3], [4, 5, 6, 7], [8, 9])):
+            spilled.add(5, batch, p[rows])
+    assert torch.equal(spilled.per_example(5), whole.per_example())

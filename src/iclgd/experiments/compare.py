@@ -373,9 +373,11 @@ class Reference:
 
 class Scratch:
     """What a unit keeps of its passes until it uses them again, one file per batch in its scratch folder, read back
-    a batch at a time: the ZS and ICL captures every FT pass is compared with, the FT captures the unit stores, and
-    FT's attention scores for α. In memory they grew with the eval set (about 0.4 MiB a row on SmolLM2-135M); on
-    disk the unit's memory stays flat in it. torch saves and loads them bit for bit."""
+    a batch at a time: the ZS and ICL captures every FT pass is compared with, ICL's next-token distributions (the
+    output metrics), the FT captures the unit stores, and FT's attention scores for α. In memory they grew with the
+    eval set (about 0.4 MiB a row on SmolLM2-135M, 0.2 MiB more with output metrics); on disk the unit's memory
+    stays flat in it (a memory-mapped file would not: the pages it touches count as the process's own). torch saves
+    and loads them bit for bit."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -383,10 +385,16 @@ class Scratch:
     def _path(self, key: str) -> Path:
         return self.folder / f"{key.replace(':', '.')}.pt"
 
-    def put(self, key: str, value: Capture | torch.Tensor) -> None:
+    def put(self, key: str, value: Capture | torch.Tensor | dict[str, torch.Tensor]) -> None:
         torch.save(vars(value) if isinstance(value, Capture) else value, self._path(key))
 
+    def has(self, key: str) -> bool:
+        return self._path(key).exists()
+
     def tensor(self, key: str) -> torch.Tensor:
+        return torch.load(self._path(key), weights_only=True)
+
+    def tensors(self, key: str) -> dict[str, torch.Tensor]:
         return torch.load(self._path(key), weights_only=True)
 
     def capture(self, key: str) -> Capture:
@@ -406,19 +414,37 @@ def kept(capture: Capture, full: bool) -> Capture:
     return replace(capture, analysis_query=torch.empty(0), demo_logits=None, all_queries=None)
 
 
-class IclDistributions:
-    """ICL's next-token log-probabilities at the answer position, [N, V] float32, in a memory-mapped scratch file:
-    the output metrics of every method and epoch read them back, and memory stays flat in the eval set."""
+class OrderSpreads:
+    """One method's order sensitivity (Sen) at each recorded epoch, accumulated one ordering at a time
+    (:class:`metrics.RunningOrderSpread`: [rows, vocabulary] twice) batch by batch in the unit's scratch folder; in
+    memory it grew with the eval set and with the epochs recorded (78 MiB per epoch at 200 rows of SmolLM2)."""
 
-    def __init__(self, folder: Path, n_examples: int, vocab: int) -> None:
-        self.array = np.lib.format.open_memmap(folder / "icl_logprobs.npy", mode="w+", dtype=np.float32,
-                                               shape=(n_examples, vocab))
+    def __init__(self, scratch: Scratch, method: str, vocab: int) -> None:
+        self.scratch, self.method, self.vocab = scratch, method, vocab
+        self.batches: set[int] = set()
 
-    def put(self, indices: list[int], logprobs: torch.Tensor) -> None:
-        self.array[indices[0]:indices[-1] + 1] = logprobs.float().cpu().numpy()
+    def _key(self, epoch: int, batch: int) -> str:
+        return f"spread-{self.method}-{epoch}-{batch}"
 
-    def logprobs(self, indices: list[int]) -> torch.Tensor:
-        return torch.from_numpy(np.array(self.array[indices[0]:indices[-1] + 1])).double()
+    def _load(self, epoch: int, batch: int, rows: int) -> metrics.RunningOrderSpread:
+        """The batch's accumulator so far (a new one of ``rows`` rows before its first ordering)."""
+        key = self._key(epoch, batch)
+        stored = self.scratch.has(key)
+        spread = metrics.RunningOrderSpread(0 if stored else rows, self.vocab)
+        if stored:
+            vars(spread).update(self.scratch.tensors(key))
+        return spread
+
+    def add(self, epoch: int, batch: int, p: torch.Tensor) -> None:
+        """One ordering's distributions ``p`` [rows, V] of one batch (a batch is the same rows under every ordering)."""
+        spread = self._load(epoch, batch, len(p))
+        spread.add(torch.arange(len(p)), p)
+        self.scratch.put(self._key(epoch, batch), vars(spread))
+        self.batches.add(batch)
+
+    def per_example(self, epoch: int) -> torch.Tensor:
+        """Sen per example at ``epoch``, in example order (the batches are consecutive rows)."""
+        return torch.cat([self._load(epoch, batch, 0).per_example() for batch in sorted(self.batches)])
 
 
 @dataclass
@@ -458,7 +484,7 @@ ROUNDING_WARNING = 0.01
 
 
 def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompts], prefixes: list[Prefix],
-                     state: UnitState, icl_store: IclDistributions | None, progress: Progress) -> None:
+                     state: UnitState, progress: Progress) -> None:
     """ZS and ICL per batch (captured), ICL under the other orderings (distributions only), and what depends on them
     alone: the random baselines, SimAM before FT, the ICL-vs-ICL noise floor of the output metrics, ICL's Sen."""
     prompts, acc = orderings[0], state.acc
@@ -495,8 +521,8 @@ def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompt
             if cfg.output_metrics:
                 for name, metric in metrics.OUTPUT_METRICS.items():
                     acc.add_scalar("icl_vs_icl", name, metrics.order_pair_reference_per_example(metric, logprobs))
-        if icl_store is not None:
-            icl_store.put(indices, icl.next_token_logprobs)
+        if cfg.output_metrics:  # ICL's next-token distributions, which every FT pass's output metrics read back
+            state.scratch.put(f"icl-logprobs-{batch}", icl.next_token_logprobs.float().cpu())
         progress.advance(bar, len(indices))
     progress.remove_task(bar)
 
@@ -506,9 +532,9 @@ def reference_passes(cfg: CompareConfig, lm: LoadedModel, orderings: list[Prompt
 
 
 def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMethod, epoch: int, state: UnitState,
-            icl_store: IclDistributions | None, direction: dict[str, torch.Tensor] | None,
+            direction: dict[str, torch.Tensor] | None,
             trained: dict[str, torch.Tensor] | None, *, final: bool, alpha: bool, keep_kendall_queries: bool,
-            spread: metrics.RunningOrderSpread | None) -> None:
+            spread: OrderSpreads | None) -> None:
     """The FT pass of one method at one epoch (ordering 0, trained weights in the model) against the references,
     feeding its distributions to the method's order-sensitivity accumulator where there is one."""
     acc, name = state.acc, spec.name
@@ -525,14 +551,14 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
         acc.add(name, "simam_delta", metrics.simam_delta(m_icl, zs.presoftmax_logits, ft.presoftmax_logits,
                                                          lengths), heads, epoch=epoch)
         state.outputs.add(name, epoch, scores)
-        if icl_store is not None or spread is not None:
+        if cfg.output_metrics or spread is not None:
             lp_ft = scores.next_token_logprobs.cpu().double()
-        if icl_store is not None:
-            lp_icl = icl_store.logprobs(ref.indices)
+        if cfg.output_metrics:
+            lp_icl = state.scratch.tensor(f"icl-logprobs-{ref.batch}").double()
             for metric_name, metric in metrics.OUTPUT_METRICS.items():
                 acc.add_scalar(name, metric_name, metric(lp_icl, lp_ft), epoch=epoch)
         if spread is not None:
-            spread.add(torch.tensor(ref.indices), lp_ft.exp())
+            spread.add(epoch, ref.batch, lp_ft.exp())
         if keep_kendall_queries and len(ref.kendall_rows):
             state.kendall_queries.setdefault((name, epoch), []).append(ft.analysis_query[ref.kendall_rows])
         if alpha:
@@ -565,23 +591,23 @@ def keep_final(cfg: CompareConfig, state: UnitState, name: str, batch: int, capt
         state.scratch.put(f"final-{name}-{batch}", kept(capture, cfg.captures == "full"))
 
 
-def spread_pass(lm: LoadedModel, prompts: Prompts, spread: metrics.RunningOrderSpread, batch_size: int) -> None:
+def spread_pass(lm: LoadedModel, prompts: Prompts, spread: OrderSpreads, epoch: int, batch_size: int) -> None:
     """One ordering's FT distributions into a method's order-sensitivity accumulator."""
-    for indices in batches(len(prompts.queries), batch_size):
+    for batch, indices in enumerate(batches(len(prompts.queries), batch_size)):  # the reference passes' batches
         p = score_batch(lm, prompts, indices, prefix=None, capture=False).next_token_logprobs.cpu().double().exp()
-        spread.add(torch.tensor(indices), p)
+        spread.add(epoch, batch, p)
 
 
 def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, orderings: list[Prompts],
                training: Prompts | None, original: dict[str, torch.Tensor], state: UnitState,
-               icl_store: IclDistributions | None, progress: Progress, alpha: bool, lr_source: str) -> None:
+               progress: Progress, alpha: bool, lr_source: str) -> None:
     """Train one method under each ordering (on ``training``'s demos where given, else on ICL's); measure it at every
     recorded epoch (all metrics under the unit's ordering, Sen over the orderings). The model ends with its original
     weights."""
     recorded = cfg.epochs_recorded()
     prompts = orderings[0]
-    n_examples, vocab = len(prompts.queries), lm.model.get_output_embeddings().weight.shape[0]
-    spreads = {e: metrics.RunningOrderSpread(n_examples, vocab) for e in recorded} if cfg.orderings > 1 else {}
+    vocab = lm.model.get_output_embeddings().weight.shape[0]
+    spreads = OrderSpreads(state.scratch, spec.name, vocab) if cfg.orderings > 1 else None
     # Kendall and the random direction are Dai's measurements of Dai's FT (K/V, every demo token, SGD, batch 1);
     # Kendall pairs each demo token's query, recorded in its one training step, with ICL's demo tokens.
     dai = spec.is_dai
@@ -604,11 +630,11 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
                 if dai:
                     trained = finetuning.snapshot(lm)
                     direction = random_direction(lm, original, trained, cfg.seed)
-                ft_pass(cfg, lm, prompts, spec, epoch, state, icl_store, direction, trained,
+                ft_pass(cfg, lm, prompts, spec, epoch, state, direction, trained,
                         final=epoch == cfg.epochs, alpha=alpha, keep_kendall_queries=record_queries,
-                        spread=spreads.get(epoch))
-            elif spreads:
-                spread_pass(lm, ordered, spreads[epoch], cfg.batch_size)
+                        spread=spreads)
+            elif spreads is not None:
+                spread_pass(lm, ordered, spreads, epoch, cfg.batch_size)
             measuring += time.time() - mark
 
         mark = time.time()
@@ -638,8 +664,8 @@ def run_method(cfg: CompareConfig, lm: LoadedModel, spec: FTMethod, lr: float, o
     state.timings[f"{spec.name}_measure_s"] = measuring
     state.timings[f"{spec.name}_train_s_per_epoch"] = (
         (state.timings[f"{spec.name}_s"] - measuring) / (cfg.epochs * cfg.orderings))
-    for epoch, spread in spreads.items():
-        state.acc.add_scalar(spec.name, "order_sensitivity", spread.per_example(), epoch=epoch)
+    for epoch in recorded if spreads is not None else []:
+        state.acc.add_scalar(spec.name, "order_sensitivity", spreads.per_example(epoch), epoch=epoch)
 
 
 def epoch_losses(losses: list[float], epochs: int) -> list[float]:
@@ -818,14 +844,12 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
 
         mark = time.time()
         prefixes = [encode_prefix(lm, torch.tensor(p.prefix_ids, dtype=torch.long)) for p in orderings]
-        vocab = lm.model.get_output_embeddings().weight.shape[0]
-        icl_store = IclDistributions(Path(scratch), len(prompts.queries), vocab) if cfg.output_metrics else None
-        reference_passes(cfg, lm, orderings, prefixes, state, icl_store, progress)
+        reference_passes(cfg, lm, orderings, prefixes, state, progress)
         del prefixes
         release_freed_memory()
         state.timings["reference_passes_s"] = time.time() - mark
         for spec in methods.values():
-            run_method(cfg, lm, spec, spec.lr or lr, orderings, unit.training, original, state, icl_store, progress,
+            run_method(cfg, lm, spec, spec.lr or lr, orderings, unit.training, original, state, progress,
                        alpha, "the method's own" if spec.lr else lr_source)
             release_freed_memory()
         if alpha:
