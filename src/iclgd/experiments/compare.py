@@ -6,10 +6,11 @@
        (trained weights in place) and, for gd, the random direction, compared with the references
     -> per-example, per-layer metric values -> means with bootstrap intervals -> one results record
 
-The references the FT passes need are what the unit keeps as its captures (per example and layer), plus ICL's
-next-token distributions in a memory-mapped scratch file. A whole-model method is never copied per epoch: its
-passes run inside training. Order sensitivity holds a running mean and variance over orderings, [N, V] float32
-twice per recorded epoch of the method being trained (e.g. 0.3 GB for SmolLM2 at N = 100 and 8 epochs).
+What grows with the eval rows waits in the unit's scratch folder, a file per batch (:class:`Scratch`): the ZS and
+ICL captures the FT passes compare with, ICL's next-token distributions, the FT captures the unit stores, and the
+order-sensitivity running mean and variance over orderings ([rows, V] twice per recorded epoch, :class:`OrderSpreads`).
+So memory is flat in the eval set until the unit gathers its stored captures at its end. A whole-model method is
+never copied per epoch: its passes run inside training.
 """
 
 from __future__ import annotations
