@@ -672,3 +672,4 @@ def test_what_waits_in_the_scratch_folder_comes_back_bit_for_bit(tmp_path):
         for batch, rows in enumerate(([0, 1, 2, 3], [4, 5, 6, 7], [8, 9])):
             spilled.add(5, batch, p[rows])
     assert torch.equal(spilled.per_example(5), whole.per_example())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["icl-0.pt"]  # an epoch's accumulators go once read

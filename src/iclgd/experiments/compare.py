@@ -398,6 +398,10 @@ class Scratch:
     def tensors(self, key: str) -> dict[str, torch.Tensor]:
         return torch.load(self._path(key), weights_only=True)
 
+    def drop(self, key: str) -> None:
+        """Delete what is no longer needed: the folder holds only what a later pass still reads."""
+        self._path(key).unlink()
+
     def capture(self, key: str) -> Capture:
         return Capture(**torch.load(self._path(key), weights_only=True))
 
@@ -444,8 +448,12 @@ class OrderSpreads:
         self.batches.add(batch)
 
     def per_example(self, epoch: int) -> torch.Tensor:
-        """Sen per example at ``epoch``, in example order (the batches are consecutive rows)."""
-        return torch.cat([self._load(epoch, batch, 0).per_example() for batch in sorted(self.batches)])
+        """Sen per example at ``epoch``, in example order (the batches are consecutive rows); the epoch's files go."""
+        values = []
+        for batch in sorted(self.batches):
+            values.append(self._load(epoch, batch, 0).per_example())
+            self.scratch.drop(self._key(epoch, batch))
+        return torch.cat(values)
 
 
 @dataclass
@@ -479,6 +487,8 @@ try:
 except OSError:  # no C library to load (not a glibc or musl system)
     _LIBC = None
 
+
+ALPHA_METHODS = ("lcgd", "gd")  # Deutch's α compares LCGD's attention change with GD's
 
 # Above this relative error the model's dtype holds the trained weights too coarsely to trust FT's scores.
 ROUNDING_WARNING = 0.01
@@ -562,7 +572,7 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
             spread.add(epoch, ref.batch, lp_ft.exp())
         if keep_kendall_queries and len(ref.kendall_rows):
             state.kendall_queries.setdefault((name, epoch), []).append(ft.analysis_query[ref.kendall_rows])
-        if alpha:
+        if alpha and name in ALPHA_METHODS:
             state.scratch.put(f"presoftmax-{name}-{epoch}-{ref.batch}", ft.presoftmax_logits)
         if final:
             acc.add_masked_keys(name, ft, epoch)
@@ -744,7 +754,10 @@ def alpha_rows(state: UnitState, recorded: list[int]) -> None:
     """Deutch et al.'s α between LCGD's and GD's attention maps, at each recorded epoch."""
     for epoch in recorded:
         for ref in state.references:
-            m_lcgd, m_gd = (state.scratch.tensor(f"presoftmax-{name}-{epoch}-{ref.batch}") for name in ("lcgd", "gd"))
+            keys = [f"presoftmax-{name}-{epoch}-{ref.batch}" for name in ALPHA_METHODS]
+            m_lcgd, m_gd = (state.scratch.tensor(key) for key in keys)
+            for key in keys:
+                state.scratch.drop(key)
             zs, _ = state.scratch.reference(ref)
             state.acc.add("lcgd_vs_gd", "alpha", metrics.alpha(m_lcgd, m_gd, zs.presoftmax_logits, zs.test_length),
                           m_gd.shape[2], epoch=epoch)
@@ -830,7 +843,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     orders = demo_orders(cfg, prompts.true_k)
     orderings = ordered_prompts(prompts, orders)
     recorded = cfg.epochs_recorded()
-    alpha = "gd" in methods and "lcgd" in methods
+    alpha = all(name in methods for name in ALPHA_METHODS)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         disable=not show_progress, transient=True)
     with progress, tempfile.TemporaryDirectory(prefix="iclgd-unit-") as scratch:

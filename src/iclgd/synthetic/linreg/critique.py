@@ -58,7 +58,7 @@ def order_row(name: str, kind: str, predict: Callable[[Tasks], torch.Tensor], ta
         predictions = torch.stack([predict(tasks.permute_context(order)) for order in orders])
     sen = order_sensitivity(predictions)
     scale = float(predictions.abs().mean())
-    relative = sen / scale if scale > 0 else 0.0  # every prediction 0 (e.g. a zero model): none moves with the order
+    relative = sen / scale if scale != 0 else 0.0  # every prediction 0 (a zero model): none moves; NaN stays NaN
     expected = expected_invariant(kind, layers, causal_mask, positional_encoding)
     return {"name": name, "kind": kind, "layers": layers, "causal_mask": causal_mask,
             "positional_encoding": positional_encoding, "sensitivity": sen, "relative_sensitivity": relative,
