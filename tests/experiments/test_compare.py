@@ -673,3 +673,19 @@ def test_what_waits_in_the_scratch_folder_comes_back_bit_for_bit(tmp_path):
             spilled.add(5, batch, p[rows])
     assert torch.equal(spilled.per_example(5), whole.per_example())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["icl-0.pt"]  # an epoch's accumulators go once read
+
+
+def test_the_accumulator_keeps_values_not_the_passes_they_are_views_of():
+    """A metric's per-example values can be a view of a pass's [B, V] tensor; the unit keeps them for its whole run,
+    so they must not keep that tensor alive (19.6 MiB per recorded epoch on SmolLM2 before)."""
+    from iclgd import metrics
+    from iclgd.experiments.accumulate import Accumulator
+
+    big = torch.rand(25, 1000, dtype=torch.float64)
+    acc = Accumulator()
+    acc.add_scalar("gd", "kl", big[:, 0], epoch=1)
+    acc.add("gd", "simaou", metrics.layer_average(big[:, :3]))
+    for chunks in acc.values.values():
+        (kept,) = chunks
+        assert kept.untyped_storage().nbytes() == kept.numel() * 8
+    assert torch.equal(acc.values[("gd", "kl", 1)][0], big[:, 0])

@@ -37,6 +37,12 @@ def stream_name(base: str, epoch: int | None) -> str:
     return base if epoch in (None, 1) else f"{base}/{epoch}"
 
 
+def _own(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in storage of their own: a metric's per-example values can be a view of a pass's [B, V] tensor
+    (9.8 MiB per batch of 25 on SmolLM2), which keeping the view would keep alive for the whole unit."""
+    return values.clone() if values.untyped_storage().nbytes() > values.numel() * values.element_size() else values
+
+
 class Accumulator:
     """Per-example values of each (method, metric, epoch), [N, L] (or [N] for a metric without layers), with
     zero-Δ counts, and per-pass counts of the test-token keys a window hid (spec: excluded and counted)."""
@@ -60,13 +66,13 @@ class Accumulator:
             epoch: int | None = None) -> None:
         """``cases_per_example``: cosines behind one example's value (heads for SimAM), for the zero counts."""
         key = (method, metric, epoch)
-        self.values.setdefault(key, []).append(result.per_example.detach().double().cpu())
-        self.zeros.setdefault(key, []).append(result.zero_per_example.long().cpu())
+        self.values.setdefault(key, []).append(_own(result.per_example.detach().double().cpu()))
+        self.zeros.setdefault(key, []).append(_own(result.zero_per_example.long().cpu()))
         self.cases_per_example[key] = cases_per_example
 
     def add_scalar(self, method: str, metric: str, per_example: torch.Tensor, epoch: int | None = None) -> None:
         """A metric without layers (output distributions, order sensitivity): one value per example, [B]."""
-        self.values.setdefault((method, metric, epoch), []).append(per_example.detach().double().flatten().cpu())
+        self.values.setdefault((method, metric, epoch), []).append(_own(per_example.detach().double().flatten().cpu()))
 
     def rows(self, keys: dict[str, Any]) -> list[dict[str, Any]]:
         """Per-layer rows and the layer-null mean, plus a `*_zero_count` companion for every per-layer metric
