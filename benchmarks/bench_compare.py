@@ -6,8 +6,9 @@ random weights, or with --random), CPU.
 2. A full compare (finetune, ZS / ICL / FT / random-direction passes with capture, metrics) vs the bare
    passes it needs: the same forward and backward passes on the same cached path, with no capture and no
    metric. Target: <= 1.3x.
-3. Peak memory of the compare's passes at two eval sizes, and of a whole-model GD unit measured after 1 vs 4 of
-   its 4 epochs: it must grow with neither beyond the results themselves.
+3. Peak memory of the compare's passes at two eval sizes, and of a whole-model GD unit (two orderings: order
+   sensitivity; output metrics) measured after 1 vs 4 of its 4 epochs: it must grow with neither beyond the
+   results themselves.
 
 Run: python -m benchmarks.bench_compare [--eval 200] [--reencode 25] [--random]
 Re-encoding is timed on the first --reencode examples and scaled to the eval size (each example is an
@@ -195,8 +196,10 @@ def main(argv: list[str] | None = None) -> dict:
                    "compare": bench_compare(model, task, tmp / "out", args.eval)}
         if not args.skip_memory:
             small, large = args.eval // 4, args.eval
-            # Shen-style: whole-model GD over 4 epochs, measured after the last only vs after every one
-            shen = {"methods": ["whole-gd-label"], "epochs": 4, "kendall_examples": 0}
+            # Shen-style: whole-model GD over 4 epochs, measured after the last only vs after every one, with what
+            # each recorded epoch adds (order sensitivity over 2 orderings, the output metrics)
+            shen = {"methods": ["whole-gd-label"], "epochs": 4, "kendall_examples": 0, "orderings": 2,
+                    "output_metrics": True}
             figures["memory"] = {
                 "eval_small": small, "eval_large": large,
                 "small": memory_mib(model, task, tmp / "out", small),
@@ -224,8 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "memory" in figures:
         m = figures["memory"]
         for key, label in (("small", f"{m['eval_small']} eval rows"), ("large", f"{m['eval_large']} eval rows"),
-                           ("epochs_recorded_1", "whole-model GD, 4 epochs, 1 recorded"),
-                           ("epochs_recorded_4", "whole-model GD, 4 epochs, 4 recorded")):
+                           ("epochs_recorded_1", "whole-model GD, 4 epochs, 2 orderings, 1 recorded"),
+                           ("epochs_recorded_4", "whole-model GD, 4 epochs, 2 orderings, 4 recorded")):
             x = m[key]
             print(f"memory, {label}: peak {x['peak_mib']:.0f} MiB (the model loaded: {x['loaded_mib']:.0f}; the unit's "
                   f"own peak after it: {x['unit_peak_mib']}), held at the end {x['held_mib']:.0f} MiB")
