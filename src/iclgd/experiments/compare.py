@@ -392,10 +392,8 @@ class Scratch:
     def has(self, key: str) -> bool:
         return self._path(key).exists()
 
-    def tensor(self, key: str) -> torch.Tensor:
-        return torch.load(self._path(key), weights_only=True)
-
-    def tensors(self, key: str) -> dict[str, torch.Tensor]:
+    def load(self, key: str) -> torch.Tensor | dict[str, torch.Tensor]:
+        """What :meth:`put` saved under ``key`` (a capture comes back as its fields: :meth:`capture`)."""
         return torch.load(self._path(key), weights_only=True)
 
     def drop(self, key: str) -> None:
@@ -403,7 +401,7 @@ class Scratch:
         self._path(key).unlink()
 
     def capture(self, key: str) -> Capture:
-        return Capture(**torch.load(self._path(key), weights_only=True))
+        return Capture(**self.load(key))
 
     def reference(self, ref: Reference) -> tuple[Capture, Capture]:
         """The ZS and ICL captures of one batch."""
@@ -437,7 +435,7 @@ class OrderSpreads:
         stored = self.scratch.has(key)
         spread = metrics.RunningOrderSpread(0 if stored else rows, self.vocab)
         if stored:
-            vars(spread).update(self.scratch.tensors(key))
+            vars(spread).update(self.scratch.load(key))
         return spread
 
     def add(self, epoch: int, batch: int, p: torch.Tensor) -> None:
@@ -473,6 +471,12 @@ class UnitState:
     train_loss: dict[str, list[float]] = field(default_factory=dict)  # per method, mean step loss per epoch
 
 
+try:
+    _LIBC = ctypes.CDLL(None)
+except OSError:  # no C library to load (not a glibc or musl system)
+    _LIBC = None
+
+
 def release_freed_memory() -> None:
     """Hand the memory a pass freed back to the system (glibc's malloc_trim; elsewhere nothing): glibc keeps freed
     blocks of large tensors, and the next pass's allocations do not always fit them, so without it a unit's peak
@@ -480,12 +484,6 @@ def release_freed_memory() -> None:
     trim = getattr(_LIBC, "malloc_trim", None)
     if trim is not None:
         trim(0)
-
-
-try:
-    _LIBC = ctypes.CDLL(None)
-except OSError:  # no C library to load (not a glibc or musl system)
-    _LIBC = None
 
 
 ALPHA_METHODS = ("lcgd", "gd")  # Deutch's α compares LCGD's attention change with GD's
@@ -565,7 +563,7 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
         if cfg.output_metrics or spread is not None:
             lp_ft = scores.next_token_logprobs.cpu().double()
         if cfg.output_metrics:
-            lp_icl = state.scratch.tensor(f"icl-logprobs-{ref.batch}").double()
+            lp_icl = state.scratch.load(f"icl-logprobs-{ref.batch}").double()
             for metric_name, metric in metrics.OUTPUT_METRICS.items():
                 acc.add_scalar(name, metric_name, metric(lp_icl, lp_ft), epoch=epoch)
         if spread is not None:
@@ -755,10 +753,10 @@ def alpha_rows(state: UnitState, recorded: list[int]) -> None:
     for epoch in recorded:
         for ref in state.references:
             keys = [f"presoftmax-{name}-{epoch}-{ref.batch}" for name in ALPHA_METHODS]
-            m_lcgd, m_gd = (state.scratch.tensor(key) for key in keys)
+            m_lcgd, m_gd = (state.scratch.load(key) for key in keys)
             for key in keys:
                 state.scratch.drop(key)
-            zs, _ = state.scratch.reference(ref)
+            zs = state.scratch.capture(f"zs-{ref.batch}")
             state.acc.add("lcgd_vs_gd", "alpha", metrics.alpha(m_lcgd, m_gd, zs.presoftmax_logits, zs.test_length),
                           m_gd.shape[2], epoch=epoch)
 
