@@ -439,6 +439,8 @@ CASES = [
      "is a file"),
     (["reproduce", "deutch2024", "--model", "icc-gpt2", "--tasks", "icc-heldout", "--out", "{ro}/r"],
      "cannot be written"),
+    (["reproduce", "deutch2024", "--quick", "--model", "icc-gpt2", "--tasks", "icc-heldout", "--out", "{results}"],
+     "which is not one of this reproduction's"),  # a folder of other units: its report would pool them
     (["sql", "{assets}/missing", "SELECT 1"], "does not exist"),
     (["tasks", "{assets}/missing.yaml"], "missing.yaml"),
     (["prepare-data", "--task", "icc-heldout"], "needs --out"),
