@@ -245,6 +245,18 @@ def test_every_value_is_independent_of_the_batch_size_in_mkl_strict_mode(family,
     assert report["differ"] == {"1": [], "4": []}
 
 
+def test_a_rotary_first_layer_counts_every_icl_delta_as_zero(tmp_path):
+    """The family table's layer blind to demos reaches SimAM_Δ: on a tiny LLaMA every (example, head) pair of layer
+    0 counts as zero (in bfloat16 its rounding noise is far above the 1e-6 tolerance), none of layer 1, and α (two
+    FT changes, nothing structural) is untouched."""
+    model = save_tiny_model("llama", tmp_path / "llama")
+    values = _values(run_compare(_cfg(model, tmp_path, kendall_examples=0, dtype="bfloat16"), show_progress=False))
+    pairs = 6 * 4  # eval rows x heads
+    assert values[("gd", "simam_delta_zero_count", 0)] == pairs and values[("gd", "simam_delta", 0)] == 0.0
+    assert values[("gd", "simam_delta_zero_count", 1)] == 0
+    assert values[("lcgd_vs_gd", "alpha_zero_count", 0)] < pairs
+
+
 def test_label_words_unknown_to_the_model_are_refused_before_any_pass(tmp_path):
     from iclgd.models.offline import SHIPPED_MODELS
 

@@ -557,8 +557,9 @@ def ft_pass(cfg: CompareConfig, lm: LoadedModel, prompts: Prompts, spec: FTMetho
         acc.add(name, "simaou_norm", metrics.simaou_norm(h_icl, h_zs, ft.attention_output), epoch=epoch)
         acc.add(name, "simaou", metrics.simaou(h_icl, h_zs, ft.attention_output), epoch=epoch)
         acc.add(name, "simam", metrics.simam(m_icl, ft.presoftmax_logits, lengths), heads, epoch=epoch)
-        acc.add(name, "simam_delta", metrics.simam_delta(m_icl, zs.presoftmax_logits, ft.presoftmax_logits,
-                                                         lengths), heads, epoch=epoch)
+        acc.add(name, "simam_delta", metrics.simam_delta(m_icl, zs.presoftmax_logits, ft.presoftmax_logits, lengths,
+                                                         icl_unchanged_layers=lm.family.layers_blind_to_demos),
+                heads, epoch=epoch)
         state.outputs.add(name, epoch, scores)
         if cfg.output_metrics or spread is not None:
             lp_ft = scores.next_token_logprobs.cpu().double()

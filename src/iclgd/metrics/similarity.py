@@ -13,6 +13,8 @@ set to 0 because a vector (or a difference whose norm is below 1e-6 of the ZS re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -107,15 +109,22 @@ def simam_before_ft(m_icl: Tensor, m_zs: Tensor, lengths: Tensor | None = None) 
     return simam(m_icl, m_zs, lengths)
 
 
-def simam_delta(m_icl: Tensor, m_zs: Tensor, m_ft: Tensor, lengths: Tensor | None = None) -> LayerAverage:
+def simam_delta(m_icl: Tensor, m_zs: Tensor, m_ft: Tensor, lengths: Tensor | None = None, *,
+                icl_unchanged_layers: Sequence[int] = ()) -> LayerAverage:
     """SimAM_Δ (Deutch et al.): s(i,l,h) = cos(m_ICL − m_ZS, m_FT − m_ZS).
 
-    A Δ with |Δ| < 1e-6 · |m_ZS| counts as zero (cosine 0, counted per layer): in rotary families layer
-    0's logits over the test tokens are the same with and without demos, and Δ is rounding noise.
+    A Δ with |Δ| < 1e-6 · |m_ZS| counts as zero (cosine 0, counted per layer). ``icl_unchanged_layers``: layers
+    whose scores over the test tokens are the same with and without demos by construction (layer 0 in rotary
+    families: they depend only on token ids and relative offsets), where Δ_ICL is rounding noise and is zero: that
+    noise grows with the prefix's positions and with a 16-bit dtype past any fixed tolerance (2.7e-6 of |m_ZS| at
+    a 1 000-token prefix in float32, 1e-2 in bfloat16), so it is set to zero rather than tested.
     """
     check_shapes("[N, L, H, T]", m_icl=m_icl, m_zs=m_zs, m_ft=m_ft)
     m_icl, m_zs, m_ft = (mask_padding(m.double(), lengths) for m in (m_icl, m_zs, m_ft))
-    return average_cosines(cosine(m_icl - m_zs, m_ft - m_zs, reference=m_zs))
+    delta_icl = m_icl - m_zs
+    for layer in icl_unchanged_layers:
+        delta_icl[:, layer] = 0.0
+    return average_cosines(cosine(delta_icl, m_ft - m_zs, reference=m_zs))
 
 
 def alpha(m_lcgd: Tensor, m_gd: Tensor, m_zs: Tensor, lengths: Tensor | None = None) -> LayerAverage:

@@ -72,6 +72,12 @@ class Family:
     final_softcap_attr: str | None = None
 
     @property
+    def layers_blind_to_demos(self) -> tuple[int, ...]:
+        """Layers whose attention scores over the test tokens are the same with and without demos: layer 0 under
+        rotary positions (its inputs are token embeddings, its q·k depends only on relative offsets)."""
+        return (0,) if self.rotary is not None else ()
+
+    @property
     def attention_interface(self) -> bool:
         return self.own_attention is None
 
