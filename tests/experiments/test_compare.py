@@ -409,7 +409,10 @@ def test_lr_search_enters_the_unit_id_only_where_it_changes_the_unit(tmp_path):
     assert searched.model_copy(update={"lr_search_rows": 25}).unit_id() != searched.unit_id()
 
 
-def test_more_lr_search_rows_than_the_pool_holds_is_a_warning(gpt2_dir, tmp_path, capsys):
+def test_more_lr_search_rows_than_the_pool_holds_is_a_warning(gpt2_dir, tmp_path, capsys, monkeypatch):
+    from iclgd.experiments import compare
+
+    monkeypatch.setattr(compare, "_WARNED_POOL", set())
     cfg = _cfg(gpt2_dir, tmp_path, lr=None, methods=["gd"], kendall_examples=0, lr_search_rows=1000,
                lr_search="halving")
     record = run_compare(cfg, show_progress=False).record
@@ -417,6 +420,8 @@ def test_more_lr_search_rows_than_the_pool_holds_is_a_warning(gpt2_dir, tmp_path
     left = max(record["lr_search"]["rows"].values())
     assert f"lr_search_rows 1000 is more than the {left} pool rows left beside the demos" in err
     assert f"of {left} held-out training rows" in record["lr_source"]
+    run_compare(cfg.model_copy(update={"seed": 2}), show_progress=False)  # a sweep's next unit: said once
+    assert "pool rows left beside the demos" not in capsys.readouterr().err
 
 
 def test_lcgd_paper_runs_as_a_method_with_one_gradient_norm_row_per_token_step(gpt2_dir, tmp_path):

@@ -190,6 +190,8 @@ def test_race_grid_where_every_lr_labels_alike_has_no_signal(capsys):
     assert search.lr == 0.1 and trained == [0.1, 0.2, 0.3] and no_signal(search)
     assert _flat(search, "x") == "x; every point scored as the smallest did, so the smallest lr by the tie rule"
     assert "lr 0.1 is the smallest by the tie rule" in capsys.readouterr().err
+    _flat(search, "x", unit="models/run/step-000250 on icc-heldout")  # a sweep's unit says which it is
+    assert capsys.readouterr().err.startswith("warning: models/run/step-000250 on icc-heldout: every learning rate")
     differ = dict.fromkeys((0.1, 0.2, 0.3), same) | {0.3: [0, 0, 1, 1, 0, 1, 1, 1]}
     assert not no_signal(_table_search(differ, chunk_rows=3)[0])
     with pytest.raises(ValueError, match="held-out rows"):

@@ -296,7 +296,8 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
         return round(accuracy * len(queries))
 
     n_rows = len(tune.queries)
-    if n_rows < cfg.lr_search_rows:
+    if n_rows < cfg.lr_search_rows and (task_name, cfg.lr_search_rows, n_rows) not in _WARNED_POOL:
+        _WARNED_POOL.add((task_name, cfg.lr_search_rows, n_rows))  # once per process: a sweep's units would repeat it
         warn(f"lr_search_rows {cfg.lr_search_rows} is more than the {n_rows} pool rows left beside the demos: the lr "
              f"search scores {n_rows}")
     if cfg.lr_search == "grid":
@@ -313,7 +314,7 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
             progress.update(bar, completed=upper)
         trained = f"{len(search.scores)} of {len(finetuning.DAI_LR_GRID)} points trained"
         return search.lr, _flat(search, f"search on Dai's grid: FT accuracy on {n_rows} held-out training rows "
-                                        f"(best first, {trained})"), search
+                                        f"(best first, {trained})", unit=f"{cfg.model} on {task_name}"), search
 
     def train(lrs: list[float]) -> list[dict[str, torch.Tensor]]:
         if supports_batched_trajectories(lm):
@@ -322,12 +323,14 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
 
     search = finetuning.halving_search(train, held_out_correct, n_rows)
     return search.lr, _flat(search, f"successive halving on Dai's grid at mantissas 1 and 3: FT accuracy on up to "
-                                    f"{max(search.rows.values())} of {n_rows} held-out training rows"), search
+                                    f"{max(search.rows.values())} of {n_rows} held-out training rows",
+                            unit=f"{cfg.model} on {task_name}"), search
 
 
-def _flat(search: finetuning.LrSearch, source: str) -> str:
-    """``source``, marked (and warned of) where every point scored the same: the lr is then the tie rule's; where
-    some scored as the winner did on the same rows, it says which (the smallest of them is the tie rule's)."""
+def _flat(search: finetuning.LrSearch, source: str, unit: str = "") -> str:
+    """``source``, marked (and warned of, naming ``unit``: a sweep's units search one by one) where every point
+    scored the same: the lr is then the tie rule's; where some scored as the winner did on the same rows, it says
+    which (the smallest of them is the tie rule's)."""
     if not finetuning.no_signal(search):
         best, rows = search.scores[search.lr], (search.rows or {}).get(search.lr)
         tied = sorted(lr for lr, score in search.scores.items()
@@ -336,7 +339,8 @@ def _flat(search: finetuning.LrSearch, source: str) -> str:
             return (f"{source}; tied with lr {', '.join(f'{lr:g}' for lr in tied)} at its score, the smallest by the "
                     "tie rule")
         return source
-    warn(f"every learning rate of the search scored as the smallest did on the held-out rows it was scored on: "
+    warn(f"{unit + ': ' if unit else ''}every learning rate of the search scored as the smallest did on the held-out "
+         f"rows it was scored on: "
          f"lr {search.lr:g} is the smallest by the tie rule, not a measured best; give --lr to choose one")
     return f"{source}; every point scored as the smallest did, so the smallest lr by the tie rule"
 
@@ -767,6 +771,7 @@ def alpha_rows(state: UnitState, recorded: list[int]) -> None:
 
 
 _WARNED_FLOOR: list[bool] = []
+_WARNED_POOL: set[tuple[str, int, int]] = set()  # (task, lr_search_rows, pool rows left): said once per process
 _WARNED_KENDALL: list[bool] = []  # kendall_examples 0, said once per process
 
 
