@@ -32,6 +32,21 @@ def test_units_per_checkpoint_and_the_untrained_lr(run, tmp_path):
     assert [(v.model, v.untrained, v.lr) for v in variants] == [(t.model, "all", lrs[t.unit_id()]) for t in trained]
 
 
+def test_the_default_noise_floor_ends_with_another_demo(run, tmp_path, capsys, monkeypatch):
+    """Two orderings of the default sample (k = 16, seed 1) end with the same demo, a floor of near-identical
+    readings; the default is one ordering, and the floor's own second one ends with another demo."""
+    from iclgd.experiments import compare
+
+    monkeypatch.setattr(compare, "_WARNED_FLOOR", [])  # said once per process
+    trained, _, _ = emergence_configs(run, "icc-heldout", tmp_path, fields={"lr_search_rows": 20})
+    orders = compare.demo_orders(trained[0], 16)
+    assert trained[0].orderings == 1 and len(orders) == 2 and orders[0][-1] != orders[1][-1]
+    assert "end with the same demo" not in capsys.readouterr().err
+    two = compare.demo_orders(trained[0].model_copy(update={"orderings": 2}), 16)
+    assert two[0][-1] == two[1][-1]  # what the old default measured, and said so
+    assert "end with the same demo" in capsys.readouterr().err
+
+
 def test_emergence_measures_every_checkpoint_beside_its_untrained_variant(run, tmp_path):
     configs, steps = run_emergence(run, "icc-heldout", tmp_path / "out", fields=FIELDS, progress=False)
     assert len(configs) == 6

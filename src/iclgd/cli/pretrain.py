@@ -23,8 +23,9 @@ def register(app: typer.Typer) -> None:
                                                               "icc-exemplars-heldout: 216)")] = None,
         untrained: Annotated[list[str] | None, typer.Option(help="untrained variant (repeat; default all)")] = None,
         lr: Annotated[float | None, typer.Option(help="fixed lr (default: the halving search per checkpoint)")] = None,
-        orderings: Annotated[int | None, typer.Option(min=1, help="demo orderings per unit (the output metrics' "
-                                                                  "noise floor uses at least 2)")] = None,
+        orderings: Annotated[int | None, typer.Option(min=1, help="demo orderings per unit (default 1: the output "
+                                                                  "metrics' noise floor adds one ending with another "
+                                                                  "demo; 2+: order sensitivity too)")] = None,
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     ) -> None:
         """ICL-vs-GD similarity at every kept pretraining checkpoint, beside the untrained baselines: one compare
