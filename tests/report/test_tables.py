@@ -313,3 +313,50 @@ def test_a_trained_model_is_never_averaged_with_its_untrained_variants(con):
     side = render(side_by_side_table(con, by="task", where="task = 'sst2' AND seed = 1"))
     header = next(line for line in side.splitlines() if "metric" in line)
     assert "untrained:all" in header and "untrained:trained_embeddings" in header
+
+
+def _seeds_with_icl(tmp_path, icl_by_seed: dict[int, float], variant: str = "trained"):
+    """One unit per seed: ZS 0.5, majority 0.3, ICL as given with a ±0.05 interval."""
+    for seed, icl in icl_by_seed.items():
+        keys = dict(model="tiny", variant=variant, task="sst2", template=0, seed=seed, order=0, k=4, true_k=4)
+        rows = [metric_row("accuracy", 0.3, 10, method="majority", **keys),
+                metric_row("accuracy", 0.5, 10, method="zs", ci=(0.4, 0.6), **keys),
+                metric_row("accuracy", icl, 10, method="icl", ci=(icl - 0.05, icl + 0.05), **keys),
+                metric_row("simaou_norm", 0.2, 10, method="gd", **keys)]
+        write_unit(tmp_path, f"{variant}-unit-with-a-long-id-{seed}", {"seed": seed},
+                   UnitResult(metrics=rows, predictions=[]))
+    return open_results(tmp_path)
+
+
+def test_a_mean_over_seeds_does_not_hide_the_seeds_without_icl(tmp_path):
+    """ICL 0.9, 0.52, 0.52 over ZS 0.5: the mean (0.65) clears ZS, but two seeds alone show no ICL; the row says so."""
+    con = _seeds_with_icl(tmp_path, {1: 0.9, 2: 0.52, 3: 0.52})
+    table = summary_table(con, over=("seed",))
+    assert "no ICL" in table.caption and "(2 of 3 units)" in table.caption
+    assert "mean ± std over seed" in table.title and "where a row is one unit" in table.title
+    assert "(2 of 3 units)" in side_by_side_table(con, by="variant").caption
+    per_unit = summary_table(con)
+    assert "no ICL" in per_unit.caption and "of 3 units" not in per_unit.caption
+    assert "mean ± std" not in per_unit.title
+    assert "no ICL" not in summary_table(con, where="seed = 1").caption
+
+
+def test_the_unit_column_shows_only_where_nothing_else_tells_rows_apart(tmp_path):
+    """A unit id is ~45 characters: in a table of seeds it crowded every number out of an 80-240 column terminal."""
+    con = _seeds_with_icl(tmp_path, {1: 0.9, 2: 0.8, 3: 0.7})
+    columns = [column.header for column in summary_table(con).columns]
+    assert "seed" in columns and "unit" not in columns
+    keys = dict(model="tiny", variant="trained", task="sst2", template=0, seed=1, order=0, k=4, true_k=4)
+    for name, value in (("unit-a", 0.9), ("unit-b", 0.8)):  # the same keys: only the unit id tells them apart
+        write_unit(tmp_path / "twins", name, {"seed": 1}, UnitResult(
+            metrics=[metric_row("accuracy", value, 10, method="icl", **keys)], predictions=[]))
+    assert "unit" in [column.header for column in summary_table(open_results(tmp_path / "twins")).columns]
+
+
+def test_reports_piped_to_a_file_honour_columns(monkeypatch):
+    from iclgd.report.console import console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert console().width == 240  # pytest's stdout is not a terminal
+    monkeypatch.setenv("COLUMNS", "400")
+    assert console().width == 400

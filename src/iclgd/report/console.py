@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -11,9 +12,10 @@ from iclgd.runner.results import open_unit
 
 
 def console() -> Console:
-    """A rich console; 240 columns when stdout is not a terminal (files, CI logs), so tables do not wrap."""
+    """A rich console; when stdout is not a terminal (files, CI logs), COLUMNS wide where it is set, else 240 columns,
+    so tables do not wrap."""
     terminal = Console()
-    return terminal if terminal.is_terminal else Console(width=240)
+    return terminal if terminal.is_terminal or os.environ.get("COLUMNS") else Console(width=240)
 
 
 def print_unit_summary(unit_dir: str | Path, ft_method: str | None = None) -> None:

@@ -74,6 +74,7 @@ SUMMARY_COLUMNS = (
     Column("Sen FT", "order_sensitivity", (FT,), 1, 4),
 )
 
+ACCURACY_COLUMNS = SUMMARY_COLUMNS[:3]  # majority, ZS, ICL: whether a unit shows ICL (shows_icl)
 UNIT_KEYS = ("model", "variant", "task", "template", "k", "seed", "order", "setting", "unit")
 # What --over may average over: never the variant (a trained model and its untrained variants are what is compared).
 GROUPABLE = ("seed", "order", "template", "k", "task", "model")
@@ -220,6 +221,9 @@ def summary_rows(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: Se
         row: dict[str, Any] = dict(zip(keys, key, strict=True)) | {"setting": setting}
         row["n"] = len(units)
         row["true_k"] = set().union(*(unit["true_k"] for unit in units))
+        row["no_icl_units"] = sum(not shows_icl({column.header: cell([_pick(unit["values"], column, ft_method)],
+                                                                    [_pick(unit["cis"], column, ft_method)])
+                                                 for column in ACCURACY_COLUMNS}) for unit in units)
         for column in SUMMARY_COLUMNS:
             row[column.header] = cell([_pick(unit["values"], column, ft_method) for unit in units],
                                       [_pick(unit["cis"], column, ft_method) for unit in units])
@@ -254,17 +258,20 @@ def summary_table(con: duckdb.DuckDBPyConnection, ft_method: str = "gd", over: S
                or column.metric == "rec2ftp" and any(row["Rec2FTP chance"] for row in rows)]  # "—": FT fixed nothing
     over_text = f"mean ± std (ddof=1) over {', '.join(over)}; " if over else ""
     marked = any(row[c.header] and row[c.header].below_baseline for row in rows for c in columns)
-    labels = [key for key in varying if key != "unit"] or varying  # the unit id only when nothing else tells rows apart
-    no_icl = [" ".join(str(row[key]) for key in labels) or "every row" for row in rows if not shows_icl(row)]
+    labels = [key for key in varying if key != "unit"]
+    if len({tuple(str(row[key]) for key in labels) for row in rows}) < len(rows):
+        labels = varying  # the unit id (a long column) only where nothing else tells rows apart
+    varying = [key for key in varying if key in labels]
+    no_icl = [(" ".join(str(row[key]) for key in labels) or "every row") + _units_without_icl(row)
+              for row in rows if row["no_icl_units"]]
     caption = "\n".join([over_text + ("; ".join(constant) if constant else ""),
                           *_over_hint(rows, over),
                           *([BELOW_BASELINE_NOTE] if marked else []),
                           *([NO_ICL_NOTE.format(", ".join(no_icl))] if no_icl else [])])
-    table = Table(
-        title=f"iclgd summary (FT = {ft_method}; similarity metrics are means over layers; "
-              "[95% bootstrap CI over eval examples])",
-        caption=caption,
-    )
+    spread = (f"mean ± std over {', '.join(over)}; [95% bootstrap CI over eval examples] where a row is one unit"
+              if over else "[95% bootstrap CI over eval examples]")
+    table = Table(title=f"iclgd summary (FT = {ft_method}; similarity metrics are means over layers; {spread})",
+                  caption=caption)
     for key in varying:
         table.add_column(key, no_wrap=True)
     table.add_column("true k", justify="right")
@@ -329,7 +336,8 @@ def side_by_side_table(con: duckdb.DuckDBPyConnection, by: str = "variant", ft_m
     notes = []
     if any(c and c.below_baseline for h in headers for c in groups[h].values() if isinstance(c, Cell)):
         notes.append(BELOW_BASELINE_NOTE)
-    no_icl = sorted({value for (value, method) in headers if not shows_icl(groups[(value, method)])})
+    no_icl = sorted({value + _units_without_icl(groups[(value, method)]) for (value, method) in headers
+                     if groups[(value, method)]["no_icl_units"]})
     if no_icl:
         notes.append(NO_ICL_NOTE.format(", ".join(no_icl)))
     table.caption = "\n".join(notes) or None
@@ -339,8 +347,8 @@ def side_by_side_table(con: duckdb.DuckDBPyConnection, by: str = "variant", ft_m
 def shows_icl(row: dict[str, Any]) -> bool:
     """Whether a summary row shows ICL: its ICL accuracy is above its ZS accuracy and above always predicting the
     most frequent label. For a lone unit the low end of ICL's 95% interval must clear both, so one lucky example
-    does not count as ICL; for a mean over units, the mean must. False rows get the flag beside scores that mean
-    little."""
+    does not count as ICL; for a mean over units, the mean must. Tables flag each row by its units, each judged
+    alone (``no_icl_units``), so a mean over seeds does not hide the seeds without ICL."""
     zs, icl, majority = row.get("acc ZS"), row.get("acc ICL"), row.get("acc majority")
     if zs is None or icl is None:
         return False
@@ -350,6 +358,11 @@ def shows_icl(row: dict[str, Any]) -> bool:
 
 NO_ICL_NOTE = ("no ICL (ICL accuracy, the low end of its 95% CI for one unit, not above both ZS and the majority "
                "label) in: {}; there a similarity of ICL and GD says nothing about how the model learns in context")
+
+
+def _units_without_icl(row: dict[str, Any]) -> str:
+    """How many of a pooled row's units show no ICL on their own, as " (2 of 3 units)"; nothing for a lone unit."""
+    return f" ({row['no_icl_units']} of {row['n']} units)" if row["n"] > 1 else ""
 
 
 def task_key(task: str) -> str:
