@@ -365,6 +365,9 @@ def test_a_partial_tie_in_the_lr_search_is_said_in_the_lr_source(capsys):
     tie = LrSearch(1e-3, {1e-3: 0.8, 3e-3: 0.8, 1e-2: 0.5, 3e-2: 0.8}, {1e-3: 32, 3e-3: 32, 1e-2: 32, 3e-2: 16})
     assert _flat(tie, "search") == "search; tied with lr 0.003 at its score, the smallest by the tie rule"
     assert _flat(LrSearch(1e-3, {1e-3: 0.8, 3e-3: 0.5}), "search") == "search"
+    many = LrSearch(1e-4, {lr: 0.5 for lr in DAI_LR_GRID[:-3]} | {lr: 0.4 for lr in DAI_LR_GRID[-3:]})
+    assert _flat(many, "search") == ("search; tied with 32 other lrs (0.0002 to 0.6) at its score, the smallest by the "
+                                     "tie rule")
     assert "tie rule" in _flat(LrSearch(1e-3, {1e-3: 0.5, 3e-3: 0.5}), "search") and "every" in capsys.readouterr().err
 
 
@@ -644,13 +647,16 @@ def test_scores_that_overflow_float16_name_the_dtype_not_the_learning_rate(tmp_p
 def test_a_unit_without_kendall_examples_says_it_has_no_kendall(tmp_path, capsys, monkeypatch):
     from iclgd.experiments import compare
 
-    monkeypatch.setattr(compare, "_WARNED_KENDALL", [])
+    monkeypatch.setattr(compare, "_WARNED_KENDALL", set())
     model = save_tiny_model("gpt2", tmp_path / "model")
     result = run_compare(_cfg(model, tmp_path, methods=["gd"], kendall_examples=0), show_progress=False)
     assert "no Kendall τ in this unit: kendall_examples is 0" in capsys.readouterr().err
     run_compare(_cfg(model, tmp_path, methods=["gd"], kendall_examples=0, seed=2), show_progress=False)
     assert "no Kendall" not in capsys.readouterr().err  # once per process: a sweep's units would repeat it
     assert not [row for row in result.metrics if row["metric"].startswith("kendall")]
+    for seed in (3, 4):  # two epochs: the other reason, also said once
+        run_compare(_cfg(model, tmp_path, methods=["gd"], epochs=2, seed=seed), show_progress=False)
+        assert ("measured for Dai's gd over one epoch" in capsys.readouterr().err) == (seed == 3)
 
 
 def test_the_floor_ordering_rule_is_part_of_the_id_of_the_units_it_applies_to(tmp_path):

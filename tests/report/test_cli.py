@@ -57,6 +57,20 @@ def test_print_unit_summary(results_dir, capsys):
     assert "last epoch" not in out  # these units record no epochs
 
 
+def test_the_unit_summary_says_the_learning_rate_and_where_it_came_from():
+    from iclgd.report.console import learning_rate_line
+
+    methods = {"gd": {"lr": 0.003}, "lcgd": {"lr": 0.003}}
+    assert learning_rate_line({"methods": methods, "lr_source": "config"}) == (
+        "learning rate 0.003 (given: --lr or the config)")
+    searched = "search on Dai's grid; tied with 32 other lrs (0.0002 to 0.6) at its score, the smallest by the tie rule"
+    assert learning_rate_line({"methods": methods, "lr_source": searched}) == f"learning rate 0.003 ({searched})"
+    own = {"gd": {"lr": 0.003}, "whole-gd-label@0.5": {"lr": 0.5}}
+    assert learning_rate_line({"methods": own, "lr_source": "config"}) == (
+        "learning rates: gd 0.003, whole-gd-label@0.5 0.5 (unit's lr: given: --lr or the config)")
+    assert learning_rate_line({"methods": {}}) is None and learning_rate_line({}) is None
+
+
 def test_print_unit_summary_names_the_epoch_it_shows(tmp_path, capsys):
     from iclgd.runner import UnitResult, metric_row, write_unit
 

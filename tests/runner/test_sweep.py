@@ -53,6 +53,24 @@ def test_a_failing_unit_stops_the_local_sweep_and_resume_finishes_it(tmp_path):
     assert resumed.seeds == [2, 3]
 
 
+def test_an_interrupted_sweep_says_how_far_it_got_and_how_to_resume(tmp_path, capsys):
+    def interrupted_at_seed_3(config):
+        if config["seed"] == 3:
+            raise KeyboardInterrupt
+        return fake_result(config)
+
+    run_sweep(CONFIGS[:1], Counter(), tmp_path, progress=False)  # one unit finished by an earlier call
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(CONFIGS, interrupted_at_seed_3, tmp_path, progress=False)
+    err = capsys.readouterr().err
+    assert err == (f"interrupted: 2 of 3 units are finished in {tmp_path}; rerun the same command to resume "
+                   "(finished units are skipped)\n")
+    resumed = Counter()
+    run_sweep(CONFIGS, resumed, tmp_path, progress=False)
+    assert resumed.seeds == [3]
+
+
 def test_sweep_cleans_tmp_folders_of_dead_writers(tmp_path):
     stale = tmp_path / f".tmp-{unit_id(CONFIGS[0])}-{socket.gethostname()}-999999999"
     stale.mkdir()

@@ -336,8 +336,9 @@ def _flat(search: finetuning.LrSearch, source: str, unit: str = "") -> str:
         tied = sorted(lr for lr, score in search.scores.items()
                       if lr != search.lr and score == best and (search.rows or {}).get(lr) == rows)
         if tied:
-            return (f"{source}; tied with lr {', '.join(f'{lr:g}' for lr in tied)} at its score, the smallest by the "
-                    "tie rule")
+            others = (f"lr {', '.join(f'{lr:g}' for lr in tied)}" if len(tied) <= 3
+                      else f"{len(tied)} other lrs ({tied[0]:g} to {tied[-1]:g})")
+            return f"{source}; tied with {others} at its score, the smallest by the tie rule"
         return source
     warn(f"{unit + ': ' if unit else ''}every learning rate of the search scored as the smallest did on the held-out "
          f"rows it was scored on: "
@@ -772,7 +773,7 @@ def alpha_rows(state: UnitState, recorded: list[int]) -> None:
 
 _WARNED_FLOOR: list[bool] = []
 _WARNED_POOL: set[tuple[str, int, int]] = set()  # (task, lr_search_rows, pool rows left): said once per process
-_WARNED_KENDALL: list[bool] = []  # kendall_examples 0, said once per process
+_WARNED_KENDALL: set[str] = set()  # why a unit has no Kendall τ, said once per process
 
 
 def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
@@ -837,10 +838,14 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
     prompts = unit.prompts
     methods = {name: finetuning.parse_method(name) for name in cfg.methods}
     if not record_kendall(cfg, methods):
-        warn("no Kendall τ in this unit: it is measured for Dai's gd over one epoch on ICL's own demos")
-    elif cfg.kendall_examples == 0 and any(spec.is_dai for spec in methods.values()) and not _WARNED_KENDALL:
-        _WARNED_KENDALL.append(True)  # once per process: a sweep's units would repeat it
-        warn("no Kendall τ in this unit: kendall_examples is 0 (give it the eval rows to measure it on, e.g. 100)")
+        why = "it is measured for Dai's gd over one epoch on ICL's own demos"
+    elif cfg.kendall_examples == 0 and any(spec.is_dai for spec in methods.values()):
+        why = "kendall_examples is 0 (give it the eval rows to measure it on, e.g. 100)"
+    else:
+        why = None
+    if why is not None and why not in _WARNED_KENDALL:
+        _WARNED_KENDALL.add(why)  # once per process: a sweep's units would repeat it
+        warn(f"no Kendall τ in this unit: {why}")
     specs = list(methods.values())
     for index, spec in enumerate(specs):  # a layer out of range fails before any pass; two on one layer are said
         spec.check_layers(specs[index + 1:], len(blocks(lm.model, lm.family)))

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from iclgd.report.tables import side_by_side_table
-from iclgd.runner.results import open_unit
+from iclgd.runner.results import open_unit, read_record
 
 
 def console() -> Console:
@@ -28,10 +28,26 @@ def print_unit_summary(unit_dir: str | Path, ft_method: str | None = None) -> No
     out = console()
     out.print(side_by_side_table(con, by="unit", ft_methods=[ft_method] if ft_method else methods or ["gd"]))
     (last,) = con.execute("SELECT max(epoch) FROM metrics_by_epoch").fetchone()
+    lr_line = learning_rate_line(read_record(Path(unit_dir)))
+    if lr_line:
+        out.print(lr_line, markup=False, highlight=False, soft_wrap=True)
     if last is not None and last > 1:
         out.print(f"FT methods at their last epoch ({last}); every recorded epoch: the metrics_by_epoch view "
                   "(iclgd sql), or iclgd report --paper shen2024")
     out.print(f"results: {unit_dir}")
+
+
+def learning_rate_line(record: dict) -> str | None:
+    """The FT learning rate(s) of a unit and where they came from (given, published, or the search's choice, with its
+    ties), which the summary table does not show; None for a unit without FT."""
+    lrs = {name: method["lr"] for name, method in (record.get("methods") or {}).items() if method.get("lr")}
+    if not lrs:
+        return None
+    source = record.get("lr_source") or ""
+    source = "given: --lr or the config" if source == "config" else source
+    if len(set(lrs.values())) == 1:
+        return f"learning rate {next(iter(lrs.values())):g} ({source})"
+    return f"learning rates: {', '.join(f'{name} {lr:g}' for name, lr in lrs.items())} (unit's lr: {source})"
 
 
 def curve_table(points, title: str = "", caption: str = ""):

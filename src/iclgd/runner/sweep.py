@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -195,7 +196,11 @@ def run_sweep(
         with _progress(progress) as bar:
             task = bar.add_task("sweep", total=len(pending) + len(finished), completed=len(finished), unit="")
             runner(pending, run_unit, out, report, bar, task, **options)
-    except BaseException:
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt):  # Ctrl-C, or SIGINT from a scheduler: say where things stand
+            done = len(report.ran) + len(finished)
+            print(f"interrupted: {done} of {len(pending) + len(finished)} units are finished in {out}; rerun the "
+                  "same command to resume (finished units are skipped)", file=sys.stderr, flush=True)
         if plan_file is not None and not report.ran:  # failed before writing any unit: no trace of this call
             plan_file.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
