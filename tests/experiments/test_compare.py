@@ -257,6 +257,17 @@ def test_a_rotary_first_layer_counts_every_icl_delta_as_zero(tmp_path):
     assert values[("lcgd_vs_gd", "alpha_zero_count", 0)] < pairs
 
 
+def test_a_unit_logged_to_a_file_says_each_stage_as_it_finishes(gpt2_dir, tmp_path, capsys):
+    """The bars cannot redraw in a log file (nohup, a batch job): there a line per finished stage, or the log would
+    stay empty until the unit ends."""
+    run_compare(_cfg(gpt2_dir, tmp_path, lr=None, lr_search="halving", lr_search_rows=20), show_progress=True)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]  # stdout is no terminal here
+    assert [line.split(":")[0] for line in lines] == ["lr search", "ZS / ICL passes", "gd", "lcgd"]
+    assert lines[1].startswith("ZS / ICL passes: 6 eval rows, ") and lines[2].startswith("gd: trained and measured, ")
+    run_compare(_cfg(gpt2_dir, tmp_path), show_progress=False)
+    assert not capsys.readouterr().out.strip()
+
+
 def test_label_words_unknown_to_the_model_are_refused_before_any_pass(tmp_path):
     from iclgd.models.offline import SHIPPED_MODELS
 
