@@ -64,3 +64,15 @@ def test_bars_and_curves_never_pool_units_measured_under_different_conditions(co
     assert values[("t trained", "icl")][0] == pytest.approx(81.5)
     assert values[("t untrained:all", "icl")][0] == pytest.approx(31.5)
     _check(plot_accuracy_bars(open_results(tmp_path / "out"), tmp_path / "bars", methods=("zs", "icl")))
+
+
+def test_the_legend_title_names_the_label_parts_in_their_order(con, tmp_path, monkeypatch):
+    """A curve per seed, split by variant too: its label reads "1 trained", so the title reads "seed, variant"."""
+    from matplotlib.figure import Figure
+
+    legends = []
+    original = Figure.legend
+    monkeypatch.setattr(Figure, "legend", lambda self, *a, **kw: legends.append((a, kw)) or original(self, *a, **kw))
+    plot_per_layer(con, ["simaou"], tmp_path / "by-seed", by="seed", where="task = 'sst2'")
+    (handles, labels), options = legends[0]
+    assert options["title"] == "seed, variant" and "1 trained" in labels and "1 untrained:all" in labels

@@ -104,12 +104,12 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
     ncols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
     figure = Figure(figsize=(4.2 * ncols, 3.2 * nrows))
-    panels, titles = [], {by}
+    panels, titles = [], [by]  # the legend's title names the label's parts in the label's order
     for metric in metrics:
         chosen = _method_for(con, metric, method, where)
         rows_sql = f"metric = ? AND method = ? AND layer IS NOT NULL AND isfinite(value) AND {where_clause(where)}"
         label, extra = group_label(con, by, rows_sql, [metric, chosen])
-        titles.update(extra)
+        titles += [column for column in extra if column not in titles]
         _, rows = query(
             con,
             f"SELECT {label}, layer, avg(value), stddev_samp(value), count(*), any_value(ci_low), any_value(ci_high) "
@@ -137,8 +137,8 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
         versus = "" if chosen == "icl" else f" (ICL vs {METHOD_LABELS.get(chosen, chosen)})"
         axes.set_title(LABELS.get(metric, metric) + versus, fontsize="medium")
     handles = [Line2D([], [], color=colors[group], marker="o", markersize=3) for group in groups]
-    title = ", ".join(column for column in GROUP_COLUMNS if column in titles)
-    figure.legend(handles, groups, title=title, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
+    figure.legend(handles, groups, title=", ".join(titles), loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  fontsize="small")
     return save_plot(figure, out)
 
 
