@@ -7,14 +7,15 @@ import torch
 
 from iclgd.metrics.similarity import simam_delta
 from iclgd.models.capture import CaptureRequest, encode_prefix, forward
-from iclgd.models.families import family_named
+from iclgd.models.families import FAMILIES, family_named
 from iclgd.models.loading import loaded
 from iclgd.models.tiny import tiny_model
 
 
-def _zs_icl_logits(family: str, prefix_tokens: int = 12, dtype: torch.dtype = torch.float32):
-    model, tokenizer = tiny_model(family)
-    model.config.max_position_embeddings = max(model.config.max_position_embeddings, prefix_tokens + 8)
+def _zs_icl_logits(family: str, prefix_tokens: int = 12, dtype: torch.dtype = torch.float32, overrides=None):
+    model, tokenizer = tiny_model(family, config_overrides=overrides)
+    if overrides is None:
+        model.config.max_position_embeddings = max(model.config.max_position_embeddings, prefix_tokens + 8)
     lm = loaded(model.to(dtype), tokenizer, name=family)
     g = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
@@ -59,6 +60,33 @@ def test_the_rotary_first_layer_is_zero_past_any_fixed_tolerance(prefix_tokens, 
     assert blind.zero_per_layer[1] == 0 and blind.per_layer[1] != 0.0
 
 
-def test_only_rotary_families_name_a_layer_blind_to_demos():
-    assert family_named("llama").layers_blind_to_demos == family_named("gemma3").layers_blind_to_demos == (0,)
-    assert family_named("gpt2").layers_blind_to_demos == family_named("opt").layers_blind_to_demos == ()
+@pytest.mark.parametrize("family", [f.name for f in FAMILIES])
+def test_the_layers_a_family_names_blind_to_demos_are_so(family):
+    """Every family's entry against its tiny model: layer 0's scores over the test tokens after a 40-token prefix
+    equal those without it, to rounding, exactly where the entry names layer 0 (rotary positions), and move where
+    positions are absolute."""
+    m_icl, m_zs, _ = _zs_icl_logits(family, prefix_tokens=40)
+    moved = float((m_icl - m_zs)[:, 0].abs().max() / m_zs[:, 0].abs().max())
+    assert (moved < 1e-5) == (family_named(family).layers_blind_to_demos == (0,)), moved
+
+
+LONGROPE = dict(max_position_embeddings=256, original_max_position_embeddings=32,
+                rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, partial_rotary_factor=0.5,
+                                     original_max_position_embeddings=32, short_factor=[1.0] * 2,
+                                     long_factor=[4.0] * 2))
+
+
+def test_longrope_models_get_the_context_where_one_set_of_frequencies_serves():
+    """Longrope rotates a whole sequence by its long factors once it passes original_max_position_embeddings: a prompt
+    with demos past it and one without would differ at layer 0, and a shared demo prefix would not match its full
+    prompt. The context stops there, so layer 0 stays blind to the demos."""
+    from iclgd.experiments.compare import model_context
+    from iclgd.models.families import rope_length_limit
+
+    model, _ = tiny_model("phi3", config_overrides=LONGROPE)
+    assert rope_length_limit(model.config) == 32 and model_context(model.config) == 32
+    assert rope_length_limit(tiny_model("phi3")[0].config) is None
+    m_icl, m_zs, _ = _zs_icl_logits("phi3", prefix_tokens=20, overrides=LONGROPE)
+    assert float((m_icl - m_zs)[:, 0].abs().max()) < 1e-5
+    with pytest.raises(ValueError, match="more than the model's 32"):
+        _zs_icl_logits("phi3", prefix_tokens=40, overrides=LONGROPE)

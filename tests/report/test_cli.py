@@ -68,6 +68,8 @@ def test_the_unit_summary_says_the_learning_rate_and_where_it_came_from():
     own = {"gd": {"lr": 0.003}, "whole-gd-label@0.5": {"lr": 0.5}}
     assert learning_rate_line({"methods": own, "lr_source": "config"}) == (
         "learning rates: gd 0.003, whole-gd-label@0.5 0.5 (unit's lr: given: --lr or the config)")
+    assert learning_rate_line({"methods": own, "lr_source": "per method"}) == (
+        "learning rates: gd 0.003, whole-gd-label@0.5 0.5 (each method's own)")
     assert learning_rate_line({"methods": {}}) is None and learning_rate_line({}) is None
 
 

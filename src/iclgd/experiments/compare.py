@@ -45,7 +45,7 @@ from iclgd.finetune.methods import FTMethod
 from iclgd.finetune.trajectories import gd_trajectories, supports_batched_trajectories
 from iclgd.models.attention import MKL_MODE
 from iclgd.models.capture import Capture, Prefix, encode_prefix
-from iclgd.models.families import Family, blocks
+from iclgd.models.families import Family, blocks, rope_length_limit
 from iclgd.models.loading import LoadedModel, load_model, model_files, model_sha256
 from iclgd.prompts.scoring import batches, score_batch
 from iclgd.prompts.sequences import Prompts, build_prompts, prompt_tokens
@@ -88,11 +88,15 @@ def bos_and_separator(cfg: CompareConfig, task, family: Family) -> tuple[str | N
 
 
 def model_context(config, default: int | None = None) -> int:
-    """The context length a transformers config gives (``default`` where it gives none)."""
+    """The context length a transformers config gives (``default`` where it gives none), within the positions where
+    its rotary frequencies do not depend on the prompt's length (:func:`rope_length_limit`)."""
+    limit = rope_length_limit(config)
     for name in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
-            return value
+            return min(value, limit or value)
+    if limit is not None:
+        return limit
     if default is not None:
         return default
     raise UserError("the model config gives no context length: set `max_context` in the config")
@@ -102,8 +106,11 @@ def unit_max_context(cfg: CompareConfig, config) -> int:
     """The unit's context: the config's ``max_context`` (no longer than the model's), else the model's."""
     max_context = cfg.max_context or model_context(config)
     if max_context > model_context(config, max_context):
+        why = (": past that its longrope scaling rotates a whole prompt by other frequencies, so prompts with and "
+               "without demos, and a shared demo prefix and its prompts, would not be rotated alike"
+               if rope_length_limit(config) is not None else "")
         raise UserError(f"max_context {max_context} is longer than the context of {cfg.model} "
-                        f"({model_context(config)} positions): lower --max-context or leave it out")
+                        f"({model_context(config)} positions{why}): lower --max-context or leave it out")
     return max_context
 
 
@@ -271,6 +278,8 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
     The search (``cfg.lr_search``, :mod:`iclgd.finetune.lr_search`) finetunes on the unit's demos and scores FT
     accuracy on held-out training rows (disjoint from the demos), never on the eval set; ``progress`` shows it.
     """
+    from iclgd.experiments.sweep import unit_label  # sweep runs compare's units
+
     if cfg.lr is not None:
         return cfg.lr, "config", None
     published = finetuning.published_lr(cfg.model, task_name)
@@ -314,7 +323,7 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
             progress.update(bar, completed=upper)
         trained = f"{len(search.scores)} of {len(finetuning.DAI_LR_GRID)} points trained"
         return search.lr, _flat(search, f"search on Dai's grid: FT accuracy on {n_rows} held-out training rows "
-                                        f"(best first, {trained})", unit=f"{cfg.model} on {task_name}"), search
+                                        f"(best first, {trained})", unit=unit_label(cfg)), search
 
     def train(lrs: list[float]) -> list[dict[str, torch.Tensor]]:
         if supports_batched_trajectories(lm):
@@ -324,7 +333,7 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
     search = finetuning.halving_search(train, held_out_correct, n_rows)
     return search.lr, _flat(search, f"successive halving on Dai's grid at mantissas 1 and 3: FT accuracy on up to "
                                     f"{max(search.rows.values())} of {n_rows} held-out training rows",
-                            unit=f"{cfg.model} on {task_name}"), search
+                            unit=unit_label(cfg)), search
 
 
 def _flat(search: finetuning.LrSearch, source: str, unit: str = "") -> str:
@@ -821,7 +830,7 @@ def ordered_prompts(prompts: Prompts, orders: list[np.ndarray]) -> list[Prompts]
 def log_stage(progress: Progress, text: str) -> None:
     """A line per finished stage where the bars cannot redraw (a log file, nohup, a batch job's output): there they
     show nothing until the unit ends."""
-    if not progress.disable and not progress.console.is_terminal:
+    if not progress.disable and not (progress.console.is_terminal and progress.console.file.isatty()):
         progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 

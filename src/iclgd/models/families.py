@@ -74,7 +74,8 @@ class Family:
     @property
     def layers_blind_to_demos(self) -> tuple[int, ...]:
         """Layers whose attention scores over the test tokens are the same with and without demos: layer 0 under
-        rotary positions (its inputs are token embeddings, its q·k depends only on relative offsets)."""
+        rotary positions (its inputs are token embeddings, its q·k depends only on relative offsets; within the
+        context :func:`rope_length_limit` allows, one set of frequencies serves every prompt)."""
         return (0,) if self.rotary is not None else ()
 
     @property
@@ -209,6 +210,23 @@ def check_config(config: object, family: Family) -> None:
             )
     if getattr(config, "use_bidirectional_attention", False):
         raise UserError(f"{family.name} config sets use_bidirectional_attention: iclgd supports causal LMs only")
+
+
+def rope_length_limit(config: object) -> int | None:
+    """The positions within which a rotary scaling that picks its frequencies by the sequence's length keeps one set
+    (longrope: the short factors up to original_max_position_embeddings; past it the long ones, for the whole
+    sequence); None where the frequencies do not depend on the length. Past the limit a prompt with demos and the
+    same prompt without them would be rotated differently, as would a shared demo prefix and its full prompt, and a
+    row by its batch's longest neighbour. (Dynamic NTK scaling switches past max_position_embeddings, which is the
+    context already.)"""
+    found = [getattr(config, name, None) for name in ("rope_parameters", "rope_scaling")]
+    settings = [entry for value in found if isinstance(value, dict)
+                for entry in ([value] if "rope_type" in value or "type" in value else value.values())
+                if isinstance(entry, dict)]  # one dict, or one per layer type (Gemma 3)
+    limits = [entry.get("original_max_position_embeddings") or getattr(config, "original_max_position_embeddings", None)
+              for entry in settings if (entry.get("rope_type") or entry.get("type")) == "longrope"]
+    limits = [limit for limit in limits if isinstance(limit, int) and limit > 0]
+    return min(limits) if limits else None
 
 
 def family_named(name: str) -> Family:

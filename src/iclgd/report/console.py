@@ -12,10 +12,17 @@ from iclgd.runner.results import open_unit, read_record
 
 
 def console() -> Console:
-    """A rich console; when stdout is not a terminal (files, CI logs), COLUMNS wide where it is set, else 240 columns,
-    so tables do not wrap."""
+    """A rich console; when stdout is not a terminal (files, CI logs; FORCE_COLOR only makes rich think it is one),
+    COLUMNS wide where it is set, else 240 columns, so tables do not wrap."""
     terminal = Console()
-    return terminal if terminal.is_terminal or os.environ.get("COLUMNS") else Console(width=240)
+    return terminal if _isatty(terminal) or os.environ.get("COLUMNS") else Console(width=240)
+
+
+def _isatty(console: Console) -> bool:
+    try:
+        return console.file.isatty()
+    except (AttributeError, ValueError):  # a closed or file-like stream without a descriptor
+        return False
 
 
 def print_unit_summary(unit_dir: str | Path, ft_method: str | None = None) -> None:
@@ -47,7 +54,8 @@ def learning_rate_line(record: dict) -> str | None:
     source = "given: --lr or the config" if source == "config" else source
     if len(set(lrs.values())) == 1:
         return f"learning rate {next(iter(lrs.values())):g} ({source})"
-    return f"learning rates: {', '.join(f'{name} {lr:g}' for name, lr in lrs.items())} (unit's lr: {source})"
+    own = "each method's own" if source == "per method" else f"unit's lr: {source}"
+    return f"learning rates: {', '.join(f'{name} {lr:g}' for name, lr in lrs.items())} ({own})"
 
 
 def curve_table(points, title: str = "", caption: str = ""):

@@ -110,6 +110,7 @@ def plot_per_layer(con: duckdb.DuckDBPyConnection, metrics: Sequence[str], out: 
         rows_sql = f"metric = ? AND method = ? AND layer IS NOT NULL AND isfinite(value) AND {where_clause(where)}"
         label, extra = group_label(con, by, rows_sql, [metric, chosen])
         titles += [column for column in extra if column not in titles]
+        titles[1:] = sorted(titles[1:], key=CONDITIONS.index)  # each label's parts: by, then CONDITIONS' order
         _, rows = query(
             con,
             f"SELECT {label}, layer, avg(value), stddev_samp(value), count(*), any_value(ci_low), any_value(ci_high) "

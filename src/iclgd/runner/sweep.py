@@ -198,9 +198,11 @@ def run_sweep(
             runner(pending, run_unit, out, report, bar, task, **options)
     except BaseException as err:
         if isinstance(err, KeyboardInterrupt):  # Ctrl-C, or SIGINT from a scheduler: say where things stand
-            done = len(report.ran) + len(finished)
-            print(f"interrupted: {done} of {len(pending) + len(finished)} units are finished in {out}; rerun the "
-                  "same command to resume (finished units are skipped)", file=sys.stderr, flush=True)
+            done = len(report.ran) + len(report.by_others) + len(finished)
+            jobs = ("; its SLURM jobs keep running and writing their units (scancel stops them)"
+                    if backend == "slurm" else "")
+            print(f"interrupted: {done} of {len(pending) + len(finished)} units are finished in {out}{jobs}; rerun "
+                  "the same command to resume (finished units are skipped)", file=sys.stderr, flush=True)
         if plan_file is not None and not report.ran:  # failed before writing any unit: no trace of this call
             plan_file.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
