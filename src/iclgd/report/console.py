@@ -11,11 +11,16 @@ from iclgd.report.tables import side_by_side_table
 from iclgd.runner.results import open_unit, read_record
 
 
+# Where stdout is a file a table takes its natural width (a sweep's summary of 24 columns with intervals is ~1 100
+# characters): a narrower console would cut every cell to "0.18…".
+FILE_WIDTH = 4000
+
+
 def console() -> Console:
     """A rich console; when stdout is not a terminal (files, CI logs; FORCE_COLOR only makes rich think it is one),
-    COLUMNS wide where it is set, else 240 columns, so tables do not wrap."""
+    COLUMNS wide where it is set, else wide enough that no table is cut or wrapped."""
     terminal = Console()
-    return terminal if _isatty(terminal) or os.environ.get("COLUMNS") else Console(width=240)
+    return terminal if _isatty(terminal) or os.environ.get("COLUMNS") else Console(width=FILE_WIDTH)
 
 
 def _isatty(console: Console) -> bool:
