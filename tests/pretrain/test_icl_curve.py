@@ -6,6 +6,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import torch
+from rich.console import Console
 
 import iclgd
 from iclgd.errors import UserError
@@ -165,3 +166,27 @@ def test_a_k_the_context_cuts_is_said_and_a_repeated_k_is_one_point(capsys):
     points = icl_curve(str(SHIPPED), "icc-heldout", ks=(2, 2, 60), seeds=(0, 0), eval_size=4)
     assert [(p.k, p.true_k, p.seed) for p in points] == [(2, 2, 0), (60, 19, 0)]
     assert "fewer demonstrations than asked (k = 60: 19)" in capsys.readouterr().err
+    from iclgd.experiments.icl_curve import true_k_text
+    from iclgd.report.console import curve_table
+
+    assert true_k_text(points, 60) == "60 (19 fit)" and true_k_text(points, 2) == "2"
+    console = Console(record=True, width=120)
+    console.print(curve_table(points))
+    assert "60 (19 fit)" in console.export_text()  # the table does not present 19 demos as 60
+
+
+def test_cli_icl_curve_defaults_to_a_folder_per_model_and_logs_each_point(tmp_path, monkeypatch, capsys):
+    """Two models' curves on one task no longer overwrite each other; in a log file a line per point."""
+    import shutil
+
+    from iclgd.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    other = shutil.copytree(SHIPPED, tmp_path / "models" / "icc-copy")  # a second model of the same vocabulary
+    for model in (SHIPPED, other):
+        monkeypatch.setattr(sys, "argv", ["iclgd", "icl-curve", "--model", str(model), "--task", "icc-heldout",
+                                          "--k", "0", "--k", "2", "--seeds", "1", "--eval-size", "4"])
+        main()
+        assert (tmp_path / "results/icl-curve" / model.name / "icc-heldout" / "curve.parquet").is_file()
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("[1/2, ") and "trained, seed 0, k = 0: accuracy" in line for line in lines)

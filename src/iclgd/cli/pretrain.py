@@ -139,7 +139,8 @@ def register(app: typer.Typer) -> None:
                                             "trained_embeddings (+ _fairseq)")
         ] = None,
         eval_size: Annotated[int, typer.Option(min=1, help="eval rows")] = 200,
-        out: Annotated[Path | None, typer.Option(help="output folder (default results/icl-curve/<task>)")] = None,
+        out: Annotated[Path | None, typer.Option(help="output folder (default results/icl-curve/<model>/<task>)")
+                       ] = None,
         device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
         progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
     ) -> None:
@@ -148,7 +149,8 @@ def register(app: typer.Typer) -> None:
         from iclgd.report.console import console, curve_table
         from iclgd.tasks import task_name
 
-        target = out if out is not None else Path("results/icl-curve") / task_name(task)
+        # one folder per model: two models' curves on one task do not overwrite each other
+        target = out if out is not None else Path("results/icl-curve") / Path(model).name / task_name(task)
         ks = tuple(k) if k else DEFAULT_KS
         points, paths = run_icl_curve(model, task, target, ks=ks, seeds=tuple(range(seeds)),
                                       untrained=tuple(untrained or ()), eval_size=eval_size, device=device,

@@ -33,8 +33,8 @@ class CurvePoint:
 
 def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: Sequence[int] = (0, 1, 2),
               untrained: Sequence[str] = (), eval_size: int | None = 200, template: int | str = 0,
-              device: str = "cpu", progress: Callable[[], None] | None = None) -> list[CurvePoint]:
-    """Accuracy for every (variant, k, seed): 'trained' and each untrained variant."""
+              device: str = "cpu", progress: Callable[[CurvePoint], None] | None = None) -> list[CurvePoint]:
+    """Accuracy for every (variant, k, seed): 'trained' and each untrained variant; ``progress`` gets each point."""
     import transformers
 
     from iclgd.experiments.compare import prepare_unit, select_rows
@@ -76,7 +76,7 @@ def icl_curve(model: str, task: str, *, ks: Sequence[int] = DEFAULT_KS, seeds: S
                 true_k = 0 if k == 0 else unit.prompts.true_k
                 points.append(CurvePoint(variant, k, true_k, seed, accuracy, len(unit.prompts.queries)))
                 if progress is not None:
-                    progress()
+                    progress(points[-1])
     _warn_truncated(points)
     return points
 
@@ -92,6 +92,18 @@ def _warn_truncated(points: Sequence[CurvePoint]) -> None:
                          for k, t in sorted(cut.items()))
         warn(f"the context holds fewer demonstrations than asked ({said}): those points are at their true k, "
              "which curve.parquet keeps as true_k beside k")
+
+
+def _fit(point: CurvePoint) -> str:
+    return f" ({point.true_k} fit)" if point.true_k < point.k else ""
+
+
+def true_k_text(points: Sequence[CurvePoint], k: int) -> str:
+    """How an asked ``k`` is shown: itself, or with the demos that fit where the context cut some ("30 (19 fit)")."""
+    cut = sorted({p.true_k for p in points if p.k == k and p.true_k < k})
+    if not cut:
+        return str(k)
+    return f"{k} ({cut[0]}{f'–{cut[-1]}' if cut[-1] > cut[0] else ''} fit)"
 
 
 def write_points(points: Sequence[CurvePoint], path: str | Path, record: dict) -> Path:
@@ -119,8 +131,17 @@ def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] =
     with Progress(TextColumn("icl-curve"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   disable=not show_progress, transient=True) as bar:
         job = bar.add_task("points", total=total)
+
+        def on_point(point: CurvePoint) -> None:
+            bar.advance(job)
+            if show_progress and not bar.console.file.isatty():  # a log file: a line per point, as bars cannot redraw
+                done = bar.tasks[0]
+                bar.console.print(f"[{int(done.completed)}/{total}, {done.elapsed or 0:.0f} s] {point.variant}, seed "
+                                  f"{point.seed}, k = {point.k}{_fit(point)}: accuracy {point.accuracy:.3f}",
+                                  markup=False, highlight=False, soft_wrap=True)
+
         points = icl_curve(model, task, ks=ks, seeds=seeds, untrained=untrained, eval_size=eval_size,
-                           template=template, device=device, progress=lambda: bar.advance(job))
+                           template=template, device=device, progress=on_point)
     record = {"model": model, "task": task, "ks": list(ks), "seeds": list(seeds), "untrained": list(untrained),
               "eval_size": points[0].n_eval if points else eval_size, "template": template, "chance": 1 / label_count,
               "versions": library_versions()}

@@ -10,7 +10,6 @@ from rich.console import Console
 from iclgd.report.tables import side_by_side_table
 from iclgd.runner.results import open_unit, read_record
 
-
 # Where stdout is a file a table takes its natural width (a sweep's summary of 24 columns with intervals is ~1 100
 # characters): a narrower console would cut every cell to "0.18…".
 FILE_WIDTH = 4000
@@ -67,6 +66,7 @@ def curve_table(points, title: str = "", caption: str = ""):
     """A rich table of an ICL curve: one row per k, one column per variant (mean accuracy over seeds)."""
     from rich.table import Table
 
+    from iclgd.experiments.icl_curve import true_k_text
     from iclgd.report.curves import mean_by_k
 
     means = mean_by_k(points)
@@ -75,5 +75,5 @@ def curve_table(points, title: str = "", caption: str = ""):
     for variant in means:
         table.add_column(variant, justify="right")
     for k in sorted({p.k for p in points}):
-        table.add_row(str(k), *(f"{means[v][k]:.3f}" for v in means))
+        table.add_row(true_k_text(points, k), *(f"{means[v][k]:.3f}" for v in means))
     return table

@@ -28,6 +28,8 @@ def plot_curve(points: Sequence[Any], out_prefix: str | Path, title: str = "", c
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from iclgd.experiments.icl_curve import true_k_text
+
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     ks = sorted({p.k for p in points})
@@ -40,7 +42,7 @@ def plot_curve(points: Sequence[Any], out_prefix: str | Path, title: str = "", c
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", label="chance")
     ax.set_xscale("log", base=2)
-    ax.set_xticks([max(k, 0.5) for k in ks], [str(k) for k in ks])
+    ax.set_xticks([max(k, 0.5) for k in ks], [true_k_text(points, k).replace(" (", "\n(") for k in ks])
     ax.set_xlabel("demonstrations k")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)

@@ -33,8 +33,8 @@ def _how_to_run_offline(task: Task, searched: str | Path | None, offline: bool =
     where = f"no snapshot {Path(searched) / task.name} was found; " if searched else ""
     cache = ("or load it once with network to warm the datasets cache" if offline
              else "or set HF_DATASETS_OFFLINE=1 to use a warm datasets cache")
-    return (f"{where}run `iclgd prepare-data --task {task.name} --out DIR` on a machine with network and pass "
-            f"--data-dir DIR (or set ICLGD_DATA_DIR=DIR), {cache}")
+    return (f"{where}run `iclgd prepare-data --task {task.name} --out DIR` on a machine with network and set "
+            f"ICLGD_DATA_DIR=DIR (or pass --data-dir DIR, where the command has it), {cache}")
 
 
 def commit_from_cache(dataset_dict) -> str | None:

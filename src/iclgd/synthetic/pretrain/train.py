@@ -452,7 +452,9 @@ def pretrain(config: PretrainConfig, out: str | Path, *, progress: bool = True,
     logged_from = start - (earlier[-1] if earlier else 0.0)
     running, seen, loss_value = 0.0, 0, math.nan
     with _progress(progress) as bar:
-        task = bar.add_task(f"pretrain {config.corpus}", total=config.steps, completed=start_step, info="")
+        # named by its folder: `iclgd momentum` trains several runs (runs/vanilla-s0, ...) one after another
+        task = bar.add_task(f"pretrain {config.corpus} ({Path(out).name})", total=config.steps, completed=start_step,
+                            info="")
         for step in range(start_step + 1, last_step + 1):
             ids = batch_ids(corpus, config, step).to(device)
             for group in optimizer.param_groups:
