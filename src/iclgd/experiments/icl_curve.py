@@ -127,7 +127,7 @@ def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] =
 
     out = check_output_dir(out)
     label_count = len(load_task(task).label_words)
-    total = len(ks) * len(seeds) * (1 + len(untrained))
+    total = len(set(ks)) * len(set(seeds)) * (1 + len(untrained))  # a repeated k or seed is one point
     with Progress(TextColumn("icl-curve"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   disable=not show_progress, transient=True) as bar:
         job = bar.add_task("points", total=total)
