@@ -47,6 +47,7 @@ from iclgd.models.attention import MKL_MODE
 from iclgd.models.capture import Capture, Prefix, encode_prefix
 from iclgd.models.families import Family, blocks, rope_length_limit
 from iclgd.models.loading import LoadedModel, load_model, model_files, model_sha256
+from iclgd.progress import log_line
 from iclgd.prompts.scoring import batches, score_batch
 from iclgd.prompts.sequences import Prompts, build_prompts, prompt_tokens
 from iclgd.runner.store import UnitResult, library_versions
@@ -827,13 +828,6 @@ def ordered_prompts(prompts: Prompts, orders: list[np.ndarray]) -> list[Prompts]
     return [prompts] + [sampled.reordered(order) for order in orders[1:]]
 
 
-def log_stage(progress: Progress, text: str) -> None:
-    """A line per finished stage where the bars cannot redraw (a log file, nohup, a batch job's output): there they
-    show nothing until the unit ends."""
-    if not progress.disable and not (progress.console.is_terminal and progress.console.file.isatty()):
-        progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """The peak CUDA allocation since the unit started, or on CPU the process's peak resident memory (in a sweep that
     runs several units in one process: the largest so far), in MiB."""
@@ -880,7 +874,7 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
                                  else (None, "per method", None))
         state.timings["lr_s"] = time.time() - mark
         if search is not None:
-            log_stage(progress, f"lr search: lr {lr:g}, {state.timings['lr_s']:.0f} s")
+            log_line(progress, f"lr search: lr {lr:g}, {state.timings['lr_s']:.0f} s")
         release_freed_memory()
 
         mark = time.time()
@@ -889,13 +883,13 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         del prefixes
         release_freed_memory()
         state.timings["reference_passes_s"] = time.time() - mark
-        log_stage(progress, f"ZS / ICL passes: {len(prompts.queries)} eval rows, "
+        log_line(progress, f"ZS / ICL passes: {len(prompts.queries)} eval rows, "
                             f"{state.timings['reference_passes_s']:.0f} s")
         for spec in methods.values():
             run_method(cfg, lm, spec, spec.lr or lr, orderings, unit.training, original, state, progress,
                        alpha, "the method's own" if spec.lr else lr_source)
             release_freed_memory()
-            log_stage(progress, f"{spec.name}: trained and measured, {state.timings[f'{spec.name}_s']:.0f} s")
+            log_line(progress, f"{spec.name}: trained and measured, {state.timings[f'{spec.name}_s']:.0f} s")
         if alpha:
             alpha_rows(state, recorded)
         captures = []

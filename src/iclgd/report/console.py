@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from iclgd.progress import on_terminal
 from iclgd.report.tables import side_by_side_table
 from iclgd.runner.results import open_unit, read_record
 
@@ -19,14 +20,7 @@ def console() -> Console:
     """A rich console; when stdout is not a terminal (files, CI logs; FORCE_COLOR only makes rich think it is one),
     COLUMNS wide where it is set, else wide enough that no table is cut or wrapped."""
     terminal = Console()
-    return terminal if _isatty(terminal) or os.environ.get("COLUMNS") else Console(width=FILE_WIDTH)
-
-
-def _isatty(console: Console) -> bool:
-    try:
-        return console.file.isatty()
-    except (AttributeError, ValueError):  # a closed or file-like stream without a descriptor
-        return False
+    return terminal if on_terminal(terminal) or os.environ.get("COLUMNS") else Console(width=FILE_WIDTH)
 
 
 def print_unit_summary(unit_dir: str | Path, ft_method: str | None = None) -> None:

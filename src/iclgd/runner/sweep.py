@@ -37,6 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iclgd.checks import check_output_dir
 from iclgd.errors import UserError, warn
+from iclgd.progress import log_line
 from iclgd.runner.results import check_format, read_record
 from iclgd.runner.store import (
     UnitResult,
@@ -224,17 +225,7 @@ def _finish(report: SweepReport, bar: Progress, task: Any, unit: str, error: Bas
         report.failed[unit] = f"{type(error).__name__}: {error}"
         report.errors[unit] = error
     bar.update(task, advance=1, unit=unit)
-    _log(bar, task, f"{unit}: {'done' if error is None else 'failed: ' + report.failed[unit]}")
-
-
-def _log(bar: Progress, task: Any, text: str) -> None:
-    """A line per finished unit where the bar cannot redraw (a log file, a pipe, a batch job's output): there the
-    bar shows only at the end, and the log would stay empty for hours."""
-    if bar.disable or bar.console.is_terminal:
-        return
-    done = next(t for t in bar.tasks if t.id == task)
-    bar.console.print(f"[{int(done.completed)}/{int(done.total or 0)}, {done.elapsed or 0:.0f} s] {text}",
-                      markup=False, highlight=False, soft_wrap=True)
+    log_line(bar, f"{unit}: {'done' if error is None else 'failed: ' + report.failed[unit]}", task)
 
 
 @contextlib.contextmanager
@@ -284,7 +275,7 @@ def _count(report: SweepReport, bar: Progress, task: Any, unit: str, ran: bool) 
     else:
         report.by_others.append(unit)
         bar.update(task, advance=1, unit=unit)
-        _log(bar, task, f"{unit}: finished by another process")
+        log_line(bar, f"{unit}: finished by another process", task)
 
 
 def _run_ray(pending: list, run_unit: Callable, out: Path, report: SweepReport, bar: Progress, task: Any,
