@@ -16,3 +16,14 @@ class UserError(Exception):
 def warn(message: str) -> None:
     """One line on stderr: ``warning: <message>``."""
     print(f"warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+_SAID: set[tuple] = set()  # the keys warn_once has said in this process
+
+
+def warn_once(key: tuple, message: str) -> None:
+    """:func:`warn`, once per process for each ``key``: what holds for a whole sweep (a task's split, a k, a
+    setting) would otherwise be said again by each of its units."""
+    if key not in _SAID:
+        _SAID.add(key)
+        warn(message)

@@ -424,9 +424,9 @@ def test_lr_search_enters_the_unit_id_only_where_it_changes_the_unit(tmp_path):
 
 
 def test_more_lr_search_rows_than_the_pool_holds_is_a_warning(gpt2_dir, tmp_path, capsys, monkeypatch):
-    from iclgd.experiments import compare
+    from iclgd import errors
 
-    monkeypatch.setattr(compare, "_WARNED_POOL", set())
+    monkeypatch.setattr(errors, "_SAID", set())
     cfg = _cfg(gpt2_dir, tmp_path, lr=None, methods=["gd"], kendall_examples=0, lr_search_rows=1000,
                lr_search="halving")
     record = run_compare(cfg, show_progress=False).record
@@ -494,9 +494,9 @@ def test_example_scores_back_every_score_and_pair_a_unit_with_its_untrained_vari
 def test_eval_size_past_the_split_is_the_whole_split_one_unit(gpt2_dir, tmp_path, capsys):
     """An eval_size above the eval split's 24 rows evaluates all 24: it is the same unit as eval_size 24 (one id,
     computed once), and the stored config says 24."""
-    from iclgd.experiments import compare
+    from iclgd import errors
 
-    compare._WARNED_EVAL_SIZES.clear()  # warned once per process
+    errors._SAID.clear()  # warned once per process
     whole = run_and_store(_cfg(gpt2_dir, tmp_path, methods=["gd"], kendall_examples=0, eval_size=1000),
                           show_progress=False)
     assert capsys.readouterr().err.count("eval_size 1000 is more than the 24 rows of sst2's eval split") == 1
@@ -622,10 +622,10 @@ def test_a_noise_floor_whose_orderings_end_alike_is_warned(tmp_path, capsys, mon
     """Two orderings that keep the last demo in place measure recency, not order: the floor compares near-identical
     readings. The ordering added for the floor alone ends with another demo; two asked for (orders 0 and 1 of seed
     1 end alike) are warned of, once per process (a sweep's units would repeat it)."""
-    from iclgd.experiments import compare
+    from iclgd import errors
     from iclgd.experiments.compare import demo_orders
 
-    monkeypatch.setattr(compare, "_WARNED_FLOOR", [])
+    monkeypatch.setattr(errors, "_SAID", set())
     cfg = _cfg("m", tmp_path, output_metrics=True, seed=1)
     added = demo_orders(cfg, 4)  # orderings 1: the floor's second ordering is added
     assert len(added) == 2 and added[0][-1] != added[1][-1] and "same demo" not in capsys.readouterr().err
@@ -636,7 +636,7 @@ def test_a_noise_floor_whose_orderings_end_alike_is_warned(tmp_path, capsys, mon
     assert "all end with the same demo" in err and "KL and JS near 0, TO@10 and OCS@10 near 1" in err
     demo_orders(asked, 4)
     assert "same demo" not in capsys.readouterr().err  # once
-    monkeypatch.setattr(compare, "_WARNED_FLOOR", [])
+    monkeypatch.setattr(errors, "_SAID", set())
     assert len({int(o[-1]) for o in demo_orders(cfg.model_copy(update={"orderings": 3}), 4)}) > 1
     assert "same demo" not in capsys.readouterr().err
 
@@ -656,9 +656,9 @@ def test_scores_that_overflow_float16_name_the_dtype_not_the_learning_rate(tmp_p
 
 
 def test_a_unit_without_kendall_examples_says_it_has_no_kendall(tmp_path, capsys, monkeypatch):
-    from iclgd.experiments import compare
+    from iclgd import errors
 
-    monkeypatch.setattr(compare, "_WARNED_KENDALL", set())
+    monkeypatch.setattr(errors, "_SAID", set())
     model = save_tiny_model("gpt2", tmp_path / "model")
     result = run_compare(_cfg(model, tmp_path, methods=["gd"], kendall_examples=0), show_progress=False)
     assert "no Kendall τ in this unit: kendall_examples is 0" in capsys.readouterr().err

@@ -71,11 +71,11 @@ def test_offline_sweeps_are_the_readme_grid(model):
 def test_eval_sizes_past_the_split_are_one_unit(capsys):
     """Within a split (sst2's fixture has 24 eval rows) each eval_size is its own unit; past it, every size is the
     whole split: one unit, warned once per size asked."""
-    from iclgd.experiments import compare
+    from iclgd import errors
     from iclgd.experiments.compare import capped_eval_sizes
     from iclgd.tasks import FIXTURES_DIR
 
-    compare._WARNED_EVAL_SIZES.clear()  # warned once per process
+    errors._SAID.clear()  # warned once per process
     configs = [load_config(None, {"model": "gpt2", "task": "sst2", "lr": 1e-3, "data_dir": str(FIXTURES_DIR),
                                   "eval_size": size}) for size in (None, 23, 24, 25, 1000, 1000)]
     capped = capped_eval_sizes(configs)

@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iclgd import finetune as finetuning
 from iclgd import metrics
-from iclgd.errors import UserError, warn
+from iclgd.errors import UserError, warn, warn_once
 from iclgd.experiments.accumulate import (
     Accumulator,
     PassOutputs,
@@ -140,12 +140,14 @@ class UnitRows:
     revision: str
 
 
-def _warn_eval_size(asked: int, n_eval: int, task: str) -> None:
-    warn(f"eval_size {asked} is more than the {n_eval} rows of {task}'s eval split: evaluating on {n_eval} "
-         "(recorded as eval_size)")
-
-
-_WARNED_EVAL_SIZES: set[tuple] = set()
+def _warn_eval_size(asked: int, n_eval: int, task: str, once: tuple | None = None) -> None:
+    """Said each time, or once per process for the key ``once``."""
+    message = (f"eval_size {asked} is more than the {n_eval} rows of {task}'s eval split: evaluating on {n_eval} "
+               "(recorded as eval_size)")
+    if once is not None:
+        warn_once(("eval size", *once), message)
+    else:
+        warn(message)
 
 
 def capped_eval_sizes(configs: list[CompareConfig]) -> list[CompareConfig]:
@@ -161,9 +163,8 @@ def capped_eval_sizes(configs: list[CompareConfig]) -> list[CompareConfig]:
                 except UserError:  # data not here (a plan or a report without it): the unit's own check says so
                     n_eval[data] = None
             if n_eval[data] is not None and 0 < n_eval[data] < cfg.eval_size:
-                if (data, cfg.eval_size) not in _WARNED_EVAL_SIZES:  # once per process: configs are rebuilt
-                    _warn_eval_size(cfg.eval_size, n_eval[data], cfg.task)
-                    _WARNED_EVAL_SIZES.add((data, cfg.eval_size))
+                # said once per process: configs are rebuilt (plan, sweep, report)
+                _warn_eval_size(cfg.eval_size, n_eval[data], cfg.task, once=(data, cfg.eval_size))
                 cfg = cfg.model_copy(update={"eval_size": n_eval[data]})
         capped.append(cfg)
     return capped
@@ -306,10 +307,10 @@ def choose_lr(cfg: CompareConfig, lm: LoadedModel, task_name: str, unit: UnitPro
         return round(accuracy * len(queries))
 
     n_rows = len(tune.queries)
-    if n_rows < cfg.lr_search_rows and (task_name, cfg.lr_search_rows, n_rows) not in _WARNED_POOL:
-        _WARNED_POOL.add((task_name, cfg.lr_search_rows, n_rows))  # once per process: a sweep's units would repeat it
-        warn(f"lr_search_rows {cfg.lr_search_rows} is more than the {n_rows} pool rows left beside the demos: the lr "
-             f"search scores {n_rows}")
+    if n_rows < cfg.lr_search_rows:
+        warn_once(("lr search pool", task_name, cfg.lr_search_rows, n_rows),  # said once for a sweep's units
+                  f"lr_search_rows {cfg.lr_search_rows} is more than the {n_rows} pool rows left beside the demos: "
+                  f"the lr search scores {n_rows}")
     if cfg.lr_search == "grid":
         upper = len(finetuning.DAI_LR_GRID) * len(range(0, n_rows, GRID_CHUNK_ROWS))  # chunks, were none ruled out
         bar = progress.add_task("lr search (Dai's grid, chunks of held-out rows)", total=upper) if progress else None
@@ -781,11 +782,6 @@ def alpha_rows(state: UnitState, recorded: list[int]) -> None:
 # The unit
 
 
-_WARNED_FLOOR: list[bool] = []
-_WARNED_POOL: set[tuple[str, int, int]] = set()  # (task, lr_search_rows, pool rows left): said once per process
-_WARNED_KENDALL: set[str] = set()  # why a unit has no Kendall τ, said once per process
-
-
 def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
     """The unit's demo order, then distinct others (orders order+1, order+2, ... with repeats skipped): ``orderings``
     in all, and at least two when the output metrics need their ICL-vs-ICL noise floor. The second ordering added
@@ -808,11 +804,11 @@ def demo_orders(cfg: CompareConfig, true_k: int) -> list[np.ndarray]:
             seen.add(tuple(permutation))
             orders.append(permutation)
         order += 1
-    if cfg.output_metrics and len(orders) >= 2 and len({int(o[-1]) for o in orders}) == 1 and not _WARNED_FLOOR:
-        _WARNED_FLOOR.append(True)  # once per process: a sweep's units would repeat it
-        warn(f"the {len(orders)} demo orderings of the output metrics' ICL-vs-ICL noise floor all end with the same "
-             "demo: an LM reads its last demo most, so the floor compares near-identical readings (KL and JS near "
-             "0, TO@10 and OCS@10 near 1) and may flag every FT method; use --orderings 3 or more")
+    if cfg.output_metrics and len(orders) >= 2 and len({int(o[-1]) for o in orders}) == 1:
+        warn_once(("floor orderings",),  # said once for a sweep's units
+                  f"the {len(orders)} demo orderings of the output metrics' ICL-vs-ICL noise floor all end with the "
+                  "same demo: an LM reads its last demo most, so the floor compares near-identical readings (KL and "
+                  "JS near 0, TO@10 and OCS@10 near 1) and may flag every FT method; use --orderings 3 or more")
     return orders
 
 
@@ -853,9 +849,8 @@ def run_compare(cfg: CompareConfig, *, show_progress: bool = True) -> UnitResult
         why = "kendall_examples is 0 (give it the eval rows to measure it on, e.g. 100)"
     else:
         why = None
-    if why is not None and why not in _WARNED_KENDALL:
-        _WARNED_KENDALL.add(why)  # once per process: a sweep's units would repeat it
-        warn(f"no Kendall τ in this unit: {why}")
+    if why is not None:
+        warn_once(("no kendall", why), f"no Kendall τ in this unit: {why}")
     specs = list(methods.values())
     for index, spec in enumerate(specs):  # a layer out of range fails before any pass; two on one layer are said
         spec.check_layers(specs[index + 1:], len(blocks(lm.model, lm.family)))
