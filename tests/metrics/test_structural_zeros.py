@@ -80,8 +80,7 @@ def test_longrope_models_get_the_context_where_one_set_of_frequencies_serves():
     """Longrope rotates a whole sequence by its long factors once it passes original_max_position_embeddings: a prompt
     with demos past it and one without would differ at layer 0, and a shared demo prefix would not match its full
     prompt. The context stops there, so layer 0 stays blind to the demos."""
-    from iclgd.experiments.compare import model_context
-    from iclgd.models.families import rope_length_limit
+    from iclgd.models.families import model_context, rope_length_limit
 
     model, _ = tiny_model("phi3", config_overrides=LONGROPE)
     assert rope_length_limit(model.config) == 32 and model_context(model.config) == 32

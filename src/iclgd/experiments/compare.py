@@ -45,7 +45,7 @@ from iclgd.finetune.methods import FTMethod
 from iclgd.finetune.trajectories import gd_trajectories, supports_batched_trajectories
 from iclgd.models.attention import MKL_MODE
 from iclgd.models.capture import Capture, Prefix, encode_prefix
-from iclgd.models.families import Family, blocks, rope_length_limit
+from iclgd.models.families import Family, blocks, model_context, rope_length_limit
 from iclgd.models.loading import LoadedModel, load_model, model_files, model_sha256
 from iclgd.progress import log_line
 from iclgd.prompts.scoring import batches, score_batch
@@ -86,21 +86,6 @@ def bos_and_separator(cfg: CompareConfig, task, family: Family) -> tuple[str | N
         bos = family.bos
     sep = cfg.separator if cfg.separator is not None else task.separator
     return bos, sep if sep is not None else family.sep
-
-
-def model_context(config, default: int | None = None) -> int:
-    """The context length a transformers config gives (``default`` where it gives none), within the positions where
-    its rotary frequencies do not depend on the prompt's length (:func:`rope_length_limit`)."""
-    limit = rope_length_limit(config)
-    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return min(value, limit or value)
-    if limit is not None:
-        return limit
-    if default is not None:
-        return default
-    raise UserError("the model config gives no context length: set `max_context` in the config")
 
 
 def unit_max_context(cfg: CompareConfig, config) -> int:

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from iclgd.models.attention import BATCH_EXACT, EXACT_MIN_ROWS, Session, soft_cap
-from iclgd.models.families import attention_modules, get_module, readout, rope_length_limit
+from iclgd.models.families import attention_modules, get_module, model_context, readout
 from iclgd.models.loading import LoadedModel, prepare
 
 
@@ -330,8 +330,6 @@ def forward(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tens
 
 
 def _context(lm: LoadedModel) -> int:
-    """The positions the model has (no limit where its config gives none), within those where its rotary frequencies
-    do not depend on the sequence's length (:func:`iclgd.models.families.rope_length_limit`)."""
-    limit = getattr(lm.model.config, "max_position_embeddings", None)
-    limit = limit if isinstance(limit, int) and limit > 0 else 2**62
-    return min(limit, rope_length_limit(lm.model.config) or limit)
+    """The positions the model has (:func:`iclgd.models.families.model_context`; no limit where its config gives
+    none)."""
+    return model_context(lm.model.config, default=2**62)

@@ -229,6 +229,21 @@ def rope_length_limit(config: object) -> int | None:
     return min(limits) if limits else None
 
 
+def model_context(config: object, default: int | None = None) -> int:
+    """The context length a transformers config gives (``default`` where it gives none), within the positions where
+    its rotary frequencies do not depend on the prompt's length (:func:`rope_length_limit`)."""
+    limit = rope_length_limit(config)
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return min(value, limit or value)
+    if limit is not None:
+        return limit
+    if default is not None:
+        return default
+    raise UserError("the model config gives no context length: set `max_context` in the config")
+
+
 def family_named(name: str) -> Family:
     for family in FAMILIES:
         if family.name == name:
